@@ -1,0 +1,390 @@
+//! Load benchmarks on loopback. The server runs on its own runtime and threads, the load
+//! generator on another, both in this process, so the figures include the client's cost on
+//! the same two cores (a conservative measurement).
+//!
+//! ```sh
+//! cargo run --release -p sluice-bench -- tenants --auth service-key --seconds 10 --concurrency 32
+//! ```
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+mod bus;
+mod receiver;
+mod stats;
+mod sync;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Sluice load benchmarks on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Authenticated `GET /api/v1/tenants`, the connectivity check data planes and scripts run.
+    Tenants {
+        /// Which credential authenticates each request.
+        #[arg(long, value_enum, default_value = "service-key")]
+        auth: Auth,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// `POST /api/v1/auth/login`: deliberately slow (argon2id), to document its cost.
+    Login {
+        #[command(flatten)]
+        load: Load,
+    },
+    /// The receiver over HTTP (Segment API), acknowledged only after the durable bus write.
+    Receiver {
+        /// NATS for the bus; default the embedded bus.
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Events per request: 1 uses /v1/track, more use /v1/batch.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Measured seconds (after a 2-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests per second to hold; 0 for as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+    /// Bus publish throughput: concurrent producers, each call acknowledged once durable.
+    Bus {
+        /// `embedded` or `nats`.
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// Messages per publish call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Concurrent producers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Measured seconds (after a 2-second warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+    },
+    /// Config sync: from a pipeline change to every simulated node's ACK, and memory per idle
+    /// node. Runs the control plane as a separate process (`--sluice-bin`).
+    Sync {
+        /// Simulated data-plane nodes, each with its own connection and stream.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Pipeline changes to propagate.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// The sluice binary. Default: next to this one.
+        #[arg(long)]
+        sluice_bin: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Auth {
+    ServiceKey,
+    ApiKey,
+    Jwt,
+}
+
+#[derive(Debug, clap::Args)]
+struct Load {
+    /// Measured duration, in seconds (after a 2-second warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// PostgreSQL URL; default: SQLite in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "benchmark password";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Scenario::Receiver {
+        nats_url,
+        batch,
+        concurrency,
+        seconds,
+        rate,
+    } = &cli.scenario
+    {
+        let args = receiver::ReceiverArgs {
+            nats_url: nats_url.clone(),
+            batch: *batch,
+            concurrency: *concurrency,
+            seconds: *seconds,
+            rate: *rate,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        println!("{}", runtime.block_on(receiver::run(args))?);
+        return Ok(());
+    }
+    if let Scenario::Bus {
+        backend,
+        batch,
+        concurrency,
+        seconds,
+        nats_url,
+    } = &cli.scenario
+    {
+        let args = bus::BusArgs {
+            backend: backend.clone(),
+            batch: *batch,
+            concurrency: *concurrency,
+            seconds: *seconds,
+            nats_url: nats_url.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        println!("{}", runtime.block_on(bus::run(args))?);
+        return Ok(());
+    }
+    if let Scenario::Sync {
+        nodes,
+        rounds,
+        sluice_bin,
+    } = &cli.scenario
+    {
+        let sluice_bin = match sluice_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("sluice"),
+        };
+        let args = sync::SyncArgs {
+            nodes: *nodes,
+            rounds: *rounds,
+            sluice_bin,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        println!("scenario=sync");
+        println!("{}", runtime.block_on(sync::run(args))?);
+        return Ok(());
+    }
+    let (auth, load, path) = match &cli.scenario {
+        Scenario::Tenants { auth, load } => (Some(*auth), load, "/api/v1/tenants"),
+        Scenario::Login { load } => (None, load, "/api/v1/auth/login"),
+        Scenario::Sync { .. } | Scenario::Bus { .. } | Scenario::Receiver { .. } => {
+            unreachable!("handled above")
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(load.server_threads)
+        .enable_all()
+        .build()?;
+    let raw = sluice_control_plane::RawConfig {
+        http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        database_url: load.database_url.clone(),
+        data_dir: dir.path().to_path_buf(),
+        admin_email: Some(EMAIL.into()),
+        admin_password: Some(PASSWORD.into()),
+        // The login scenario measures hashing, not the limiter.
+        login_attempts_per_ip_per_minute: u32::MAX,
+        login_failures_per_account: u32::MAX,
+        ..Default::default()
+    };
+    let config = raw.validate()?;
+    let cp = server_rt
+        .block_on(sluice_control_plane::start(config))
+        .context("start control plane")?;
+    let base = format!("http://{}", cp.http_addr);
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(load.client_threads)
+        .enable_all()
+        .build()?;
+    let report = client_rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(load.concurrency)
+            .build()?;
+        let token = login(&http, &base).await?;
+        let credential = match auth {
+            None => None,
+            Some(Auth::Jwt) => Some(token),
+            Some(kind) => Some(setup_key(&http, &base, &token, kind).await?),
+        };
+        let request = Arc::new(RequestSpec {
+            url: format!("{base}{path}"),
+            credential,
+            login: auth.is_none(),
+        });
+        run_load(&http, request, load).await
+    })?;
+    println!(
+        "scenario={path} auth={auth:?} backend={} concurrency={} seconds={} server_threads={} client_threads={}",
+        if load.database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        load.concurrency,
+        load.seconds,
+        load.server_threads,
+        load.client_threads
+    );
+    println!("{report}");
+    server_rt.block_on(cp.shutdown());
+    Ok(())
+}
+
+async fn login(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let response: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    response["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("login failed")
+}
+
+async fn setup_key(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    auth: Auth,
+) -> anyhow::Result<String> {
+    let tenant: Value = http
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tenant_id = tenant["id"].as_str().context("tenant")?;
+    let body = match auth {
+        Auth::ApiKey => json!({"name": "bench", "type": "api", "role": "viewer"}),
+        _ => json!({"name": "bench", "type": "service"}),
+    };
+    let key: Value = http
+        .post(format!("{base}/api/v1/tenants/{tenant_id}/keys"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    key["key"].as_str().map(str::to_owned).context("key")
+}
+
+struct RequestSpec {
+    url: String,
+    credential: Option<String>,
+    login: bool,
+}
+
+async fn one_request(http: &reqwest::Client, spec: &RequestSpec) -> bool {
+    let request = if spec.login {
+        http.post(&spec.url)
+            .json(&json!({"email": EMAIL, "password": PASSWORD}))
+    } else {
+        http.get(&spec.url)
+    };
+    let request = match &spec.credential {
+        Some(c) => request.bearer_auth(c),
+        None => request,
+    };
+    match request.send().await {
+        Ok(response) => {
+            let ok = response.status().is_success();
+            // Read the body so the connection is reused.
+            let _ = response.bytes().await;
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+async fn run_load(
+    http: &reqwest::Client,
+    spec: Arc<RequestSpec>,
+    load: &Load,
+) -> anyhow::Result<String> {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..load.concurrency {
+        let (http, spec, measuring, stop, errors) = (
+            http.clone(),
+            spec.clone(),
+            measuring.clone(),
+            stop.clone(),
+            errors.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = one_request(&http, &spec).await;
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(load.seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await?);
+    }
+    if all.is_empty() {
+        bail!("no request succeeded");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| stats::ms(stats::percentile(&all, p));
+    Ok(format!(
+        "requests={} errors={} throughput={:.0}/s p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        all.len(),
+        errors.load(Ordering::Relaxed),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0),
+    ))
+}

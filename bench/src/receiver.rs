@@ -1,0 +1,236 @@
+//! The receiver end to end over HTTP: a control plane and a node in this process, keep-alive
+//! load from this process too (all on the same two cores). A request counts once the receiver
+//! answered 200, which it does only after the events are durable on the bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::stats::{ms, percentile};
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_data_plane::bus::Bus;
+
+pub struct ReceiverArgs {
+    pub nats_url: Option<String>,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub seconds: u64,
+    /// Requests per second to hold (0: as fast as possible), for latency at a given load.
+    pub rate: u64,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let response = http.post(url).bearer_auth(token).json(&body).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(response.json().await?)
+}
+
+fn event(i: u64) -> Value {
+    json!({"type": "track", "event": "Order Completed", "messageId": format!("m{i}"), "anonymousId": format!("a{i}"),
+        "properties": {"order_id": format!("o{i}"), "revenue": 42.5, "currency": "EUR"},
+        "context": {"ip": "203.0.113.9", "page": {"path": "/checkout"}}, "timestamp": "2026-11-22T12:00:00Z"})
+}
+
+pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let raw = sluice_control_plane::RawConfig {
+        http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().join("cp"),
+        admin_email: Some("bench@example.com".into()),
+        admin_password: Some("benchmark password".into()),
+        ..Default::default()
+    };
+    let cp = sluice_control_plane::start(raw.validate()?).await?;
+    let base = format!("http://{}", cp.http_addr);
+    let http = reqwest::Client::new();
+    let login = post(
+        &http,
+        format!("{base}/api/v1/auth/login"),
+        "",
+        json!({"email": "bench@example.com", "password": "benchmark password"}),
+    )
+    .await?;
+    let token = login["access_token"].as_str().context("token")?.to_owned();
+    let tenant = post(
+        &http,
+        format!("{base}/api/v1/tenants"),
+        &token,
+        json!({"name": "bench"}),
+    )
+    .await?["id"]
+        .as_str()
+        .context("tenant")?
+        .to_owned();
+    let pipeline = post(
+        &http,
+        format!("{base}/api/v1/tenants/{tenant}/pipelines"),
+        &token,
+        json!({"name": "main", "spec": {"sources": [{"name": "web"}]}}),
+    )
+    .await?;
+    let pipeline = pipeline["id"].as_str().context("pipeline")?.to_owned();
+    let keys = format!("{base}/api/v1/tenants/{tenant}/keys");
+    let write_key = post(
+        &http,
+        keys.clone(),
+        &token,
+        json!({"name": "w", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
+    )
+    .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let service = post(&http, keys, &token, json!({"name": "n", "type": "service"})).await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let node_config = sluice_data_plane::RawConfig {
+        roles: "receiver".into(),
+        http_addr: "127.0.0.1:0".parse()?,
+        state_dir: dir.path().join("node"),
+        control_url: Some(format!("http://{}", cp.grpc_addr)),
+        service_key: Some(service),
+        nats_url: args.nats_url.clone(),
+        bus_max_bytes: 4 << 30,
+        ..Default::default()
+    };
+    let node = sluice_data_plane::start(node_config.validate()?).await?;
+    for _ in 0..100 {
+        if node
+            .state
+            .current()
+            .is_some_and(|c| !c.ingest_keys.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = if args.batch == 1 {
+        format!("http://{}/v1/track", node.http_addr)
+    } else {
+        format!("http://{}/v1/batch", node.http_addr)
+    };
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+    );
+
+    // A consumer acks what arrives, as the processor would, so the stage never fills.
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (bus, stop) = (node.bus.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(deliveries) = bus.fetch("raw", 5000, Duration::from_millis(50)).await {
+                    for delivery in deliveries {
+                        let _ = bus.ack(delivery).await;
+                    }
+                }
+            }
+        })
+    };
+    let measuring = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let per_worker_interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency {
+        let (client, url, auth, stop, measuring, errors, batch) = (
+            client.clone(),
+            url.clone(),
+            auth.clone(),
+            stop.clone(),
+            measuring.clone(),
+            errors.clone(),
+            args.batch,
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = (worker as u64) << 40;
+            let mut tick = per_worker_interval.map(tokio::time::interval);
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
+                let body = if batch == 1 {
+                    n += 1;
+                    event(n)
+                } else {
+                    json!({"batch": (0..batch).map(|_| { n += 1; event(n) }).collect::<Vec<_>>()})
+                };
+                let body = serde_json::to_vec(&body).unwrap_or_default();
+                let started = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap_or_default());
+    }
+    let _ = consumer.await;
+    all.sort_unstable();
+    let pct = |p: f64| ms(percentile(&all, p));
+    let requests = all.len() as f64 / elapsed.as_secs_f64();
+    let report = format!(
+        "bus={} batch={} concurrency={} rate={} requests={:.0}/s events={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
+        if args.nats_url.is_some() {
+            "nats"
+        } else {
+            "embedded"
+        },
+        args.batch,
+        args.concurrency,
+        if args.rate > 0 {
+            args.rate.to_string()
+        } else {
+            "max".into()
+        },
+        requests,
+        requests * args.batch as f64,
+        pct(0.5),
+        pct(0.99),
+        errors.load(Ordering::Relaxed)
+    );
+    node.shutdown().await;
+    cp.shutdown().await;
+    Ok(report)
+}

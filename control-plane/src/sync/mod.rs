@@ -1,0 +1,21 @@
+//! Config sync: the gRPC `ConfigSync.Stream` that pushes each tenant's configuration to its
+//! data planes, and the hub that tells every stream (on every replica) about changes and
+//! revocations.
+
+mod hub;
+mod service;
+mod snapshot;
+
+pub use hub::{ChangeHub, ControlEvent};
+pub use service::ConfigSyncService;
+pub use snapshot::SnapshotCache;
+
+/// Roles a data-plane node may run.
+pub const ROLES: [&str; 6] = [
+    "proxy",
+    "receiver",
+    "processor",
+    "delivery",
+    "archiver",
+    "query",
+];

@@ -1,0 +1,598 @@
+//! The embedded bus: per stage, an append-only log of checksummed records on disk plus the
+//! unacknowledged messages in memory.
+//!
+//! * **Group commit.** One writer task per stage takes every publish waiting at that moment,
+//!   appends them, and pays one `fdatasync` for all of them before answering any.
+//! * **Atomic calls.** Each publish call is one record, so a crash keeps all of a call or none.
+//! * **Torn tails.** Each record carries its length and a CRC-32; on start a record that does
+//!   not check out at the end of the newest segment is cut off, never served as data.
+//! * **Acknowledgement.** The stage keeps a commit point: every message below it is acked. It
+//!   is persisted (atomic rename) within 50 ms of an ack, so after a crash at most the
+//!   messages acked in those 50 ms are delivered again (at least once, never lost). Segments
+//!   wholly below the commit point are deleted.
+//! * **Bounded.** A stage holds at most `max_bytes` of unacknowledged messages; a publish
+//!   beyond that fails with [`BusError::Full`] (the receiver answers 503 with Retry-After).
+//!
+//! One consumer group per stage: every consumer of a stage shares its messages.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
+
+/// Bytes of record header: body length and CRC-32.
+const HEADER: usize = 8;
+/// Largest record accepted when reading back, in bytes (a sanity bound against garbage).
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+const CURSOR_FILE: &str = "cursor";
+/// How often acknowledgements are persisted.
+const CURSOR_FLUSH: Duration = Duration::from_millis(50);
+
+/// Settings of the embedded bus.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Where the stages live (one directory each).
+    pub dir: PathBuf,
+    /// Unacknowledged bytes a stage may hold before publishes are refused. Default: 256 MiB.
+    pub max_bytes: u64,
+    /// A segment file is closed and a new one begun past this size, in bytes. Default: 64 MiB.
+    pub segment_bytes: u64,
+    /// A fetched message not acknowledged within this time is delivered again. Default: 30 s.
+    pub ack_wait: Duration,
+}
+
+impl EmbeddedConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The embedded bus; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    config: Arc<EmbeddedConfig>,
+    stages: Arc<Mutex<HashMap<String, Arc<Stage>>>>,
+}
+
+/// One stage's queue.
+#[derive(Debug)]
+pub struct Stage {
+    name: String,
+    dir: PathBuf,
+    max_bytes: u64,
+    ack_wait: Duration,
+    writer: mpsc::Sender<WriteRequest>,
+    state: Mutex<State>,
+    available: Notify,
+}
+
+#[derive(Debug)]
+struct WriteRequest {
+    messages: Vec<Message>,
+    reply: oneshot::Sender<Result<(), BusError>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Durable, not handed out, in sequence order.
+    pending: VecDeque<(u64, Message, u64)>,
+    /// Handed out: seq → (message, deliveries so far, redeliver after).
+    in_flight: BTreeMap<u64, (Message, u64, Instant)>,
+    /// Acked sequence numbers at or above the commit point.
+    acked_above: BTreeSet<u64>,
+    /// Every sequence number below it is acknowledged.
+    commit: u64,
+    /// Unacknowledged bytes, counting publishes still being written.
+    bytes: u64,
+    /// Segment files with the first sequence number each holds, oldest first.
+    segments: Vec<(u64, PathBuf)>,
+    cursor_dirty: bool,
+}
+
+impl EmbeddedBus {
+    pub fn open(config: EmbeddedConfig) -> Result<Self, BusError> {
+        std::fs::create_dir_all(&config.dir)?;
+        Ok(Self {
+            config: Arc::new(config),
+            stages: Arc::default(),
+        })
+    }
+
+    fn stage(&self, name: &str) -> Result<Arc<Stage>, BusError> {
+        check_stage(name)?;
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stage) = stages.get(name) {
+            return Ok(stage.clone());
+        }
+        let stage = Stage::open(name, &self.config)?;
+        stages.insert(name.to_owned(), stage.clone());
+        Ok(stage)
+    }
+
+    /// Messages of `stage` not yet acknowledged (pending or in flight).
+    pub fn depth(&self, stage: &str) -> Result<usize, BusError> {
+        let stage = self.stage(stage)?;
+        let state = stage.lock();
+        Ok(state.pending.len() + state.in_flight.len())
+    }
+
+    /// Persists every stage's acknowledgements now (on shutdown).
+    pub fn flush(&self) -> Result<(), BusError> {
+        let stages: Vec<_> = self
+            .stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for stage in stages {
+            stage.persist_cursor()?;
+        }
+        Ok(())
+    }
+}
+
+impl Bus for EmbeddedBus {
+    async fn publish(&self, stage: &str, messages: Vec<Message>) -> Result<(), BusError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let stage = self.stage(stage)?;
+        let size: u64 = messages.iter().map(Message::size).sum();
+        {
+            let mut state = stage.lock();
+            if state.bytes + size > stage.max_bytes {
+                return Err(BusError::Full {
+                    stage: stage.name.clone(),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            state.bytes += size;
+        }
+        let (reply, answer) = oneshot::channel();
+        let outcome = match stage.writer.send(WriteRequest { messages, reply }).await {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(BusError::Unavailable("bus writer stopped".into()))),
+            Err(_) => Err(BusError::Unavailable("bus writer stopped".into())),
+        };
+        if outcome.is_err() {
+            stage.lock().bytes -= size;
+        }
+        outcome
+    }
+
+    async fn fetch(
+        &self,
+        stage: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let stage = self.stage(stage)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a publish between the look and the wait is seen.
+            let notified = stage.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let taken = stage.take(max.max(1));
+            if !taken.is_empty() {
+                return Ok(taken
+                    .into_iter()
+                    .map(|(seq, message, redeliveries)| Delivery {
+                        message,
+                        redeliveries,
+                        token: AckToken::Embedded {
+                            stage: stage.clone(),
+                            seq,
+                        },
+                    })
+                    .collect());
+            }
+            // Wake for new messages, or when the oldest in-flight message falls due again.
+            let next_due = stage
+                .lock()
+                .in_flight
+                .values()
+                .map(|(_, _, due)| *due)
+                .min();
+            let until = next_due.map_or(deadline, |due| {
+                deadline.min(tokio::time::Instant::from_std(due))
+            });
+            if tokio::time::timeout_at(until, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: Delivery) -> Result<(), BusError> {
+        match delivery.token {
+            AckToken::Embedded { stage, seq } => {
+                stage.ack(seq);
+                Ok(())
+            }
+            AckToken::Nats(_) => Err(BusError::Invalid(
+                "a NATS delivery acked on the embedded bus".into(),
+            )),
+        }
+    }
+}
+
+impl Stage {
+    fn open(name: &str, config: &EmbeddedConfig) -> Result<Arc<Self>, BusError> {
+        let dir = config.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let commit = read_cursor(&dir)?;
+        let mut state = State {
+            commit,
+            ..State::default()
+        };
+        let mut next_seq = commit;
+        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let first = name.strip_suffix(".log")?.parse::<u64>().ok()?;
+                Some((first, e.path()))
+            })
+            .collect();
+        files.sort();
+        let newest = files.last().map(|(first, _)| *first);
+        for (first, path) in files {
+            let records = read_segment(&path, Some(first) == newest)?;
+            let mut last_seq = None;
+            for (record_first, messages) in records {
+                for (offset, message) in messages.into_iter().enumerate() {
+                    let seq = record_first + offset as u64;
+                    last_seq = Some(seq);
+                    next_seq = next_seq.max(seq + 1);
+                    if seq >= commit {
+                        state.bytes += message.size();
+                        state.pending.push_back((seq, message, 0));
+                    }
+                }
+            }
+            if last_seq.is_some_and(|last| last < commit) && Some(first) != newest {
+                std::fs::remove_file(&path)?;
+            } else {
+                state.segments.push((first, path));
+            }
+        }
+        if !state.pending.is_empty() {
+            tracing::info!(
+                stage = name,
+                pending = state.pending.len(),
+                "bus stage recovered unacknowledged messages"
+            );
+        }
+        let (writer, requests) = mpsc::channel(1024);
+        let stage = Arc::new(Stage {
+            name: name.to_owned(),
+            dir,
+            max_bytes: config.max_bytes,
+            ack_wait: config.ack_wait,
+            writer,
+            state: Mutex::new(state),
+            available: Notify::new(),
+        });
+        let log = SegmentWriter::open(&stage, next_seq, config.segment_bytes)?;
+        let weak = Arc::downgrade(&stage);
+        std::thread::Builder::new()
+            .name(format!("bus-{name}"))
+            .spawn(move || write_loop(weak, log, requests))
+            .map_err(BusError::Io)?;
+        let weak = Arc::downgrade(&stage);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CURSOR_FLUSH);
+            loop {
+                tick.tick().await;
+                let Some(stage) = weak.upgrade() else { return };
+                if let Err(e) = stage.persist_cursor() {
+                    tracing::error!(stage = %stage.name, error = %e, "cannot persist bus acknowledgements");
+                }
+            }
+        });
+        Ok(stage)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, max: usize) -> Vec<(u64, Message, u64)> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        // Messages whose consumer went quiet go back to the front, in order.
+        let overdue: Vec<u64> = state
+            .in_flight
+            .iter()
+            .filter(|(_, (_, _, due))| *due <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in overdue.into_iter().rev() {
+            if let Some((message, deliveries, _)) = state.in_flight.remove(&seq) {
+                state.pending.push_front((seq, message, deliveries));
+            }
+        }
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Some((seq, message, deliveries)) = state.pending.pop_front() else {
+                break;
+            };
+            state
+                .in_flight
+                .insert(seq, (message.clone(), deliveries + 1, now + self.ack_wait));
+            taken.push((seq, message, deliveries));
+        }
+        taken
+    }
+
+    fn ack(&self, seq: u64) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some((message, _, _)) = state.in_flight.remove(&seq) else {
+            return;
+        };
+        state.bytes = state.bytes.saturating_sub(message.size());
+        if seq < state.commit {
+            return;
+        }
+        state.acked_above.insert(seq);
+        while state.acked_above.remove(&state.commit) {
+            state.commit += 1;
+        }
+        state.cursor_dirty = true;
+    }
+
+    /// Writes the commit point if it moved, then deletes segments wholly below it.
+    fn persist_cursor(&self) -> Result<(), BusError> {
+        let (commit, obsolete) = {
+            let mut state = self.lock();
+            if !state.cursor_dirty {
+                return Ok(());
+            }
+            state.cursor_dirty = false;
+            let commit = state.commit;
+            // A segment is obsolete when the next one starts at or below the commit point.
+            let mut obsolete = Vec::new();
+            while state.segments.len() > 1 && state.segments[1].0 <= commit {
+                obsolete.push(state.segments.remove(0).1);
+            }
+            (commit, obsolete)
+        };
+        write_atomic(&self.dir.join(CURSOR_FILE), &commit.to_le_bytes())?;
+        for path in obsolete {
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_cursor(dir: &Path) -> Result<u64, BusError> {
+    match std::fs::read(dir.join(CURSOR_FILE)) {
+        Ok(bytes) if bytes.len() == 8 => Ok(u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))),
+        Ok(_) => Err(BusError::Invalid(format!(
+            "{} is corrupt",
+            dir.join(CURSOR_FILE).display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The appending end of a stage's log.
+struct SegmentWriter {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    next_seq: u64,
+    segment_bytes: u64,
+}
+
+impl SegmentWriter {
+    fn open(stage: &Stage, next_seq: u64, segment_bytes: u64) -> Result<Self, BusError> {
+        let newest = stage.lock().segments.last().cloned();
+        let (file, size) = match newest {
+            Some((_, path)) => {
+                let file = OpenOptions::new().append(true).open(&path)?;
+                let size = file.metadata()?.len();
+                (file, size)
+            }
+            None => {
+                let path = segment_path(&stage.dir, next_seq);
+                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                sync_dir(&stage.dir)?;
+                stage.lock().segments.push((next_seq, path));
+                (file, 0)
+            }
+        };
+        Ok(Self {
+            dir: stage.dir.clone(),
+            file,
+            size,
+            next_seq,
+            segment_bytes,
+        })
+    }
+
+    /// Appends one record per batch and syncs once; returns each batch's first seq.
+    fn append(&mut self, stage: &Stage, batches: &[&[Message]]) -> std::io::Result<Vec<u64>> {
+        if self.size >= self.segment_bytes {
+            let path = segment_path(&self.dir, self.next_seq);
+            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            sync_dir(&self.dir)?;
+            self.size = 0;
+            stage.lock().segments.push((self.next_seq, path));
+        }
+        let mut buffer = Vec::new();
+        let mut firsts = Vec::with_capacity(batches.len());
+        let mut seq = self.next_seq;
+        for batch in batches {
+            firsts.push(seq);
+            encode_record(&mut buffer, seq, batch);
+            seq += batch.len() as u64;
+        }
+        self.file.write_all(&buffer)?;
+        self.file.sync_data()?;
+        self.size += buffer.len() as u64;
+        self.next_seq = seq;
+        Ok(firsts)
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.log"))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The stage's writer thread: group commit.
+fn write_loop(
+    stage: std::sync::Weak<Stage>,
+    mut log: SegmentWriter,
+    mut requests: mpsc::Receiver<WriteRequest>,
+) {
+    while let Some(first) = requests.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < 4096 {
+            match requests.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let Some(stage) = stage.upgrade() else { return };
+        let batches: Vec<&[Message]> = group.iter().map(|r| r.messages.as_slice()).collect();
+        match log.append(&stage, &batches) {
+            Ok(firsts) => {
+                {
+                    let mut state = stage.lock();
+                    for (request, first) in group.iter().zip(&firsts) {
+                        for (offset, message) in request.messages.iter().enumerate() {
+                            state
+                                .pending
+                                .push_back((first + offset as u64, message.clone(), 0));
+                        }
+                    }
+                }
+                stage.available.notify_waiters();
+                for request in group {
+                    let _ = request.reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(stage = %stage.name, error = %e, "bus write failed");
+                for request in group {
+                    let _ = request
+                        .reply
+                        .send(Err(BusError::Unavailable(format!("write failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+/// `[len u32][crc32 u32][first_seq u64][count u32]([id_len u16][id][len u32][payload])*`
+fn encode_record(out: &mut Vec<u8>, first_seq: u64, messages: &[Message]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+    for message in messages {
+        let id = message.id.as_bytes();
+        let id_len = id.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(id_len as u16).to_le_bytes());
+        out.extend_from_slice(&id[..id_len]);
+        out.extend_from_slice(&(message.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&message.payload);
+    }
+    let body_len = (out.len() - start - HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn decode_body(body: &[u8]) -> Option<(u64, Vec<Message>)> {
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let slice = body.get(at..at + n)?;
+        at += n;
+        Some(slice)
+    };
+    let first = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let mut messages = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        let id_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+        let id = String::from_utf8(take(id_len)?.to_vec()).ok()?;
+        let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let payload = Bytes::copy_from_slice(take(len)?);
+        messages.push(Message { id, payload });
+    }
+    (at == body.len()).then_some((first, messages))
+}
+
+/// Every valid record of a segment. In the newest segment a record that does not check out
+/// is a torn write from a crash: it and everything after it are cut off.
+fn read_segment(path: &Path, newest: bool) -> Result<Vec<(u64, Vec<Message>)>, BusError> {
+    let mut file = OpenOptions::new().read(true).write(newest).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let record = bytes.get(at..at + HEADER).and_then(|header| {
+            let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+            let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+            if len > MAX_RECORD {
+                return None;
+            }
+            let body = bytes.get(at + HEADER..at + HEADER + len)?;
+            if crc32fast::hash(body) != crc {
+                return None;
+            }
+            decode_body(body).map(|decoded| (decoded, HEADER + len))
+        });
+        match record {
+            Some((decoded, len)) => {
+                records.push(decoded);
+                at += len;
+            }
+            None if newest => {
+                tracing::warn!(path = %path.display(), offset = at, dropped_bytes = bytes.len() - at, "cutting a torn record off the bus log");
+                file.set_len(at as u64)?;
+                file.seek(SeekFrom::End(0))?;
+                file.sync_all()?;
+                break;
+            }
+            None => {
+                tracing::error!(path = %path.display(), offset = at, "corrupt record inside a bus segment; skipping the rest of it");
+                break;
+            }
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,148 @@
+//! The bus between the data-plane roles: stages (`raw`, later `deliver.<destination>`,
+//! `dlq.<destination>`, `archive`) that producers publish to and consumers fetch from with
+//! explicit acknowledgement. One trait, two back ends that pass one test suite:
+//! [`embedded::EmbeddedBus`] (a durable on-disk queue, the zero-setup default) and
+//! [`nats::NatsBus`] (NATS JetStream, for several machines).
+//!
+//! Contract: `publish` returns only once every message of the call is durable, and a call is
+//! one unit (a crash never keeps half of it on the embedded bus; on NATS a retried call is
+//! deduplicated by message id). A fetched message is redelivered if it is not acknowledged
+//! within the ack timeout. Consumers of one stage share its messages.
+
+pub mod embedded;
+pub mod nats;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One message: an id (the event id, used for deduplication) and opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub payload: Bytes,
+}
+
+impl Message {
+    pub fn new(id: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            id: id.into(),
+            payload: payload.into(),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        (self.id.len() + self.payload.len()) as u64
+    }
+}
+
+/// A fetched message; acknowledge it with [`Bus::ack`] once it is handled.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Message,
+    /// How many times it was delivered before (0 on the first delivery).
+    pub redeliveries: u64,
+    token: AckToken,
+}
+
+#[derive(Debug)]
+enum AckToken {
+    Embedded {
+        stage: std::sync::Arc<embedded::Stage>,
+        seq: u64,
+    },
+    Nats(Box<async_nats::jetstream::Message>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The stage holds as much as it may: producers should back off (HTTP 503).
+    #[error("bus stage {stage} is full; retry after {retry_after:?}")]
+    Full {
+        stage: String,
+        retry_after: Duration,
+    },
+    /// The back end cannot be reached or failed; retrying later may succeed.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The caller asked for something impossible (an invalid stage name, an oversized message).
+    #[error("bus: {0}")]
+    Invalid(String),
+    #[error("bus storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bus back end.
+pub trait Bus: Send + Sync + 'static {
+    /// Stores `messages` on `stage` durably, all or none.
+    fn publish(
+        &self,
+        stage: &str,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Up to `max` messages of `stage`, waiting at most `wait` for the first.
+    fn fetch(
+        &self,
+        stage: &str,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Delivery>, BusError>> + Send;
+
+    /// Marks a delivery handled: it is never delivered again.
+    fn ack(&self, delivery: Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// Stage names: `raw`, `archive`, `deliver.<name>`, `dlq.<name>`, …: lowercase letters,
+/// digits, `-`, `_`, and dots between parts.
+pub fn check_stage(stage: &str) -> Result<(), BusError> {
+    let valid = !stage.is_empty()
+        && stage.len() <= 100
+        && stage.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(BusError::Invalid(format!("invalid stage name {stage:?}")))
+    }
+}
+
+/// The back end chosen at start-up: NATS when `NATS_URL` is set, else embedded.
+#[derive(Clone)]
+pub enum AnyBus {
+    Embedded(embedded::EmbeddedBus),
+    Nats(Box<nats::NatsBus>),
+}
+
+impl Bus for AnyBus {
+    async fn publish(&self, stage: &str, messages: Vec<Message>) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.publish(stage, messages).await,
+            AnyBus::Nats(bus) => bus.publish(stage, messages).await,
+        }
+    }
+
+    async fn fetch(
+        &self,
+        stage: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.fetch(stage, max, wait).await,
+            AnyBus::Nats(bus) => bus.fetch(stage, max, wait).await,
+        }
+    }
+
+    async fn ack(&self, delivery: Delivery) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.ack(delivery).await,
+            AnyBus::Nats(bus) => bus.ack(delivery).await,
+        }
+    }
+}

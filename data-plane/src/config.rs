@@ -1,0 +1,291 @@
+//! Data-plane configuration, validated once into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every role a node can run.
+pub const ROLES: [&str; 6] = [
+    "proxy",
+    "receiver",
+    "processor",
+    "delivery",
+    "archiver",
+    "query",
+];
+
+/// Raw settings as they come from flags and the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Comma-separated roles, or `all`. Default: `all`.
+    pub roles: String,
+    /// One HTTP listener for every role, health and metrics. Default: `127.0.0.1:8090`.
+    pub http_addr: SocketAddr,
+    /// Node id, last-known-good configuration. Default: `./sluice-data/node`.
+    pub state_dir: PathBuf,
+    /// gRPC address of the control plane (`http://…` or `https://…`). Required.
+    pub control_url: Option<String>,
+    /// Service key of the data plane. Required.
+    pub service_key: Option<String>,
+    /// Name shown in the fleet. Default: the host name.
+    pub node_name: Option<String>,
+    /// PEM CA certificate to trust for the control plane's TLS. Default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Directory with one file per secret (file name = secret name), checked after the
+    /// environment. Default: unset.
+    pub secrets_dir: Option<PathBuf>,
+    /// How often the node reports status, in seconds. Default: 10.
+    pub status_interval_secs: u64,
+    /// How often the node sends a heartbeat, in seconds. Default: 15.
+    pub heartbeat_secs: u64,
+    /// Longest wait between reconnection attempts, in seconds. Default: 30.
+    pub max_backoff_secs: u64,
+    /// NATS JetStream for the bus (`nats://…`); unset means the embedded bus in
+    /// `state_dir/bus`. Default: unset.
+    pub nats_url: Option<String>,
+    /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
+    /// Default: 268,435,456 (256 MiB).
+    pub bus_max_bytes: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            roles: "all".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            state_dir: PathBuf::from("./sluice-data/node"),
+            control_url: None,
+            service_key: None,
+            node_name: None,
+            ca_file: None,
+            secrets_dir: None,
+            status_interval_secs: 10,
+            heartbeat_secs: 15,
+            max_backoff_secs: 30,
+            nats_url: None,
+            bus_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub roles: Vec<String>,
+    pub http_addr: SocketAddr,
+    pub state_dir: PathBuf,
+    pub control_url: String,
+    pub service_key: String,
+    pub node_name: String,
+    pub ca_file: Option<PathBuf>,
+    pub secrets_dir: Option<PathBuf>,
+    pub status_interval: Duration,
+    pub heartbeat: Duration,
+    pub max_backoff: Duration,
+    pub nats_url: Option<String>,
+    pub bus_max_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let roles: Vec<String> = if self.roles.trim() == "all" {
+            ROLES.iter().map(|r| (*r).to_owned()).collect()
+        } else {
+            let mut roles = Vec::new();
+            for role in self
+                .roles
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                if !ROLES.contains(&role) {
+                    return Err(invalid(
+                        "roles",
+                        format!("unknown role {role:?}; known: all, {}", ROLES.join(", ")),
+                    ));
+                }
+                if !roles.iter().any(|r| r == role) {
+                    roles.push(role.to_owned());
+                }
+            }
+            roles
+        };
+        if roles.is_empty() {
+            return Err(invalid("roles", "name at least one role, or all"));
+        }
+        let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {
+            invalid(
+                "control_url",
+                "set SLUICE_CONTROL_URL to the control plane's gRPC address",
+            )
+        })?;
+        if !(control_url.starts_with("http://") || control_url.starts_with("https://")) {
+            return Err(invalid(
+                "control_url",
+                "must start with http:// or https://",
+            ));
+        }
+        let service_key = self.service_key.filter(|k| !k.is_empty()).ok_or_else(|| {
+            invalid(
+                "service_key",
+                "set SLUICE_SERVICE_KEY to a service key from the control plane",
+            )
+        })?;
+        match service_key.parse::<sluice_keys::ParsedKey>() {
+            Ok(key) if key.key_type() == sluice_keys::KeyType::Service => {}
+            Ok(_) => {
+                return Err(invalid(
+                    "service_key",
+                    "this is not a service key (slk_svc_…)",
+                ));
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "service_key",
+                    "not a Sluice key: check for a copy-paste mistake",
+                ));
+            }
+        }
+        let node_name = self
+            .node_name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(host_name);
+        if node_name.len() > 200 || node_name.chars().any(char::is_control) {
+            return Err(invalid("node_name", "at most 200 printable characters"));
+        }
+        if self.status_interval_secs == 0 || self.heartbeat_secs == 0 || self.max_backoff_secs == 0
+        {
+            return Err(invalid(
+                "status_interval_secs",
+                "intervals must be positive",
+            ));
+        }
+        Ok(Config {
+            roles,
+            http_addr: self.http_addr,
+            state_dir: self.state_dir,
+            control_url,
+            service_key,
+            node_name,
+            ca_file: self.ca_file,
+            secrets_dir: self.secrets_dir,
+            status_interval: Duration::from_secs(self.status_interval_secs),
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            max_backoff: Duration::from_secs(self.max_backoff_secs),
+            nats_url: self.nats_url.filter(|u| !u.is_empty()),
+            bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
+        })
+    }
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "data-plane".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawConfig {
+        let key = sluice_keys::generate_key(sluice_keys::KeyType::Service).expect("key");
+        RawConfig {
+            control_url: Some("http://127.0.0.1:8081".into()),
+            service_key: Some(key.expose().to_owned()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn all_means_every_role_and_lists_are_checked() {
+        assert_eq!(raw().validate().expect("valid").roles.len(), ROLES.len());
+        let config = RawConfig {
+            roles: "receiver, processor,receiver".into(),
+            ..raw()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(config.roles, vec!["receiver", "processor"]);
+        assert!(
+            RawConfig {
+                roles: "receiver,router".into(),
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RawConfig {
+                roles: " , ".into(),
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_control_plane_and_a_service_key_are_required() {
+        assert!(
+            RawConfig {
+                control_url: None,
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RawConfig {
+                control_url: Some("127.0.0.1:8081".into()),
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RawConfig {
+                service_key: None,
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RawConfig {
+                service_key: Some("slk_svc_nope".into()),
+                ..raw()
+            }
+            .validate()
+            .is_err()
+        );
+        let api = sluice_keys::generate_key(sluice_keys::KeyType::Api).expect("key");
+        let err = RawConfig {
+            service_key: Some(api.expose().to_owned()),
+            ..raw()
+        }
+        .validate()
+        .expect_err("api key");
+        assert!(err.to_string().contains("not a service key"));
+    }
+}

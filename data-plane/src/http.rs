@@ -1,0 +1,72 @@
+//! The node's one HTTP listener: its roles' routes, health and metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::bus::AnyBus;
+use crate::metrics;
+use crate::node::NodeState;
+
+pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
+    let mut app = Router::new();
+    if node.config.roles.iter().any(|r| r == "receiver") {
+        app = app.merge(crate::receiver::router(node.clone(), bus));
+    }
+    app.merge(health(node))
+}
+
+fn health(node: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": {"code": "not_found", "message": "no such route"}})),
+            )
+        })
+        .with_state(node)
+}
+
+async fn live() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// Ready once a configuration is loaded, from the control plane or last-known-good.
+async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let connected = node.connected.load(std::sync::atomic::Ordering::Relaxed);
+    match node.current() {
+        Some(config) => (
+            StatusCode::OK,
+            axum::Json(json!({
+                "status": "ok",
+                "config_version": config.version,
+                "config_age_seconds": node.config_age_seconds(&config),
+                "control_plane_connected": connected,
+                "source": if node.synced_from_control_plane() { "control_plane" } else { "last_known_good" },
+            })),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "unavailable",
+                "reason": "no configuration yet: waiting for the control plane",
+                "control_plane_connected": connected,
+            })),
+        ),
+    }
+}
+
+async fn render_metrics(State(node): State<Arc<NodeState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&node),
+    )
+}

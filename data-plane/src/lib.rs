@@ -1,0 +1,22 @@
+//! The Sluice data plane: a node that keeps its tenant's configuration in sync with the
+//! control plane (and runs on its last-known-good copy when the control plane is away), and
+//! the roles that collect, govern, deliver, archive and query events inside the customer's
+//! network.
+
+pub mod applied;
+pub mod bus;
+pub mod config;
+pub mod counters;
+mod http;
+mod identity;
+mod lkg;
+mod metrics;
+mod node;
+pub mod receiver;
+mod sync;
+
+pub use config::{Config, RawConfig};
+pub use node::{NodeError, RunningNode, run, start};
+
+/// This build's version, reported to the control plane.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

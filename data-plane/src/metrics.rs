@@ -1,0 +1,82 @@
+//! Every metric the data plane exports, in one place, rendered in the Prometheus text format
+//! from the node's own state.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::node::NodeState;
+
+/// The configuration version the node runs (0: none yet).
+pub const CONFIG_VERSION: &str = "sluice_config_version";
+/// Seconds since the running configuration was received from the control plane.
+pub const CONFIG_AGE_SECONDS: &str = "sluice_config_age_seconds";
+/// 1 while the config-sync stream is open.
+pub const CONTROL_PLANE_CONNECTED: &str = "sluice_control_plane_connected";
+/// Snapshots refused by this node.
+pub const CONFIG_REJECTED_TOTAL: &str = "sluice_config_rejected_total";
+/// Events by stage (`received`, `delivered`, `failed`, `archived`) and the DLQ depth.
+pub const EVENTS_TOTAL: &str = "sluice_events_total";
+pub const DLQ_DEPTH: &str = "sluice_dlq_depth";
+
+pub fn render(node: &NodeState) -> String {
+    let mut out = String::new();
+    let current = node.current();
+    let version = current.as_ref().map_or(0, |c| c.version);
+    let age = current.as_ref().map_or(0.0, |c| node.config_age_seconds(c));
+    let connected = u8::from(node.connected.load(Ordering::Relaxed));
+    let rejected = node.rejected.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP {CONFIG_VERSION} Configuration version the node runs (0: none)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE {CONFIG_VERSION} gauge\n{CONFIG_VERSION} {version}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {CONFIG_AGE_SECONDS} Seconds since the running configuration came from the control plane."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE {CONFIG_AGE_SECONDS} gauge\n{CONFIG_AGE_SECONDS} {age:.3}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {CONTROL_PLANE_CONNECTED} 1 while the config-sync stream is open."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE {CONTROL_PLANE_CONNECTED} gauge\n{CONTROL_PLANE_CONNECTED} {connected}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {CONFIG_REJECTED_TOTAL} Snapshots this node refused."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE {CONFIG_REJECTED_TOTAL} counter\n{CONFIG_REJECTED_TOTAL} {rejected}"
+    );
+    let counters = node.counters.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP {EVENTS_TOTAL} Events by stage.\n# TYPE {EVENTS_TOTAL} counter"
+    );
+    for stage in ["received", "delivered", "failed", "archived"] {
+        let _ = writeln!(
+            out,
+            "{EVENTS_TOTAL}{{stage=\"{stage}\"}} {}",
+            counters.get(stage).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {DLQ_DEPTH} Events waiting in dead-letter queues.\n# TYPE {DLQ_DEPTH} gauge"
+    );
+    let _ = writeln!(
+        out,
+        "{DLQ_DEPTH} {}",
+        counters.get("dlq_depth").copied().unwrap_or(0)
+    );
+    out
+}

@@ -1,0 +1,434 @@
+//! One suite for both bus back ends (NATS against the machine's real server), plus what only
+//! the embedded bus promises about crashes: a torn tail is cut, and `kill -9` loses no
+//! acknowledged message.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, Write as _};
+use std::time::{Duration, Instant};
+
+use sluice_data_plane::bus::embedded::{EmbeddedBus, EmbeddedConfig};
+use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
+use sluice_data_plane::bus::{Bus, BusError, Message};
+
+const ACK_WAIT: Duration = Duration::from_millis(800);
+
+fn batch(prefix: &str, n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|i| Message::new(format!("{prefix}-{i}"), format!("payload {prefix} {i}")))
+        .collect()
+}
+
+/// Fetches until `want` messages arrived (acking each) or `within` passes.
+async fn drain<B: Bus>(bus: &B, stage: &str, want: usize, within: Duration) -> Vec<Message> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < want && started.elapsed() < within {
+        for delivery in bus
+            .fetch(stage, 100, Duration::from_millis(200))
+            .await
+            .expect("fetch")
+        {
+            got.push(delivery.message.clone());
+            bus.ack(delivery).await.expect("ack");
+        }
+    }
+    got
+}
+
+async fn publish_fetch_ack_in_order<B: Bus>(bus: B) {
+    bus.publish("raw", batch("a", 3)).await.expect("publish");
+    bus.publish("raw", batch("b", 7)).await.expect("publish");
+    bus.publish("raw", Vec::new())
+        .await
+        .expect("an empty publish is a no-op");
+    let got = drain(&bus, "raw", 10, Duration::from_secs(5)).await;
+    let ids: Vec<_> = got.iter().map(|m| m.id.clone()).collect();
+    let expected: Vec<_> = batch("a", 3)
+        .into_iter()
+        .chain(batch("b", 7))
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(got[4].payload, "payload b 1");
+    assert!(
+        bus.fetch("raw", 10, Duration::from_millis(300))
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "acked means gone"
+    );
+}
+
+async fn unacknowledged_messages_come_back<B: Bus>(bus: B) {
+    bus.publish("raw", batch("x", 1)).await.expect("publish");
+    let first = bus
+        .fetch("raw", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].redeliveries, 0);
+    drop(first);
+    assert!(
+        bus.fetch("raw", 10, Duration::from_millis(200))
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "in flight"
+    );
+    let again = bus.fetch("raw", 10, ACK_WAIT * 4).await.expect("fetch");
+    assert_eq!(again.len(), 1, "redelivered after the ack wait");
+    assert_eq!(again[0].message.id, "x-0");
+    assert!(again[0].redeliveries >= 1);
+    for delivery in again {
+        bus.ack(delivery).await.expect("ack");
+    }
+    assert!(
+        bus.fetch("raw", 10, ACK_WAIT * 2)
+            .await
+            .expect("fetch")
+            .is_empty()
+    );
+}
+
+async fn consumers_share_a_stage<B: Bus + Clone>(bus: B) {
+    for i in 0..20 {
+        bus.publish("deliver.crm", batch(&format!("m{i}"), 10))
+            .await
+            .expect("publish");
+    }
+    let mut workers = Vec::new();
+    // Both hold a first batch before either goes on, so neither can drain the stage alone.
+    let together = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    for _ in 0..2 {
+        let (bus, together) = (bus.clone(), together.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            let mut first = true;
+            while started.elapsed() < Duration::from_secs(3) {
+                let deliveries = bus
+                    .fetch("deliver.crm", 5, Duration::from_millis(200))
+                    .await
+                    .expect("fetch");
+                if std::mem::take(&mut first) {
+                    together.wait().await;
+                }
+                if deliveries.is_empty() && !seen.is_empty() {
+                    break;
+                }
+                for delivery in deliveries {
+                    seen.push(delivery.message.id.clone());
+                    bus.ack(delivery).await.expect("ack");
+                    tokio::task::yield_now().await;
+                }
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        let seen = worker.await.expect("join");
+        assert!(!seen.is_empty(), "both consumers get work");
+        all.extend(seen);
+    }
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!((all.len(), unique.len()), (200, 200), "every message once");
+}
+
+async fn stage_names_are_checked<B: Bus>(bus: B) {
+    for bad in ["", "Raw", "raw..x", "../raw", "raw/x", "raw x"] {
+        assert!(
+            matches!(
+                bus.publish(bad, batch("z", 1)).await,
+                Err(BusError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+macro_rules! both_back_ends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    super::$name(super::embedded_bus(dir.path())).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (bus, prefix) = super::nats_bus().await;
+                    super::$name(bus.clone()).await;
+                    bus.delete_stages(&["raw", "deliver.crm"]).await.expect("clean up");
+                    drop(prefix);
+                }
+            )*
+        }
+    };
+}
+
+fn embedded_bus(dir: &std::path::Path) -> EmbeddedBus {
+    EmbeddedBus::open(EmbeddedConfig {
+        ack_wait: ACK_WAIT,
+        ..EmbeddedConfig::new(dir)
+    })
+    .expect("open")
+}
+
+async fn nats_bus() -> (NatsBus, String) {
+    let url =
+        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let config = NatsConfig {
+        prefix: prefix.clone(),
+        ack_wait: ACK_WAIT,
+        ..NatsConfig::new(url.clone())
+    };
+    let bus = NatsBus::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("NATS at {url} is required for these tests: {e}"));
+    (bus, prefix)
+}
+
+both_back_ends!(
+    publish_fetch_ack_in_order,
+    unacknowledged_messages_come_back,
+    consumers_share_a_stage,
+    stage_names_are_checked
+);
+
+#[tokio::test]
+async fn nats_stores_a_retried_publish_once() {
+    let (bus, _) = nats_bus().await;
+    bus.publish("raw", batch("same", 2)).await.expect("publish");
+    bus.publish("raw", batch("same", 2)).await.expect("retry");
+    let got = drain(&bus, "raw", 4, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 2, "deduplicated by message id");
+    bus.delete_stages(&["raw"]).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn nats_refuses_publishes_when_a_stage_is_full() {
+    let url =
+        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let config = NatsConfig {
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        max_bytes: 4096,
+        ..NatsConfig::new(url)
+    };
+    let bus = NatsBus::connect(config).await.expect("connect");
+    let big = |i: usize| vec![Message::new(format!("big-{i}"), vec![b'x'; 1500])];
+    let mut outcome = Ok(());
+    for i in 0..10 {
+        outcome = bus.publish("raw", big(i)).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(outcome, Err(BusError::Full { .. })), "{outcome:?}");
+    bus.delete_stages(&["raw"]).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn embedded_messages_survive_a_restart_and_acks_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let bus = embedded_bus(dir.path());
+        bus.publish("raw", batch("a", 5)).await.expect("publish");
+        let got = bus
+            .fetch("raw", 2, Duration::from_secs(1))
+            .await
+            .expect("fetch");
+        for delivery in got {
+            bus.ack(delivery).await.expect("ack");
+        }
+        bus.flush().expect("flush");
+    }
+    let bus = embedded_bus(dir.path());
+    let ids: Vec<_> = drain(&bus, "raw", 3, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["a-2", "a-3", "a-4"],
+        "acked messages are not delivered again"
+    );
+}
+
+#[tokio::test]
+async fn embedded_cuts_a_torn_tail_and_keeps_what_was_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let bus = embedded_bus(dir.path());
+        bus.publish("raw", batch("whole", 3))
+            .await
+            .expect("publish");
+    }
+    let segment = std::fs::read_dir(dir.path().join("raw"))
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("segment");
+    let whole_len = std::fs::metadata(&segment).expect("meta").len();
+    // A crash mid-write: a header promising more than was written, then garbage.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .expect("open");
+    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9])
+        .expect("write");
+    drop(file);
+    let bus = embedded_bus(dir.path());
+    let ids: Vec<_> = drain(&bus, "raw", 3, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec!["whole-0", "whole-1", "whole-2"]);
+    assert_eq!(
+        std::fs::metadata(&segment).expect("meta").len(),
+        whole_len,
+        "the torn bytes are cut"
+    );
+    // And appending after the cut works.
+    bus.publish("raw", batch("after", 1))
+        .await
+        .expect("publish");
+    assert_eq!(
+        drain(&bus, "raw", 1, Duration::from_secs(2)).await[0].id,
+        "after-0"
+    );
+}
+
+#[tokio::test]
+async fn embedded_pushes_back_when_full_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open(EmbeddedConfig {
+        max_bytes: 2000,
+        ..EmbeddedConfig::new(dir.path())
+    })
+    .expect("open");
+    let big = |i: usize| vec![Message::new(format!("big-{i}"), vec![b'x'; 900])];
+    bus.publish("raw", big(0)).await.expect("fits");
+    bus.publish("raw", big(1)).await.expect("fits");
+    let refused = bus.publish("raw", big(2)).await;
+    assert!(matches!(refused, Err(BusError::Full { .. })), "{refused:?}");
+    let got = drain(&bus, "raw", 2, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 2, "the refused publish stored nothing");
+    bus.publish("raw", big(3))
+        .await
+        .expect("room again after acks");
+}
+
+/// The child side of the kill -9 test: publishes until killed, printing each acknowledged
+/// batch's id.
+fn publish_until_killed(dir: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let bus = EmbeddedBus::open(EmbeddedConfig::new(dir)).expect("open");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for worker in 0..8 {
+            let (bus, tx) = (bus.clone(), tx.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let id = format!("w{worker}-b{n}");
+                    if bus.publish("raw", batch(&id, 5)).await.is_ok() {
+                        let _ = tx.send(id);
+                    }
+                }
+            });
+        }
+        let mut out = std::io::stdout().lock();
+        while let Some(id) = rx.recv().await {
+            let _ = writeln!(out, "acked {id}");
+            let _ = out.flush();
+        }
+    });
+}
+
+#[test]
+fn embedded_kill_9_loses_no_acknowledged_message() {
+    if let Ok(dir) = std::env::var("SLUICE_BUS_CHILD_DIR") {
+        publish_until_killed(&dir);
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "embedded_kill_9_loses_no_acknowledged_message",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SLUICE_BUS_CHILD_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(id) = line.strip_prefix("acked ") {
+                let _ = tx.send(id.to_owned());
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let acked: Vec<String> = rx.try_iter().collect();
+    assert!(
+        acked.len() > 100,
+        "the child acknowledged only {} batches",
+        acked.len()
+    );
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let stored: HashSet<String> = runtime.block_on(async {
+        let bus = EmbeddedBus::open(EmbeddedConfig::new(dir.path())).expect("reopen");
+        let depth = bus.depth("raw").expect("depth");
+        drain(&bus, "raw", depth, Duration::from_secs(30))
+            .await
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    });
+    let missing: Vec<_> = acked
+        .iter()
+        .flat_map(|batch_id| (0..5).map(move |i| format!("{batch_id}-{i}")))
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // Whole calls or nothing: every stored batch is complete.
+    let batches: HashSet<_> = stored
+        .iter()
+        .filter_map(|id| id.rsplit_once('-').map(|(b, _)| b.to_owned()))
+        .collect();
+    for batch_id in batches {
+        assert!(
+            (0..5).all(|i| stored.contains(&format!("{batch_id}-{i}"))),
+            "batch {batch_id} is partial"
+        );
+    }
+}

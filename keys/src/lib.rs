@@ -1,0 +1,16 @@
+//! Credentials for Sluice: the format of service, API and ingest keys and how they are
+//! hashed and verified; argon2id password hashing; Ed25519-signed JWTs with rotation and JWKS.
+
+mod base62;
+pub mod error;
+pub mod jwt;
+pub mod key;
+pub mod password;
+pub mod random;
+
+pub use error::KeyError;
+pub use jwt::{Jwk, Jwks, JwtKeySet, JwtVerifier, SigningKeyMaterial};
+pub use key::{
+    KeyHasher, KeyType, PUBLIC_ID_LEN, ParsedKey, generate_key, ingest_digest, verify_ingest_digest,
+};
+pub use password::{hash_password, verify_password};

@@ -1,0 +1,16 @@
+//! The contract between the Sluice control plane and its data planes: the error codes both
+//! speak, the config-sync protocol (`sluice.config.v1`), and the pipeline spec with the one
+//! validation both planes run.
+
+pub mod error_code;
+pub mod spec;
+
+pub use error_code::ErrorCode;
+
+/// The generated config-sync protocol.
+pub mod config {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+        tonic::include_proto!("sluice.config.v1");
+    }
+}

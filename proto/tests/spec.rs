@@ -1,0 +1,141 @@
+//! The pipeline spec: the shipped example stays valid; every error names where it is.
+
+use sluice_proto::spec::{self, GovernanceStep, PipelineSpec};
+
+const EXAMPLE: &str = include_str!("../../examples/pipeline.yaml");
+
+#[test]
+fn the_example_pipeline_is_complete_and_valid() {
+    let spec = spec::parse_yaml(EXAMPLE).expect("examples/pipeline.yaml parses");
+    spec.validate().expect("examples/pipeline.yaml is valid");
+    assert_eq!(spec.sources.len(), 2);
+    assert!(matches!(
+        spec.governance[0],
+        GovernanceStep::RenameFields { .. }
+    ));
+    assert_eq!(
+        spec.destinations[0].secret_refs(),
+        vec!["CRM_WEBHOOK_SECRET"]
+    );
+    assert!(spec.archive.enabled);
+    // The same spec as JSON reads back identically.
+    let json = serde_json::to_string(&spec).expect("json");
+    assert_eq!(spec::parse_json(&json).expect("json parses"), spec);
+}
+
+#[test]
+fn unknown_fields_are_named_by_their_path_and_line() {
+    let yaml = EXAMPLE.replace("      batch_size: 50", "      batch_sise: 50");
+    let err = spec::parse_yaml(&yaml).expect_err("typo");
+    assert_eq!(err.path, "destinations[0].webhook.batch_sise");
+    assert!(err.message.contains("unknown field `batch_sise`"), "{err}");
+    let line = err.line.expect("a line");
+    assert!(
+        yaml.lines()
+            .nth(line - 1)
+            .is_some_and(|l| l.contains("batch_sise")),
+        "line {line}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("destinations[0].webhook.batch_sise: unknown field `batch_sise`"),
+        "{err}"
+    );
+
+    let json = r#"{"sources":[{"name":"web"}],"destinations":[{"name":"a","webhook":{"url":"https://x"}},{"name":"b","mapping":{"value":"x"},"webhook":{"url":"https://y","vaule":1}}]}"#;
+    let err = spec::parse_json(json).expect_err("typo");
+    assert_eq!(err.path, "destinations[1].webhook.vaule");
+    assert!(err.message.contains("unknown field `vaule`"), "{err}");
+
+    let value: serde_json::Value = serde_json::from_str(json).expect("json");
+    assert_eq!(
+        spec::parse_value(value).expect_err("typo").path,
+        "destinations[1].webhook.vaule"
+    );
+}
+
+#[test]
+fn wrong_types_and_syntax_are_located() {
+    let err = spec::parse_json(
+        r#"{"sources":[{"name":"web","rate_limit":{"events_per_second":"fast"}}]}"#,
+    )
+    .expect_err("type");
+    assert_eq!(err.path, "sources[0].rate_limit.events_per_second");
+    let err = spec::parse_yaml("sources:\n  - name: [unclosed\n").expect_err("syntax");
+    assert!(err.line.is_some(), "{err:?}");
+    assert!(spec::parse_json(r#"{"sources":[]} trailing"#).is_err());
+}
+
+fn invalid(json: &str) -> Vec<String> {
+    let spec: PipelineSpec = spec::parse_json(json).expect("parses");
+    spec.validate()
+        .expect_err("invalid")
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn validation_finds_every_problem_with_its_path() {
+    let errors = invalid(
+        r#"{
+        "sources": [{"name": "Web"}, {"name": "api", "rate_limit": {"events_per_second": 0}}, {"name": "api"}],
+        "governance": [{"step": "drop_fields", "fields": ["a..b"]}, {"step": "rename_fields", "fields": {"x": "x"}}],
+        "destinations": [
+            {"name": "hook", "webhook": {"url": "ftp://x", "signing_secret": "lower", "batch_size": 0, "headers": {"Bad Header": "v"}}},
+            {"name": "hook"},
+            {"name": "ok", "filter": "  ", "webhook": {"url": "https://user@host"}}
+        ],
+        "archive": {"dataset": "Events!"}
+    }"#,
+    );
+    let expected = [
+        "sources[0].name: 1 to 64",
+        "sources[1].rate_limit.events_per_second: must be between 1 and 1000000",
+        "sources[2].name: duplicate source name",
+        "governance[0].fields[0]: a dot-separated field path",
+        "governance[1].fields.x: renames a field to itself",
+        "destinations[0].webhook.url: must start with https:// or http://",
+        "destinations[0].webhook.headers.Bad Header: not a valid header name",
+        "destinations[0].webhook.signing_secret: a secret name",
+        "destinations[0].webhook.batch_size: must be between 1 and 1000",
+        "destinations[1].name: duplicate destination name",
+        "destinations[1]: set exactly one destination kind",
+        "destinations[2].filter: must be a non-empty expression",
+        "destinations[2].webhook.url: must name a host",
+        "archive.dataset: 1 to 64",
+    ];
+    for needle in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(needle)),
+            "missing {needle:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    assert_eq!(
+        invalid(r#"{"sources": []}"#),
+        vec!["sources: at least one source is required"]
+    );
+}
+
+#[test]
+fn the_json_schema_describes_the_spec() {
+    let schema = spec::json_schema();
+    let text = schema.to_string();
+    for needle in [
+        "sources",
+        "governance",
+        "rename_fields",
+        "drop_fields",
+        "webhook",
+        "signing_secret",
+        "archive",
+    ] {
+        assert!(text.contains(needle), "schema lacks {needle}");
+    }
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::json!(false),
+        "unknown fields are refused"
+    );
+}

@@ -1,0 +1,731 @@
+//! The `sluice` binary as an operator runs it: flags, environment, the first owner from the
+//! environment, the connectivity check with a service key, revocation, restarts and signals.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const ADMIN: &str = "ops@example.com";
+const PASSWORD: &str = "a long operator password";
+
+struct Running {
+    child: Child,
+    base: String,
+    /// The gRPC address, for control planes.
+    grpc: String,
+}
+
+/// Starts `sluice control-plane` on an ephemeral port and waits until it listens.
+async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+    let mut command = Command::new(SLUICE);
+    command
+        .args([
+            "control-plane",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env("SLUICE_DATA_DIR", data_dir)
+        .env("SLUICE_LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn sluice");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let (addr, grpc) = listening(&mut lines, "control plane listening").await;
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running {
+        child,
+        base: format!("http://{addr}"),
+        grpc: format!("http://{grpc}"),
+    }
+}
+
+/// Reads the JSON log until `message`; returns its http_addr and grpc_addr (empty if none).
+async fn listening(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    message: &str,
+) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read log") {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == message {
+                let field = |name: &str| {
+                    entry["fields"][name]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                return (field("http_addr"), field("grpc_addr"));
+            }
+        }
+        panic!("sluice exited before logging {message:?}");
+    })
+    .await
+    .expect("sluice listens within 30 s")
+}
+
+/// Starts `sluice data-plane` on an ephemeral port.
+async fn start_data_plane(state_dir: &Path, control_url: &str, key: &str) -> (Child, String) {
+    let mut child = Command::new(SLUICE)
+        .args([
+            "data-plane",
+            "--roles",
+            "receiver,processor",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env("SLUICE_CONTROL_URL", control_url)
+        .env("SLUICE_SERVICE_KEY", key)
+        .env("SLUICE_NODE_NAME", "edge-1")
+        .env("SLUICE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn data plane");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (addr, _) = listening(&mut lines, "data plane listening").await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+impl Running {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new().request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.base),
+        );
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn login(&self, email: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// SIGTERM, and the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("pid").to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(killed.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s")
+            .expect("wait")
+    }
+}
+
+#[tokio::test]
+async fn help_explains_every_flag_and_its_environment_variable() {
+    let top = std::process::Command::new(SLUICE)
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(top.status.success());
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(text.contains("control-plane"), "{text}");
+    let sub = std::process::Command::new(SLUICE)
+        .args(["control-plane", "--help"])
+        .output()
+        .expect("run");
+    assert!(sub.status.success());
+    let text = String::from_utf8_lossy(&sub.stdout);
+    for needle in [
+        "--http-addr",
+        "SLUICE_HTTP_ADDR",
+        "127.0.0.1:8080",
+        "--grpc-addr",
+        "SLUICE_GRPC_ADDR",
+        "127.0.0.1:8081",
+        "--database-url",
+        "DATABASE_URL",
+        "--data-dir",
+        "SLUICE_DATA_DIR",
+        "./sluice-data",
+        "--allow-signup",
+        "SLUICE_ADMIN_EMAIL",
+    ] {
+        assert!(
+            text.contains(needle),
+            "`sluice control-plane --help` does not mention {needle}:\n{text}"
+        );
+    }
+}
+
+/// (arguments, environment, what stderr must mention)
+type ConfigCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[tokio::test]
+async fn invalid_configuration_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [ConfigCase; 3] = [
+        (
+            &[],
+            &[("SLUICE_ADMIN_EMAIL", ADMIN)],
+            "SLUICE_ADMIN_PASSWORD",
+        ),
+        (
+            &["--database-url", "mysql://localhost/x"],
+            &[],
+            "database_url",
+        ),
+        (&["--http-addr", "not-an-address"], &[], "--http-addr"),
+    ];
+    for (args, env, needle) in cases {
+        let output = std::process::Command::new(SLUICE)
+            .arg("control-plane")
+            .args(args)
+            .env("SLUICE_DATA_DIR", dir.path())
+            .env_remove("SLUICE_ADMIN_EMAIL")
+            .env_remove("SLUICE_ADMIN_PASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks {needle}:\n{stderr}"
+        );
+    }
+}
+
+/// The check an operator (and the issue) runs, word for word, against the real binary.
+#[tokio::test]
+async fn operator_flow_with_a_service_key_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(dir.path(), &env).await;
+    assert!(
+        dir.path().join("control-plane.db").exists(),
+        "SQLite under the data dir"
+    );
+
+    let owner = cp.login(ADMIN).await;
+    let (status, tenant) = cp
+        .call(
+            "POST",
+            "/api/v1/tenants",
+            Some(&owner),
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant}");
+    let tenant_id = tenant["id"].as_str().expect("id");
+    let keys = format!("/api/v1/tenants/{tenant_id}/keys");
+    let (status, created) = cp
+        .call(
+            "POST",
+            &keys,
+            Some(&owner),
+            Some(json!({"name": "on-prem", "type": "service"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key = created["key"].as_str().expect("key").to_owned();
+    let key_id = created["id"].as_str().expect("id").to_owned();
+
+    let (_, listed) = cp.call("GET", &keys, Some(&owner), None).await;
+    assert_eq!(listed["data"][0]["prefix"], created["prefix"]);
+    assert!(
+        !listed.to_string().contains(&key),
+        "listed without its secret"
+    );
+
+    let (status, mine) = cp.call("GET", "/api/v1/tenants", Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["data"][0]["id"], tenant["id"]);
+
+    // A second person with an account of their own sees none of it.
+    let (_, invited) = cp
+        .call(
+            "POST",
+            "/api/v1/tenants/x/members",
+            Some(&owner),
+            Some(json!({"email": "eve@example.com", "role": "owner"})),
+        )
+        .await;
+    assert_eq!(invited["error"]["code"], "not_found");
+    let (status, other) = cp
+        .call(
+            "POST",
+            "/api/v1/tenants",
+            Some(&owner),
+            Some(json!({"name": "side project"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let other_id = other["id"].as_str().expect("id");
+    let (_, invite) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/tenants/{other_id}/members"),
+            Some(&owner),
+            Some(json!({"email": "eve@example.com", "role": "owner"})),
+        )
+        .await;
+    let token = invite["invitation"]["token"]
+        .as_str()
+        .expect("invitation token");
+    let (status, _) = cp
+        .call(
+            "POST",
+            "/api/v1/auth/accept-invite",
+            None,
+            Some(json!({"token": token, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let eve = cp.login("eve@example.com").await;
+    let (_, eves) = cp.call("GET", "/api/v1/tenants", Some(&eve), None).await;
+    let ids: Vec<_> = eves["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(other_id)]);
+    for path in [
+        format!("/api/v1/tenants/{tenant_id}"),
+        keys.clone(),
+        format!("/api/v1/tenants/{tenant_id}/audit"),
+    ] {
+        assert_eq!(
+            cp.call("GET", &path, Some(&eve), None).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+
+    let (status, _) = cp
+        .call(
+            "POST",
+            &format!("{keys}/{key_id}/revoke"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = cp.call("GET", "/api/v1/tenants", Some(&key), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let exit = cp.terminate().await;
+    assert!(exit.success(), "graceful shutdown on SIGTERM: {exit:?}");
+
+    // Everything survives a restart; the admin variables do not create a second owner.
+    let cp = start(dir.path(), &env).await;
+    let owner = cp.login(ADMIN).await;
+    let (_, audit) = cp
+        .call(
+            "GET",
+            &format!("/api/v1/tenants/{tenant_id}/audit"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let actions: Vec<_> = audit["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(actions, vec!["key.revoke", "key.create", "tenant.create"]);
+    assert_eq!(
+        cp.call("GET", "/api/v1/tenants", Some(&key), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(cp.terminate().await.success());
+}
+
+#[tokio::test]
+async fn without_admin_variables_a_setup_token_is_logged_never_a_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(SLUICE)
+        .args([
+            "control-plane",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env("SLUICE_DATA_DIR", dir.path())
+        .env("SLUICE_LOG_FORMAT", "json")
+        .env_remove("SLUICE_ADMIN_EMAIL")
+        .env_remove("SLUICE_ADMIN_PASSWORD")
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut token, mut addr) = (None, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if let Some(t) = entry["fields"]["setup_token"].as_str() {
+                token = Some(t.to_owned());
+            }
+            if let Some(a) = entry["fields"]["http_addr"].as_str() {
+                addr = Some(a.to_owned());
+                break;
+            }
+        }
+    })
+    .await
+    .expect("listening");
+    let (token, addr) = (
+        token.expect("setup token in the log"),
+        addr.expect("address"),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/auth/setup"))
+        .json(&json!({"token": token, "email": ADMIN, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    child.kill().await.ok();
+}
+
+/// A tenant with one pipeline and a service key, made through the REST API.
+struct Provisioned {
+    tenant: String,
+    pipeline: String,
+    service_key: String,
+}
+
+async fn provision(cp: &Running, owner: &str, spec: Value) -> Provisioned {
+    let (status, tenant) = cp
+        .call(
+            "POST",
+            "/api/v1/tenants",
+            Some(owner),
+            Some(json!({"name": "acme"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant}");
+    let tenant = tenant["id"].as_str().expect("id").to_owned();
+    let body = json!({"name": "main", "spec": spec});
+    let (status, pipeline) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/pipelines"),
+            Some(owner),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{pipeline}");
+    let pipeline = pipeline["id"].as_str().expect("id").to_owned();
+    let body = json!({"name": "edge", "type": "service"});
+    let (status, key) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/keys"),
+            Some(owner),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let service_key = key["key"].as_str().expect("key").to_owned();
+    Provisioned {
+        tenant,
+        pipeline,
+        service_key,
+    }
+}
+
+/// The issue's own check of config sync, with the real binaries: a node appears with the
+/// tenant's version, an edit is applied, and without the control plane a restarted node is
+/// ready on its last-known-good configuration.
+#[tokio::test]
+async fn data_plane_binary_syncs_and_keeps_running_without_the_control_plane() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(&dir.path().join("cp"), &env).await;
+    let owner = cp.login(ADMIN).await;
+    let spec = |tag: &str| json!({"sources": [{"name": "web"}], "governance": [{"step": "drop_fields", "fields": [tag]}]});
+    let Provisioned {
+        tenant,
+        pipeline,
+        service_key: key,
+    } = provision(&cp, &owner, spec("a")).await;
+    let pipelines = format!("/api/v1/tenants/{tenant}/pipelines");
+
+    let state = dir.path().join("node");
+    let (node, _) = start_data_plane(&state, &cp.grpc, &key).await;
+    let fleet = format!("/api/v1/tenants/{tenant}/data-planes");
+    let (_, t) = cp
+        .call(
+            "GET",
+            &format!("/api/v1/tenants/{tenant}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let first = t["config_version"].as_u64().expect("version");
+    wait_for_node(&cp, &owner, &fleet, first).await;
+    let body = json!({"spec": spec("b")});
+    let (_, updated) = cp
+        .call(
+            "PUT",
+            &format!("{pipelines}/{pipeline}"),
+            Some(&owner),
+            Some(body),
+        )
+        .await;
+    let version = updated["config_version"].as_u64().expect("version");
+    wait_for_node(&cp, &owner, &fleet, version).await;
+
+    drop(node);
+    assert!(cp.terminate().await.success());
+    let (_node, url) = start_data_plane(&state, "http://127.0.0.1:9", &key).await;
+    let ready: Value = reqwest::get(format!("{url}/health/ready"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["config_version"].as_u64(), Some(version), "{ready}");
+    assert_eq!(ready["source"], "last_known_good");
+}
+
+async fn wait_for_node(cp: &Running, owner: &str, fleet: &str, version: u64) {
+    for _ in 0..100 {
+        let (_, nodes) = cp.call("GET", fleet, Some(owner), None).await;
+        let node = &nodes["data"][0];
+        if node["connected"] == true
+            && node["applied_version"] == version
+            && node["name"] == "edge-1"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not apply version {version}");
+}
+
+#[tokio::test]
+async fn data_plane_help_and_bad_configuration() {
+    let help = std::process::Command::new(SLUICE)
+        .args(["data-plane", "--help"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--roles",
+        "SLUICE_ROLES",
+        "--http-addr",
+        "127.0.0.1:8090",
+        "--state-dir",
+        "./sluice-data/node",
+        "SLUICE_CONTROL_URL",
+        "SLUICE_SERVICE_KEY",
+        "SLUICE_NODE_NAME",
+        "SLUICE_CA_FILE",
+    ] {
+        assert!(
+            text.contains(needle),
+            "`sluice data-plane --help` does not mention {needle}:\n{text}"
+        );
+    }
+    let key = "slk_svc_AAAAAAAA_".to_owned() + &"A".repeat(49);
+    let cases: [ConfigCase<'_>; 4] = [
+        (&["data-plane"], &[], "SLUICE_CONTROL_URL"),
+        (
+            &["data-plane", "--control-url", "http://127.0.0.1:1"],
+            &[],
+            "SLUICE_SERVICE_KEY",
+        ),
+        (
+            &[
+                "data-plane",
+                "--control-url",
+                "http://127.0.0.1:1",
+                "--service-key",
+                &key,
+            ],
+            &[],
+            "copy-paste",
+        ),
+        (&["data-plane", "--roles", "router"], &[], "unknown role"),
+    ];
+    for (args, env, needle) in cases {
+        let output = std::process::Command::new(SLUICE)
+            .args(args)
+            .env_remove("SLUICE_CONTROL_URL")
+            .env_remove("SLUICE_SERVICE_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    }
+}
+
+/// `kill -9` of a receiver under load: every event it acknowledged is on the bus afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
+    use sluice_data_plane::bus::Bus as _;
+    use sluice_data_plane::bus::embedded::{EmbeddedBus, EmbeddedConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(&dir.path().join("cp"), &env).await;
+    let owner = cp.login(ADMIN).await;
+    let Provisioned {
+        tenant,
+        pipeline,
+        service_key: service,
+    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    let keys = format!("/api/v1/tenants/{tenant}/keys");
+    let ingest = json!({"name": "web", "type": "ingest", "pipeline_id": pipeline, "source": "web"});
+    let (_, write_key) = cp.call("POST", &keys, Some(&owner), Some(ingest)).await;
+    let write_key = write_key["key"].as_str().expect("key").to_owned();
+
+    let state = dir.path().join("node");
+    let (mut node, url) = start_data_plane(&state, &cp.grpc, &service).await;
+    for _ in 0..100 {
+        let ready = reqwest::get(format!("{url}/health/ready"))
+            .await
+            .expect("get");
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for worker in 0..16 {
+        let (client, url, key, acked, stop) = (
+            client.clone(),
+            url.clone(),
+            write_key.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let ids: Vec<String> = (0..5).map(|i| format!("w{worker}-{n}-{i}")).collect();
+                let batch: Vec<_> = ids
+                    .iter()
+                    .map(
+                        |id| json!({"type": "track", "event": "e", "userId": "u", "messageId": id}),
+                    )
+                    .collect();
+                let response = client
+                    .post(format!("{url}/v1/batch"))
+                    .bearer_auth(&key)
+                    .json(&json!({"batch": batch}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        acked.lock().expect("lock").extend(ids)
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill().await.expect("kill -9");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 500,
+        "only {} events acknowledged before the kill",
+        acked.len()
+    );
+
+    let bus = EmbeddedBus::open(EmbeddedConfig::new(state.join("bus"))).expect("reopen the bus");
+    let mut stored = std::collections::HashSet::new();
+    loop {
+        let deliveries = bus
+            .fetch("raw", 5000, Duration::from_millis(300))
+            .await
+            .expect("fetch");
+        if deliveries.is_empty() {
+            break;
+        }
+        for delivery in deliveries {
+            stored.insert(delivery.message.id.clone());
+            bus.ack(delivery).await.expect("ack");
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(3)]
+    );
+    assert!(cp.terminate().await.success());
+}

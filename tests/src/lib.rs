@@ -1,0 +1,297 @@
+//! A harness for end-to-end tests of both planes: real control planes and data planes on
+//! ephemeral ports, talking real gRPC over loopback, on SQLite or the machine's PostgreSQL
+//! and NATS. The tests are in `tests/tests/`; the tests of the `sluice` binary itself are
+//! `tests/cli.rs`, a test target of the root package.
+
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sluice_control_plane::{RawConfig, RunningControlPlane};
+use sluice_data_plane::RunningNode;
+use sqlx::Connection as _;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const PASSWORD: &str = "correct horse battery";
+/// Shared by replicas of one test so key hashes agree.
+pub const PEPPER: &str = "a test pepper that is at least thirty-two bytes long";
+
+pub fn postgres_url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A fresh PostgreSQL database for one test; unreachable PostgreSQL fails the test.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let admin = postgres_url();
+        let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn drop_database(self) {
+        let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .ok();
+    }
+}
+
+/// Options for a control plane under test.
+#[derive(Default, Clone)]
+pub struct CpOptions {
+    pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// PEM certificate and key for TLS on the gRPC port.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A control plane on ephemeral ports, with a signed-in owner.
+pub struct Cp {
+    pub running: Option<RunningControlPlane>,
+    pub base: String,
+    pub grpc_url: String,
+    pub token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cp {
+    pub async fn start(options: CpOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = RawConfig {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: options.database_url,
+            data_dir: options.data_dir.unwrap_or_else(|| dir.path().to_path_buf()),
+            admin_email: Some(ADMIN_EMAIL.into()),
+            admin_password: Some(PASSWORD.into()),
+            key_pepper: Some(PEPPER.into()),
+            nats_url: options.nats_url,
+            tls_cert: options.tls.as_ref().map(|(cert, _)| cert.clone()),
+            tls_key: options.tls.as_ref().map(|(_, key)| key.clone()),
+            login_attempts_per_ip_per_minute: 1000,
+            ..RawConfig::default()
+        };
+        let running = sluice_control_plane::start(raw.validate().unwrap())
+            .await
+            .expect("control plane starts");
+        let base = format!("http://{}", running.http_addr);
+        let scheme = if running.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let grpc_url = format!("{scheme}://{}", running.grpc_addr);
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": ADMIN_EMAIL, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"]
+            .as_str()
+            .expect("signed in")
+            .to_owned();
+        Self {
+            running: Some(running),
+            base,
+            grpc_url,
+            token,
+            http,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn tenant(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/api/v1/tenants", Some(json!({"name": name})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A service key: (id, plaintext).
+    pub async fn service_key(&self, tenant: &str) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/keys"),
+                Some(json!({"name": "dp", "type": "service"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a pipeline from a JSON spec; returns its id.
+    pub async fn pipeline(&self, tenant: &str, name: &str, spec: Value) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/pipelines"),
+                Some(json!({"name": name, "spec": spec})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Replaces a pipeline's spec; returns the tenant's new config version.
+    pub async fn update_pipeline(&self, tenant: &str, pipeline: &str, spec: Value) -> u64 {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/api/v1/tenants/{tenant}/pipelines/{pipeline}"),
+                Some(json!({"spec": spec})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["config_version"].as_u64().unwrap()
+    }
+
+    pub async fn revoke(&self, tenant: &str, key_id: &str) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/keys/{key_id}/revoke"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    pub async fn config_version(&self, tenant: &str) -> u64 {
+        let (_, body) = self
+            .call(Method::GET, &format!("/api/v1/tenants/{tenant}"), None)
+            .await;
+        body["config_version"].as_u64().unwrap()
+    }
+
+    pub async fn data_planes(&self, tenant: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{tenant}/data-planes"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+}
+
+/// A minimal valid spec with one source; `tag` makes each version different.
+pub fn spec(tag: &str) -> Value {
+    json!({"sources": [{"name": "web"}], "governance": [{"step": "drop_fields", "fields": [format!("properties.{tag}")]}]})
+}
+
+/// Starts a data-plane node syncing from `grpc_url` with `key`, state in `state_dir`.
+pub async fn start_node(grpc_url: &str, key: &str, state_dir: &Path) -> RunningNode {
+    start_node_trusting(grpc_url, key, state_dir, None).await
+}
+
+/// Like [`start_node`], trusting the PEM CA in `ca_file` for the control plane's TLS.
+pub async fn start_node_trusting(
+    grpc_url: &str,
+    key: &str,
+    state_dir: &Path,
+    ca_file: Option<&Path>,
+) -> RunningNode {
+    let raw = sluice_data_plane::RawConfig {
+        ca_file: ca_file.map(Path::to_path_buf),
+        roles: "receiver,processor".into(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        state_dir: state_dir.to_path_buf(),
+        control_url: Some(grpc_url.to_owned()),
+        service_key: Some(key.to_owned()),
+        node_name: Some("test-node".into()),
+        max_backoff_secs: 2,
+        ..Default::default()
+    };
+    sluice_data_plane::start(raw.validate().unwrap())
+        .await
+        .expect("data plane starts")
+}
+
+/// Polls `check` every 20 ms until it yields a value or `within` passes (then panics with
+/// `what`). Returns the value and how long it took.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return (value, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
