@@ -120,6 +120,29 @@ struct DataPlaneArgs {
     /// queue in --state-dir/bus.
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
+
+    /// The proxy's public listener for browsers and SDKs (/sluice.js, /v1/*); health and
+    /// metrics stay on --http-addr.
+    #[arg(long, env = "SLUICE_PROXY_ADDR", default_value = "127.0.0.1:8088")]
+    proxy_addr: SocketAddr,
+
+    /// Comma-separated receiver base URLs the proxy forwards to. Default: this node's own
+    /// receiver, when it runs that role.
+    #[arg(long, env = "SLUICE_RECEIVER_URLS", default_value = "")]
+    receiver_urls: String,
+
+    /// Name of the proxy's first-party visitor-id cookie.
+    #[arg(long, env = "SLUICE_PROXY_COOKIE_NAME", default_value = "sluice_id")]
+    proxy_cookie_name: String,
+
+    /// Domain of that cookie (e.g. example.com to share it across subdomains). Default: the
+    /// proxy's own host.
+    #[arg(long, env = "SLUICE_PROXY_COOKIE_DOMAIN")]
+    proxy_cookie_domain: Option<String>,
+
+    /// Take the client address from X-Forwarded-For (only behind a load balancer that sets it).
+    #[arg(long, env = "SLUICE_PROXY_TRUST_FORWARDED_FOR")]
+    proxy_trust_forwarded_for: bool,
 }
 
 fn init_tracing(format: &str) {
@@ -187,6 +210,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ca_file: args.ca_file,
                 secrets_dir: args.secrets_dir,
                 nats_url: non_empty(args.nats_url),
+                proxy_addr: args.proxy_addr,
+                receiver_urls: args.receiver_urls,
+                proxy_cookie_name: args.proxy_cookie_name,
+                proxy_cookie_domain: non_empty(args.proxy_cookie_domain),
+                proxy_trust_forwarded_for: args.proxy_trust_forwarded_for,
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;

@@ -49,6 +49,24 @@ pub struct RawConfig {
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
     /// Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
+    /// The proxy's public listener (browsers and SDKs); health and metrics stay on
+    /// `http_addr`. Default: `127.0.0.1:8088`.
+    pub proxy_addr: SocketAddr,
+    /// Comma-separated base URLs of the receivers the proxy forwards to
+    /// (`http://receiver-1:8090,http://receiver-2:8090`). Default: this node's own receiver
+    /// when it runs that role.
+    pub receiver_urls: String,
+    /// Name of the first-party id cookie the proxy sets. Default: `sluice_id`.
+    pub proxy_cookie_name: String,
+    /// `Domain` of that cookie (e.g. `example.com`, to share it across subdomains).
+    /// Default: unset (the proxy's own host).
+    pub proxy_cookie_domain: Option<String>,
+    /// Take the client address from the left-most `X-Forwarded-For` entry (only behind a
+    /// load balancer that sets it). Default: false.
+    pub proxy_trust_forwarded_for: bool,
+    /// Bytes the proxy's disk spool holds before it answers 503. Default: 268,435,456
+    /// (256 MiB).
+    pub spool_max_bytes: u64,
 }
 
 impl Default for RawConfig {
@@ -67,8 +85,26 @@ impl Default for RawConfig {
             max_backoff_secs: 30,
             nats_url: None,
             bus_max_bytes: 256 * 1024 * 1024,
+            proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            receiver_urls: String::new(),
+            proxy_cookie_name: "sluice_id".into(),
+            proxy_cookie_domain: None,
+            proxy_trust_forwarded_for: false,
+            spool_max_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// The proxy's settings, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub addr: SocketAddr,
+    /// Receiver base URLs without a trailing slash; empty means this node's own receiver.
+    pub receiver_urls: Vec<String>,
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub trust_forwarded_for: bool,
+    pub spool_max_bytes: u64,
 }
 
 /// Validated configuration.
@@ -87,6 +123,13 @@ pub struct Config {
     pub max_backoff: Duration,
     pub nats_url: Option<String>,
     pub bus_max_bytes: u64,
+    pub proxy: ProxyConfig,
+}
+
+impl Config {
+    pub fn runs(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,31 +148,8 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let roles: Vec<String> = if self.roles.trim() == "all" {
-            ROLES.iter().map(|r| (*r).to_owned()).collect()
-        } else {
-            let mut roles = Vec::new();
-            for role in self
-                .roles
-                .split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-            {
-                if !ROLES.contains(&role) {
-                    return Err(invalid(
-                        "roles",
-                        format!("unknown role {role:?}; known: all, {}", ROLES.join(", ")),
-                    ));
-                }
-                if !roles.iter().any(|r| r == role) {
-                    roles.push(role.to_owned());
-                }
-            }
-            roles
-        };
-        if roles.is_empty() {
-            return Err(invalid("roles", "name at least one role, or all"));
-        }
+        let roles = self.roles()?;
+        let proxy = self.proxy_config(&roles)?;
         let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {
             invalid(
                 "control_url",
@@ -178,6 +198,7 @@ impl RawConfig {
             ));
         }
         Ok(Config {
+            proxy,
             roles,
             http_addr: self.http_addr,
             state_dir: self.state_dir,
@@ -191,6 +212,107 @@ impl RawConfig {
             max_backoff: Duration::from_secs(self.max_backoff_secs),
             nats_url: self.nats_url.filter(|u| !u.is_empty()),
             bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
+        })
+    }
+}
+
+impl RawConfig {
+    fn roles(&self) -> Result<Vec<String>, ConfigError> {
+        let roles: Vec<String> = if self.roles.trim() == "all" {
+            ROLES.iter().map(|r| (*r).to_owned()).collect()
+        } else {
+            let mut roles = Vec::new();
+            for role in self
+                .roles
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                if !ROLES.contains(&role) {
+                    return Err(invalid(
+                        "roles",
+                        format!("unknown role {role:?}; known: all, {}", ROLES.join(", ")),
+                    ));
+                }
+                if !roles.iter().any(|r| r == role) {
+                    roles.push(role.to_owned());
+                }
+            }
+            roles
+        };
+        if roles.is_empty() {
+            return Err(invalid("roles", "name at least one role, or all"));
+        }
+        Ok(roles)
+    }
+
+    fn proxy_config(&self, roles: &[String]) -> Result<ProxyConfig, ConfigError> {
+        let mut receiver_urls = Vec::new();
+        for url in self
+            .receiver_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|host| host.is_empty() || host.contains(char::is_whitespace)) {
+                return Err(invalid(
+                    "receiver_urls",
+                    format!("{url:?} is not an http:// or https:// base URL"),
+                ));
+            }
+            receiver_urls.push(url.trim_end_matches('/').to_owned());
+        }
+        let runs_proxy = roles.iter().any(|r| r == "proxy");
+        let local_receiver = roles.iter().any(|r| r == "receiver");
+        if runs_proxy && receiver_urls.is_empty() && !local_receiver {
+            return Err(invalid(
+                "receiver_urls",
+                "the proxy needs receivers: set SLUICE_RECEIVER_URLS (or run the receiver role here too)",
+            ));
+        }
+        let cookie_name = self.proxy_cookie_name.trim();
+        let token = !cookie_name.is_empty()
+            && cookie_name.len() <= 64
+            && cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token {
+            return Err(invalid(
+                "proxy_cookie_name",
+                "1 to 64 of A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        let cookie_domain = self
+            .proxy_cookie_domain
+            .as_deref()
+            .map(|d| d.trim().trim_start_matches('.'))
+            .filter(|d| !d.is_empty());
+        if let Some(domain) = cookie_domain
+            && !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(invalid(
+                "proxy_cookie_domain",
+                "a host name such as example.com",
+            ));
+        }
+        if runs_proxy && self.proxy_addr == self.http_addr && self.http_addr.port() != 0 {
+            return Err(invalid(
+                "proxy_addr",
+                "the proxy's public listener needs its own address (not http_addr)",
+            ));
+        }
+        Ok(ProxyConfig {
+            addr: self.proxy_addr,
+            receiver_urls,
+            cookie_name: cookie_name.to_owned(),
+            cookie_domain: cookie_domain.map(str::to_owned),
+            trust_forwarded_for: self.proxy_trust_forwarded_for,
+            spool_max_bytes: self.spool_max_bytes.max(1024 * 1024),
         })
     }
 }
@@ -211,6 +333,7 @@ mod tests {
     fn raw() -> RawConfig {
         let key = sluice_keys::generate_key(sluice_keys::KeyType::Service).expect("key");
         RawConfig {
+            roles: "receiver,processor".into(),
             control_url: Some("http://127.0.0.1:8081".into()),
             service_key: Some(key.expose().to_owned()),
             ..RawConfig::default()
@@ -218,8 +341,58 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_needs_receivers_and_a_valid_cookie() {
+        let alone = RawConfig {
+            roles: "proxy".into(),
+            ..raw()
+        };
+        let err = alone.clone().validate().expect_err("no receivers");
+        assert!(err.to_string().contains("SLUICE_RECEIVER_URLS"), "{err}");
+        let config = RawConfig {
+            receiver_urls: " http://r1:8090/, https://r2 ".into(),
+            ..alone.clone()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(config.proxy.receiver_urls, ["http://r1:8090", "https://r2"]);
+        assert!(
+            RawConfig {
+                receiver_urls: "r1:8090".into(),
+                ..alone.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RawConfig {
+                proxy_cookie_name: "bad name".into(),
+                roles: "all".into(),
+                ..alone
+            }
+            .validate()
+            .is_err()
+        );
+        let with_receiver = RawConfig {
+            roles: "proxy,receiver".into(),
+            ..raw()
+        };
+        assert!(
+            with_receiver
+                .validate()
+                .expect("valid")
+                .proxy
+                .receiver_urls
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn all_means_every_role_and_lists_are_checked() {
-        assert_eq!(raw().validate().expect("valid").roles.len(), ROLES.len());
+        let all = RawConfig {
+            roles: "all".into(),
+            ..raw()
+        };
+        assert_eq!(all.validate().expect("valid").roles.len(), ROLES.len());
         let config = RawConfig {
             roles: "receiver, processor,receiver".into(),
             ..raw()

@@ -12,6 +12,7 @@ mod identity;
 mod lkg;
 mod metrics;
 mod node;
+mod proxy;
 pub mod receiver;
 mod sync;
 

@@ -17,6 +17,13 @@ pub const CONFIG_REJECTED_TOTAL: &str = "sluice_config_rejected_total";
 /// Events by stage (`received`, `delivered`, `failed`, `archived`) and the DLQ depth.
 pub const EVENTS_TOTAL: &str = "sluice_events_total";
 pub const DLQ_DEPTH: &str = "sluice_dlq_depth";
+/// Proxy: events by outcome (`accepted` into the spool, `forwarded` to a receiver,
+/// `rejected` for good by the receivers).
+pub const PROXY_EVENTS_TOTAL: &str = "sluice_proxy_events_total";
+/// Proxy: events in the disk spool waiting for a receiver.
+pub const PROXY_SPOOL_DEPTH: &str = "sluice_proxy_spool_depth";
+/// Proxy: receivers that passed their last health check.
+pub const PROXY_RECEIVERS_HEALTHY: &str = "sluice_proxy_receivers_healthy";
 
 pub fn render(node: &NodeState) -> String {
     let mut out = String::new();
@@ -78,5 +85,33 @@ pub fn render(node: &NodeState) -> String {
         "{DLQ_DEPTH} {}",
         counters.get("dlq_depth").copied().unwrap_or(0)
     );
+    if node.config.runs("proxy") {
+        let proxy = &node.proxy_stats;
+        let _ = writeln!(
+            out,
+            "# HELP {PROXY_EVENTS_TOTAL} Proxy events by outcome.\n# TYPE {PROXY_EVENTS_TOTAL} counter"
+        );
+        for (outcome, value) in [
+            ("accepted", &proxy.accepted),
+            ("forwarded", &proxy.forwarded),
+            ("rejected", &proxy.rejected),
+        ] {
+            let _ = writeln!(
+                out,
+                "{PROXY_EVENTS_TOTAL}{{outcome=\"{outcome}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {PROXY_SPOOL_DEPTH} Events in the proxy's spool waiting for a receiver.\n# TYPE {PROXY_SPOOL_DEPTH} gauge\n{PROXY_SPOOL_DEPTH} {}",
+            proxy.spool_depth.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP {PROXY_RECEIVERS_HEALTHY} Receivers that passed their last health check.\n# TYPE {PROXY_RECEIVERS_HEALTHY} gauge\n{PROXY_RECEIVERS_HEALTHY} {}",
+            proxy.receivers_healthy.load(Ordering::Relaxed)
+        );
+    }
     out
 }

@@ -59,6 +59,7 @@ pub struct NodeState {
     pub connected: AtomicBool,
     pub rejected: AtomicU64,
     pub counters: Counters,
+    pub proxy_stats: crate::proxy::ProxyStats,
     last_error: Mutex<Option<String>>,
 }
 
@@ -130,18 +131,24 @@ impl NodeState {
 /// A node that is serving.
 pub struct RunningNode {
     pub http_addr: SocketAddr,
+    /// The proxy's public listener, when the node runs the proxy role.
+    pub proxy_addr: Option<SocketAddr>,
     pub state: Arc<NodeState>,
     /// The bus the node's roles use.
     pub bus: AnyBus,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     sync: JoinHandle<()>,
+    proxy: Option<crate::proxy::RunningProxy>,
 }
 
 impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.sync.await;
+        if let Some(proxy) = self.proxy {
+            proxy.stopped().await;
+        }
         if let Ok(Err(e)) = self.server.await {
             tracing::warn!(error = %e, "http server ended with an error");
         }
@@ -178,6 +185,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         connected: AtomicBool::new(false),
         rejected: AtomicU64::new(0),
         counters: Counters::default(),
+        proxy_stats: crate::proxy::ProxyStats::default(),
         last_error: Mutex::new(None),
     });
     if let Some(saved) = lkg::load(&node.config.state_dir) {
@@ -220,10 +228,18 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             .with_graceful_shutdown(async move { until_true(&mut server_shutdown).await })
             .await
     });
+    let proxy = if node.config.runs("proxy") {
+        let local_receiver = node.config.runs("receiver").then_some(http_addr);
+        Some(crate::proxy::start(node.clone(), local_receiver, shutdown_rx.clone()).await?)
+    } else {
+        None
+    };
     let sync = tokio::spawn(sync::run(node.clone(), shutdown_rx));
     tracing::info!(http_addr = %http_addr, node_id = %node.node_id, roles = ?node.config.roles, "data plane listening");
     Ok(RunningNode {
         http_addr,
+        proxy_addr: proxy.as_ref().map(|p| p.addr),
+        proxy,
         state: node,
         bus,
         shutdown,

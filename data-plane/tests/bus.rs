@@ -135,6 +135,43 @@ async fn consumers_share_a_stage<B: Bus + Clone>(bus: B) {
     assert_eq!((all.len(), unique.len()), (200, 200), "every message once");
 }
 
+async fn nacked_messages_come_back_after_their_delay<B: Bus>(bus: B) {
+    bus.publish("raw", batch("n", 2)).await.expect("publish");
+    let first = bus
+        .fetch("raw", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(first.len(), 2);
+    let nacked_at = Instant::now();
+    let mut first = first.into_iter();
+    bus.nack(first.next().expect("one"), Duration::from_millis(600))
+        .await
+        .expect("nack");
+    bus.ack(first.next().expect("two")).await.expect("ack");
+    assert!(
+        bus.fetch("raw", 10, Duration::from_millis(200))
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "not before its delay"
+    );
+    let again = bus
+        .fetch("raw", 10, Duration::from_secs(3))
+        .await
+        .expect("fetch");
+    assert!(nacked_at.elapsed() >= Duration::from_millis(550));
+    assert_eq!(
+        again.len(),
+        1,
+        "the nacked one comes back, the acked one does not"
+    );
+    assert_eq!(again[0].message.id, "n-0");
+    assert!(again[0].redeliveries >= 1);
+    for delivery in again {
+        bus.ack(delivery).await.expect("ack");
+    }
+}
+
 async fn stage_names_are_checked<B: Bus>(bus: B) {
     for bad in ["", "Raw", "raw..x", "../raw", "raw/x", "raw x"] {
         assert!(
@@ -199,6 +236,7 @@ both_back_ends!(
     publish_fetch_ack_in_order,
     unacknowledged_messages_come_back,
     consumers_share_a_stage,
+    nacked_messages_come_back_after_their_delay,
     stage_names_are_checked
 );
 

@@ -139,3 +139,42 @@ fn the_json_schema_describes_the_spec() {
         "unknown fields are refused"
     );
 }
+
+#[test]
+fn allowed_origins_are_checked_and_matched() {
+    let spec = spec::parse_json(
+        r#"{"sources":[{"name":"web","allowed_origins":["https://www.example.com","https://*.shop.example","http://localhost:3000"]}]}"#,
+    )
+    .expect("parses");
+    spec.validate().expect("valid");
+    let web = &spec.sources[0];
+    assert!(web.allows_origin("https://www.example.com"));
+    assert!(web.allows_origin("https://eu.shop.example"));
+    assert!(web.allows_origin("https://a.b.shop.example"));
+    assert!(web.allows_origin("http://localhost:3000"));
+    for refused in [
+        "https://shop.example",
+        "https://evilshop.example",
+        "http://eu.shop.example",
+        "https://www.example.com.evil.net",
+        "http://localhost:3001",
+        "null",
+    ] {
+        assert!(!web.allows_origin(refused), "{refused}");
+    }
+    let bad = spec::parse_json(
+        r#"{"sources":[{"name":"web","allowed_origins":["www.example.com","https://x.com/path","https://x.com:0","*"]}]}"#,
+    )
+    .expect("parses")
+    .validate()
+    .expect_err("invalid origins");
+    let paths: Vec<_> = bad.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sources[0].allowed_origins[0]",
+            "sources[0].allowed_origins[1]",
+            "sources[0].allowed_origins[2]"
+        ]
+    );
+}

@@ -253,6 +253,30 @@ pub async fn start_node(grpc_url: &str, key: &str, state_dir: &Path) -> RunningN
     start_node_trusting(grpc_url, key, state_dir, None).await
 }
 
+/// Starts a node like [`start_node`] after `configure` adjusted its settings (roles, ports).
+pub async fn start_node_with(
+    grpc_url: &str,
+    key: &str,
+    state_dir: &Path,
+    configure: impl FnOnce(&mut sluice_data_plane::RawConfig),
+) -> RunningNode {
+    let mut raw = sluice_data_plane::RawConfig {
+        roles: "receiver".into(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        proxy_addr: "127.0.0.1:0".parse().unwrap(),
+        state_dir: state_dir.to_path_buf(),
+        control_url: Some(grpc_url.to_owned()),
+        service_key: Some(key.to_owned()),
+        node_name: Some("test-node".into()),
+        max_backoff_secs: 2,
+        ..Default::default()
+    };
+    configure(&mut raw);
+    sluice_data_plane::start(raw.validate().unwrap())
+        .await
+        .expect("data plane starts")
+}
+
 /// Like [`start_node`], trusting the PEM CA in `ca_file` for the control plane's TLS.
 pub async fn start_node_trusting(
     grpc_url: &str,

@@ -230,6 +230,18 @@ impl Bus for EmbeddedBus {
             )),
         }
     }
+
+    async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
+        match delivery.token {
+            AckToken::Embedded { stage, seq } => {
+                stage.release(seq, delay);
+                Ok(())
+            }
+            AckToken::Nats(_) => Err(BusError::Invalid(
+                "a NATS delivery nacked on the embedded bus".into(),
+            )),
+        }
+    }
 }
 
 impl Stage {
@@ -356,6 +368,19 @@ impl Stage {
             state.commit += 1;
         }
         state.cursor_dirty = true;
+    }
+
+    /// Makes an in-flight message due again after `delay`, and wakes a fetch waiting for it.
+    fn release(&self, seq: u64, delay: Duration) {
+        {
+            let mut state = self.lock();
+            let Some(entry) = state.in_flight.get_mut(&seq) else {
+                return;
+            };
+            entry.2 = Instant::now() + delay;
+        }
+        // A waiting fetch re-reads the earliest due time when woken.
+        self.available.notify_waiters();
     }
 
     /// Writes the commit point if it moved, then deletes segments wholly below it.

@@ -92,6 +92,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Marks a delivery handled: it is never delivered again.
     fn ack(&self, delivery: Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Gives a delivery back unhandled: it is delivered again after `delay` (a retry with
+    /// backoff), counting as a redelivery.
+    fn nack(
+        &self,
+        delivery: Delivery,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// Stage names: `raw`, `archive`, `deliver.<name>`, `dlq.<name>`, …: lowercase letters,
@@ -143,6 +151,13 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.ack(delivery).await,
             AnyBus::Nats(bus) => bus.ack(delivery).await,
+        }
+    }
+
+    async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.nack(delivery, delay).await,
+            AnyBus::Nats(bus) => bus.nack(delivery, delay).await,
         }
     }
 }

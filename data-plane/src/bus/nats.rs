@@ -228,4 +228,16 @@ impl Bus for NatsBus {
             )),
         }
     }
+
+    async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
+        match delivery.token {
+            AckToken::Nats(message) => message
+                .ack_with(jetstream::AckKind::Nak(Some(delay)))
+                .await
+                .map_err(unavailable),
+            AckToken::Embedded { .. } => Err(BusError::Invalid(
+                "an embedded delivery nacked on the NATS bus".into(),
+            )),
+        }
+    }
 }

@@ -23,7 +23,7 @@ use sluice_proto::ErrorCode;
 
 use crate::bus::{AnyBus, Bus, BusError, Message};
 use crate::node::{NodeState, now_ms};
-pub use envelope::Envelope;
+pub use envelope::{Envelope, rfc3339};
 use limits::SourceLimits;
 
 /// Segment's limit on one event, in bytes.
@@ -35,7 +35,7 @@ const ENVELOPE_OVERHEAD: usize = 512;
 /// The stage events are published to.
 pub const RAW_STAGE: &str = "raw";
 
-const CALL_TYPES: [&str; 6] = ["track", "page", "screen", "identify", "group", "alias"];
+pub(crate) const CALL_TYPES: [&str; 6] = ["track", "page", "screen", "identify", "group", "alias"];
 
 struct Receiver {
     node: Arc<NodeState>,
@@ -68,12 +68,18 @@ pub struct ReceiveError {
 }
 
 impl ReceiveError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// The same error, telling the sender when to retry (`Retry-After`, in seconds).
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 
@@ -90,7 +96,7 @@ impl IntoResponse for ReceiveError {
     }
 }
 
-fn bad(message: impl Into<String>) -> ReceiveError {
+pub(crate) fn bad(message: impl Into<String>) -> ReceiveError {
     ReceiveError::new(ErrorCode::BadRequest, message)
 }
 
@@ -101,19 +107,8 @@ async fn single(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ReceiveError> {
     let raw = body.map_err(rejected)?;
-    if !CALL_TYPES.contains(&call.as_str()) {
-        return Err(ReceiveError::new(
-            ErrorCode::NotFound,
-            format!("no such endpoint /v1/{call}"),
-        ));
-    }
-    let body = read_body(&headers, &raw, MAX_EVENT_BYTES)?;
-    let Value::Object(mut event) = parse(&body)? else {
-        return Err(bad("the body must be a JSON object"));
-    };
-    let write_key = event.remove("writeKey");
-    event.insert("type".into(), Value::String(call));
-    receive(&receiver, &headers, &raw, write_key, None, vec![event]).await
+    let request = SegmentRequest::read(Some(&call), &headers, &raw)?;
+    receive(&receiver, &headers, &raw, request).await
 }
 
 async fn batch(
@@ -122,43 +117,93 @@ async fn batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ReceiveError> {
     let raw = body.map_err(rejected)?;
-    let body = read_body(&headers, &raw, MAX_BATCH_BYTES)?;
-    let Value::Object(mut request) = parse(&body)? else {
-        return Err(bad("the body must be a JSON object with a \"batch\" array"));
-    };
-    let Some(Value::Array(events)) = request.remove("batch") else {
-        return Err(bad("batch: an array of events is required"));
-    };
-    let mut parsed = Vec::with_capacity(events.len());
-    for (i, event) in events.into_iter().enumerate() {
-        let Value::Object(event) = event else {
-            return Err(bad(format!("batch[{i}]: each event must be a JSON object")));
-        };
-        parsed.push(event);
-    }
-    // Fields a batch shares with its events (Segment's libraries send context and sentAt here).
-    let shared = Shared {
-        context: request.remove("context"),
-        sent_at: request.remove("sentAt"),
-    };
-    receive(
-        &receiver,
-        &headers,
-        &raw,
-        request.remove("writeKey"),
-        Some(shared),
-        parsed,
-    )
-    .await
+    let request = SegmentRequest::read(None, &headers, &raw)?;
+    receive(&receiver, &headers, &raw, request).await
 }
 
-struct Shared {
-    context: Option<Value>,
-    sent_at: Option<Value>,
+/// A Segment API request, parsed: its events (each with its `type`, and a batch's shared
+/// `context` and `sentAt` filled in) and the write key its body may carry.
+pub(crate) struct SegmentRequest {
+    pub body_key: Option<Value>,
+    pub events: Vec<Map<String, Value>>,
+    /// Whether it came as a batch (errors then name the event's index).
+    pub batch: bool,
+}
+
+impl SegmentRequest {
+    /// `call` is the single-event endpoint's type (`/v1/track` → `track`), `None` for
+    /// `/v1/batch`.
+    pub fn read(
+        call: Option<&str>,
+        headers: &HeaderMap,
+        raw: &Bytes,
+    ) -> Result<Self, ReceiveError> {
+        let Some(call) = call else {
+            return Self::read_batch(headers, raw);
+        };
+        if !CALL_TYPES.contains(&call) {
+            return Err(ReceiveError::new(
+                ErrorCode::NotFound,
+                format!("no such endpoint /v1/{call}"),
+            ));
+        }
+        let body = read_body(headers, raw, MAX_EVENT_BYTES)?;
+        let Value::Object(mut event) = parse(&body)? else {
+            return Err(bad("the body must be a JSON object"));
+        };
+        let body_key = event.remove("writeKey");
+        event.insert("type".into(), Value::String(call.to_owned()));
+        Ok(Self {
+            body_key,
+            events: vec![event],
+            batch: false,
+        })
+    }
+
+    fn read_batch(headers: &HeaderMap, raw: &Bytes) -> Result<Self, ReceiveError> {
+        let body = read_body(headers, raw, MAX_BATCH_BYTES)?;
+        let Value::Object(mut request) = parse(&body)? else {
+            return Err(bad("the body must be a JSON object with a \"batch\" array"));
+        };
+        let Some(Value::Array(events)) = request.remove("batch") else {
+            return Err(bad("batch: an array of events is required"));
+        };
+        // Fields a batch shares with its events (Segment's libraries send context and
+        // sentAt here).
+        let context = request.remove("context");
+        let sent_at = request.remove("sentAt");
+        let mut parsed = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let Value::Object(mut event) = event else {
+                return Err(bad(format!("batch[{i}]: each event must be a JSON object")));
+            };
+            if let Some(context) = &context {
+                event.entry("context").or_insert_with(|| context.clone());
+            }
+            if let Some(sent_at) = &sent_at {
+                event.entry("sentAt").or_insert_with(|| sent_at.clone());
+            }
+            parsed.push(event);
+        }
+        Ok(Self {
+            body_key: request.remove("writeKey"),
+            events: parsed,
+            batch: true,
+        })
+    }
+}
+
+/// Prefixes an event's error with its place in a batch.
+pub(crate) fn locate(batch: bool, i: usize, message: String) -> String {
+    if batch {
+        format!("batch[{i}]: {message}")
+    } else {
+        message
+    }
 }
 
 /// A body the server would not read: too large (413), or the connection failed (400).
-fn rejected(rejection: BytesRejection) -> ReceiveError {
+pub(crate) fn rejected(rejection: BytesRejection) -> ReceiveError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ReceiveError::new(ErrorCode::PayloadTooLarge, "the request exceeds 500 KB")
     } else {
@@ -211,7 +256,7 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
 }
 
 /// The write key: HTTP Basic user (Segment's libraries), Bearer, or `writeKey` in the body.
-fn write_key(headers: &HeaderMap, in_body: Option<Value>) -> Option<String> {
+pub(crate) fn write_key(headers: &HeaderMap, in_body: Option<Value>) -> Option<String> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -242,9 +287,7 @@ async fn receive(
     receiver: &Receiver,
     headers: &HeaderMap,
     raw_body: &[u8],
-    body_key: Option<Value>,
-    shared: Option<Shared>,
-    events: Vec<Map<String, Value>>,
+    request: SegmentRequest,
 ) -> Result<Response, ReceiveError> {
     let Some(config) = receiver.node.current() else {
         return Err(ReceiveError {
@@ -266,7 +309,7 @@ async fn receive(
         signed.verify(&entry.sha256, raw_body, now)?;
         (pipeline, entry.source.as_str())
     } else {
-        let key = write_key(headers, body_key).ok_or_else(|| {
+        let key = write_key(headers, request.body_key.clone()).ok_or_else(|| {
             ReceiveError::new(
                 ErrorCode::Unauthorized,
                 "send the write key as the Basic auth user or as Authorization: Bearer, or sign the request",
@@ -278,27 +321,14 @@ async fn receive(
         }
         config.ingest_source(&key, now).ok_or_else(unauthorized)?
     };
-    if events.is_empty() {
+    if request.events.is_empty() {
         return Ok(success());
     }
     let received_at = envelope::rfc3339(now);
-    let mut messages = Vec::with_capacity(events.len());
-    for (i, mut event) in events.into_iter().enumerate() {
-        let at = |message: String| {
-            if shared.is_some() {
-                format!("batch[{i}]: {message}")
-            } else {
-                message
-            }
-        };
-        if let Some(shared) = &shared {
-            if let Some(context) = &shared.context {
-                event.entry("context").or_insert_with(|| context.clone());
-            }
-            if let Some(sent_at) = &shared.sent_at {
-                event.entry("sentAt").or_insert_with(|| sent_at.clone());
-            }
-        }
+    let batch = request.batch;
+    let mut messages = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.into_iter().enumerate() {
+        let at = |message: String| locate(batch, i, message);
         let envelope =
             Envelope::from_segment(event, &config.tenant_id, &pipeline.id, source, &received_at)
                 .map_err(|message| bad(at(message)))?;
@@ -362,6 +392,6 @@ async fn receive(
     }
 }
 
-fn success() -> Response {
+pub(crate) fn success() -> Response {
     (StatusCode::OK, axum::Json(json!({"success": true}))).into_response()
 }

@@ -43,6 +43,41 @@ pub struct SourceSpec {
     /// Per-source rate limit on the receiver. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Web origins whose pages may send this source's events through the proxy
+    /// (`https://www.example.com`, `https://*.example.com` for any subdomain, or `*` for any).
+    /// Browser requests from other origins are refused. Default: none (server-side only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl SourceSpec {
+    /// Whether a page at `origin` (as browsers send it: `scheme://host[:port]`) may send
+    /// this source's events.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|pattern| origin_matches(pattern, origin))
+    }
+}
+
+/// `pattern` is `*`, an exact origin, or `scheme://*.domain[:port]` for its subdomains.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" || pattern.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    let (Some((scheme, host)), Some((origin_scheme, origin_host))) =
+        (pattern.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    let Some(domain) = host.strip_prefix("*.") else {
+        return false;
+    };
+    let origin_host = origin_host.to_ascii_lowercase();
+    scheme.eq_ignore_ascii_case(origin_scheme)
+        && origin_host
+            .strip_suffix(&domain.to_ascii_lowercase())
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
 }
 
 /// A token bucket.

@@ -26,6 +26,11 @@ impl PipelineSpec {
             } else if !names.insert(source.name.as_str()) {
                 err(format!("sources[{i}].name"), "duplicate source name");
             }
+            for (j, origin) in source.allowed_origins.iter().enumerate() {
+                if let Some(problem) = origin_problem(origin) {
+                    err(format!("sources[{i}].allowed_origins[{j}]"), problem);
+                }
+            }
             if let Some(limit) = &source.rate_limit {
                 if !(1..=1_000_000).contains(&limit.events_per_second) {
                     err(
@@ -194,6 +199,35 @@ fn url_problem(url: &str) -> Option<&'static str> {
         return Some("must not contain whitespace");
     }
     None
+}
+
+/// CORS origins: `*`, or `http(s)://host[:port]` with an optional leading `*.` on the host.
+fn origin_problem(origin: &str) -> Option<&'static str> {
+    const SHAPE: &str =
+        "an origin such as https://www.example.com or https://*.example.com (no path), or *";
+    if origin == "*" {
+        return None;
+    }
+    let Some(host) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return Some(SHAPE);
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let (name, port) = match name.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (name, None),
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    let valid_port = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    (!(valid_name && valid_port)).then_some(SHAPE)
 }
 
 /// Secret references: environment-variable style names.
