@@ -16,6 +16,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+/// The same allocator as the `sluice` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bus;
 mod receiver;
 mod stats;
@@ -139,10 +143,18 @@ fn main() -> anyhow::Result<()> {
             seconds: *seconds,
             rate: *rate,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()?;
-        println!("{}", runtime.block_on(receiver::run(args))?);
+        let client_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        println!(
+            "{}",
+            client_rt.block_on(receiver::run(args, server_rt.handle().clone()))?
+        );
         return Ok(());
     }
     if let Scenario::Bus {

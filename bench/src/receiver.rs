@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_data_plane::bus::Bus;
+use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
 
 pub struct ReceiverArgs {
     pub nats_url: Option<String>,
@@ -36,14 +37,32 @@ async fn post(
     Ok(response.json().await?)
 }
 
-fn event(i: u64) -> Value {
-    json!({"type": "track", "event": "Order Completed", "messageId": format!("m{i}"), "anonymousId": format!("a{i}"),
-        "properties": {"order_id": format!("o{i}"), "revenue": 42.5, "currency": "EUR"},
-        "context": {"ip": "203.0.113.9", "page": {"path": "/checkout"}}, "timestamp": "2026-11-22T12:00:00Z"})
+/// A `track` event with unique ids, written straight into `out` so the generator spends as
+/// little of the shared cores as it can.
+fn write_event(out: &mut Vec<u8>, i: u64) {
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        r#"{{"type":"track","event":"Order Completed","messageId":"m{i}","anonymousId":"a{i}","properties":{{"order_id":"o{i}","revenue":42.5,"currency":"EUR","products":[{{"sku":"sku-{i}","name":"Espresso Machine","price":42.5,"quantity":1}}]}},"context":{{"ip":"203.0.113.9","locale":"en-GB","page":{{"path":"/checkout","url":"https://shop.example.com/checkout","title":"Checkout"}},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36","library":{{"name":"analytics.js","version":"5.2.0"}}}},"timestamp":"2026-11-22T12:00:00.000Z"}}"#
+    );
 }
 
-pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
+/// The size of one generated event, in bytes (for the report).
+pub fn event_bytes() -> usize {
+    let mut out = Vec::new();
+    write_event(&mut out, 1 << 40);
+    out.len()
+}
+
+/// Runs the load on the current runtime; the control plane, the node and the consumer run
+/// on `server`'s, so the generator competes for the cores but not for the server's workers.
+pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
+    if let Some(url) = &args.nats_url {
+        // Start from an empty stage: what an earlier run left would fill the stream.
+        let bus = NatsBus::connect(NatsConfig::new(url.clone())).await?;
+        bus.delete_stages(&["raw"]).await?;
+    }
     let raw = sluice_control_plane::RawConfig {
         http_addr: "127.0.0.1:0".parse()?,
         grpc_addr: "127.0.0.1:0".parse()?,
@@ -52,7 +71,8 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
         admin_password: Some("benchmark password".into()),
         ..Default::default()
     };
-    let cp = sluice_control_plane::start(raw.validate()?).await?;
+    let config = raw.validate()?;
+    let cp = server.spawn(sluice_control_plane::start(config)).await??;
     let base = format!("http://{}", cp.http_addr);
     let http = reqwest::Client::new();
     let login = post(
@@ -106,7 +126,10 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
         bus_max_bytes: 4 << 30,
         ..Default::default()
     };
-    let node = sluice_data_plane::start(node_config.validate()?).await?;
+    let node_config = node_config.validate()?;
+    let node = server
+        .spawn(sluice_data_plane::start(node_config))
+        .await??;
     for _ in 0..100 {
         if node
             .state
@@ -117,11 +140,12 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let url = if args.batch == 1 {
+    // Parsed once: reqwest would parse a string URL on every request.
+    let url = reqwest::Url::parse(&if args.batch == 1 {
         format!("http://{}/v1/track", node.http_addr)
     } else {
         format!("http://{}/v1/batch", node.http_addr)
-    };
+    })?;
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
@@ -131,12 +155,10 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
         let (bus, stop) = (node.bus.clone(), stop.clone());
-        tokio::spawn(async move {
+        server.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(deliveries) = bus.fetch("raw", 5000, Duration::from_millis(50)).await {
-                    for delivery in deliveries {
-                        let _ = bus.ack(delivery).await;
-                    }
+                    let _ = bus.ack_all(deliveries).await;
                 }
             }
         })
@@ -167,28 +189,46 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
                 if let Some(tick) = tick.as_mut() {
                     tick.tick().await;
                 }
-                let body = if batch == 1 {
+                let mut body = Vec::with_capacity(batch * 700 + 16);
+                if batch == 1 {
                     n += 1;
-                    event(n)
+                    write_event(&mut body, n);
                 } else {
-                    json!({"batch": (0..batch).map(|_| { n += 1; event(n) }).collect::<Vec<_>>()})
-                };
-                let body = serde_json::to_vec(&body).unwrap_or_default();
+                    body.extend_from_slice(b"{\"batch\":[");
+                    for i in 0..batch {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        n += 1;
+                        write_event(&mut body, n);
+                    }
+                    body.extend_from_slice(b"]}");
+                }
                 let started = Instant::now();
                 let ok = client
-                    .post(&url)
+                    .post(url.clone())
                     .header("authorization", &auth)
                     .header("content-type", "application/json")
                     .body(body)
                     .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false);
+                    .await;
+                let failure = match ok {
+                    Ok(r) if r.status().is_success() => None,
+                    Ok(r) => Some(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Some(e.to_string()),
+                };
                 if measuring.load(Ordering::Relaxed) {
-                    if ok {
-                        latencies.push(started.elapsed());
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    match failure {
+                        None => latencies.push(started.elapsed()),
+                        Some(failure) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("first error: {failure}");
+                            }
+                        }
                     }
                 }
             }
@@ -211,13 +251,14 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
     let pct = |p: f64| ms(percentile(&all, p));
     let requests = all.len() as f64 / elapsed.as_secs_f64();
     let report = format!(
-        "bus={} batch={} concurrency={} rate={} requests={:.0}/s events={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
+        "bus={} batch={} event_bytes={} concurrency={} rate={} requests={:.0}/s events={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
         if args.nats_url.is_some() {
             "nats"
         } else {
             "embedded"
         },
         args.batch,
+        event_bytes(),
         args.concurrency,
         if args.rate > 0 {
             args.rate.to_string()
@@ -230,7 +271,11 @@ pub async fn run(args: ReceiverArgs) -> anyhow::Result<String> {
         pct(0.99),
         errors.load(Ordering::Relaxed)
     );
-    node.shutdown().await;
-    cp.shutdown().await;
+    server
+        .spawn(async move {
+            node.shutdown().await;
+            cp.shutdown().await;
+        })
+        .await?;
     Ok(report)
 }

@@ -172,6 +172,29 @@ async fn nacked_messages_come_back_after_their_delay<B: Bus>(bus: B) {
     }
 }
 
+async fn ack_all_acknowledges_every_delivery<B: Bus>(bus: B) {
+    bus.publish("raw", batch("many", 250))
+        .await
+        .expect("publish");
+    let mut fetched = Vec::new();
+    while fetched.len() < 250 {
+        let got = bus
+            .fetch("raw", 250, Duration::from_secs(2))
+            .await
+            .expect("fetch");
+        assert!(!got.is_empty(), "all 250 arrive");
+        fetched.extend(got);
+    }
+    bus.ack_all(fetched).await.expect("ack all");
+    assert!(
+        bus.fetch("raw", 10, ACK_WAIT * 2)
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "none comes back"
+    );
+}
+
 async fn stage_names_are_checked<B: Bus>(bus: B) {
     for bad in ["", "Raw", "raw..x", "../raw", "raw/x", "raw x"] {
         assert!(
@@ -237,6 +260,7 @@ both_back_ends!(
     unacknowledged_messages_come_back,
     consumers_share_a_stage,
     nacked_messages_come_back_after_their_delay,
+    ack_all_acknowledges_every_delivery,
     stage_names_are_checked
 );
 
@@ -297,6 +321,69 @@ async fn embedded_messages_survive_a_restart_and_acks_are_kept() {
         ids,
         vec!["a-2", "a-3", "a-4"],
         "acked messages are not delivered again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_recycles_segments_and_never_replays_their_old_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        EmbeddedBus::open(EmbeddedConfig {
+            ack_wait: ACK_WAIT,
+            segment_bytes: 1024,
+            ..EmbeddedConfig::new(dir.path())
+        })
+        .expect("open")
+    };
+    let stage_dir = dir.path().join("raw");
+    let count = |prefix: &str| {
+        std::fs::read_dir(&stage_dir)
+            .expect("stage dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .count()
+    };
+    let mut unacked = Vec::new();
+    {
+        let bus = open();
+        // Many small records: segments fill, are acked wholly, and are reused as new ones.
+        for round in 0..30 {
+            for i in 0..10 {
+                bus.publish(
+                    "raw",
+                    vec![Message::new(format!("r{round}-{i}"), vec![b'x'; 40])],
+                )
+                .await
+                .expect("publish");
+            }
+            let got = drain(&bus, "raw", 10, Duration::from_secs(2)).await;
+            assert_eq!(got.len(), 10);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert!(count("spare-") > 0, "obsolete segments are kept as spares");
+        assert!(
+            count("0") <= 4,
+            "the log stays short: {} segments",
+            count("0")
+        );
+        for i in 0..25 {
+            let id = format!("left-{i}");
+            bus.publish("raw", vec![Message::new(id.clone(), vec![b'y'; 40])])
+                .await
+                .expect("publish");
+            unacked.push(id);
+        }
+        bus.flush().expect("flush");
+    }
+    let bus = open();
+    let ids: Vec<_> = drain(&bus, "raw", 100, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids, unacked,
+        "exactly what was not acknowledged, nothing recycled"
     );
 }
 

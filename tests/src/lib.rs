@@ -212,6 +212,22 @@ impl Cp {
         body["config_version"].as_u64().unwrap()
     }
 
+    /// An ingest key for `source` of a pipeline: (id, plaintext).
+    pub async fn ingest_key(&self, tenant: &str, pipeline: &str, source: &str) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/keys"),
+                Some(json!({"name": "site", "type": "ingest", "pipeline_id": pipeline, "source": source})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
     pub async fn revoke(&self, tenant: &str, key_id: &str) {
         let (status, body) = self
             .call(
@@ -284,20 +300,11 @@ pub async fn start_node_trusting(
     state_dir: &Path,
     ca_file: Option<&Path>,
 ) -> RunningNode {
-    let raw = sluice_data_plane::RawConfig {
-        ca_file: ca_file.map(Path::to_path_buf),
-        roles: "receiver,processor".into(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        state_dir: state_dir.to_path_buf(),
-        control_url: Some(grpc_url.to_owned()),
-        service_key: Some(key.to_owned()),
-        node_name: Some("test-node".into()),
-        max_backoff_secs: 2,
-        ..Default::default()
-    };
-    sluice_data_plane::start(raw.validate().unwrap())
-        .await
-        .expect("data plane starts")
+    start_node_with(grpc_url, key, state_dir, |raw| {
+        raw.ca_file = ca_file.map(Path::to_path_buf);
+        raw.roles = "receiver,processor".into();
+    })
+    .await
 }
 
 /// Polls `check` every 20 ms until it yields a value or `within` passes (then panics with

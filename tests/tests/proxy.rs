@@ -25,7 +25,7 @@ async fn tenant(spec: Value) -> Tenant {
     let cp = Cp::start(CpOptions::default()).await;
     let tenant = cp.tenant("acme").await;
     let pipeline = cp.pipeline(&tenant, "main", spec).await;
-    let write_key = ingest_key(&cp, &tenant, &pipeline).await.1;
+    let write_key = cp.ingest_key(&tenant, &pipeline, "web").await.1;
     let (_, service_key) = cp.service_key(&tenant).await;
     Tenant {
         cp,
@@ -34,24 +34,6 @@ async fn tenant(spec: Value) -> Tenant {
         write_key,
         service_key,
     }
-}
-
-/// An ingest key for the `web` source: (id, plaintext).
-async fn ingest_key(cp: &Cp, tenant: &str, pipeline: &str) -> (String, String) {
-    let (status, key) = cp
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/keys"),
-            Some(
-                json!({"name": "site", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    (
-        key["id"].as_str().expect("id").to_owned(),
-        key["key"].as_str().expect("key").to_owned(),
-    )
 }
 
 async fn synced(t: &Tenant, node: &RunningNode) {
@@ -289,7 +271,7 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_in_the_spool_until_a_receiver_is_back() {
     let t = tenant(web_spec(&[])).await;
-    let (doomed_id, doomed_key) = ingest_key(&t.cp, &t.tenant, &t.pipeline).await;
+    let (doomed_id, doomed_key) = t.cp.ingest_key(&t.tenant, &t.pipeline, "web").await;
     let receiver_port = free_port();
     let proxy_state = tempfile::tempdir().expect("tempdir");
     let start_proxy = || {

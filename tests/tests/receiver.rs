@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_data_plane::RunningNode;
 use sluice_data_plane::bus::{Bus, Message};
@@ -23,17 +23,7 @@ async fn setup(spec: Value) -> Setup {
     let cp = Cp::start(CpOptions::default()).await;
     let tenant = cp.tenant("acme").await;
     let pipeline = cp.pipeline(&tenant, "main", spec).await;
-    let (status, key) = cp
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/keys"),
-            Some(
-                json!({"name": "site", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{key}");
-    let write_key = key["key"].as_str().expect("key").to_owned();
+    let write_key = cp.ingest_key(&tenant, &pipeline, "web").await.1;
     let (_, service) = cp.service_key(&tenant).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node(&cp.grpc_url, &service, state.path()).await;

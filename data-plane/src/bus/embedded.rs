@@ -32,6 +32,9 @@ const HEADER: usize = 8;
 /// Largest record accepted when reading back, in bytes (a sanity bound against garbage).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 const CURSOR_FILE: &str = "cursor";
+/// Obsolete segments kept for reuse per stage; more are deleted.
+const MAX_SPARES: usize = 2;
+const SPARE_PREFIX: &str = "spare-";
 /// How often acknowledgements are persisted.
 const CURSOR_FLUSH: Duration = Duration::from_millis(50);
 
@@ -98,6 +101,8 @@ struct State {
     bytes: u64,
     /// Segment files with the first sequence number each holds, oldest first.
     segments: Vec<(u64, PathBuf)>,
+    /// Obsolete segment files waiting to be overwritten as new segments.
+    spares: Vec<PathBuf>,
     cursor_dirty: bool,
 }
 
@@ -231,6 +236,26 @@ impl Bus for EmbeddedBus {
         }
     }
 
+    async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        // Deliveries of one stage are acknowledged together; fetches return one stage's.
+        let mut by_stage: Vec<(Arc<Stage>, Vec<u64>)> = Vec::new();
+        for delivery in deliveries {
+            let AckToken::Embedded { stage, seq } = delivery.token else {
+                return Err(BusError::Invalid(
+                    "a NATS delivery acked on the embedded bus".into(),
+                ));
+            };
+            match by_stage.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &stage)) {
+                Some((_, seqs)) => seqs.push(seq),
+                None => by_stage.push((stage, vec![seq])),
+            }
+        }
+        for (stage, seqs) in by_stage {
+            stage.ack_many(seqs.into_iter());
+        }
+        Ok(())
+    }
+
     async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
         match delivery.token {
             AckToken::Embedded { stage, seq } => {
@@ -254,18 +279,26 @@ impl Stage {
             ..State::default()
         };
         let mut next_seq = commit;
-        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
+        let entries: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)?
             .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+            .collect();
+        let mut files: Vec<(u64, PathBuf)> = entries
+            .iter()
+            .filter_map(|(name, path)| {
                 let first = name.strip_suffix(".log")?.parse::<u64>().ok()?;
-                Some((first, e.path()))
+                Some((first, path.clone()))
             })
+            .collect();
+        state.spares = entries
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(SPARE_PREFIX))
+            .map(|(_, path)| path)
             .collect();
         files.sort();
         let newest = files.last().map(|(first, _)| *first);
         for (first, path) in files {
-            let records = read_segment(&path, Some(first) == newest)?;
+            let records = read_segment(&path, first, Some(first) == newest)?;
             let mut last_seq = None;
             for (record_first, messages) in records {
                 for (offset, message) in messages.into_iter().enumerate() {
@@ -313,7 +346,13 @@ impl Stage {
             loop {
                 tick.tick().await;
                 let Some(stage) = weak.upgrade() else { return };
-                if let Err(e) = stage.persist_cursor() {
+                // It fsyncs: off the async workers, or every request they serve waits for it.
+                let persisted = tokio::task::spawn_blocking(move || {
+                    let outcome = stage.persist_cursor();
+                    (stage, outcome)
+                })
+                .await;
+                if let Ok((stage, Err(e))) = persisted {
                     tracing::error!(stage = %stage.name, error = %e, "cannot persist bus acknowledgements");
                 }
             }
@@ -354,20 +393,28 @@ impl Stage {
     }
 
     fn ack(&self, seq: u64) {
+        self.ack_many(std::iter::once(seq));
+    }
+
+    /// Acknowledges under one lock: the writer thread takes the same lock to complete
+    /// publishes, so a consumer acking one by one would hold them up.
+    fn ack_many(&self, seqs: impl Iterator<Item = u64>) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some((message, _, _)) = state.in_flight.remove(&seq) else {
-            return;
-        };
-        state.bytes = state.bytes.saturating_sub(message.size());
-        if seq < state.commit {
-            return;
+        for seq in seqs {
+            let Some((message, _, _)) = state.in_flight.remove(&seq) else {
+                continue;
+            };
+            state.bytes = state.bytes.saturating_sub(message.size());
+            if seq < state.commit {
+                continue;
+            }
+            state.acked_above.insert(seq);
+            state.cursor_dirty = true;
         }
-        state.acked_above.insert(seq);
         while state.acked_above.remove(&state.commit) {
             state.commit += 1;
         }
-        state.cursor_dirty = true;
     }
 
     /// Makes an in-flight message due again after `delay`, and wakes a fetch waiting for it.
@@ -383,7 +430,8 @@ impl Stage {
         self.available.notify_waiters();
     }
 
-    /// Writes the commit point if it moved, then deletes segments wholly below it.
+    /// Writes the commit point if it moved, then recycles (or deletes) segments wholly
+    /// below it.
     fn persist_cursor(&self) -> Result<(), BusError> {
         let (commit, obsolete) = {
             let mut state = self.lock();
@@ -395,13 +443,19 @@ impl Stage {
             // A segment is obsolete when the next one starts at or below the commit point.
             let mut obsolete = Vec::new();
             while state.segments.len() > 1 && state.segments[1].0 <= commit {
-                obsolete.push(state.segments.remove(0).1);
+                obsolete.push(state.segments.remove(0));
             }
             (commit, obsolete)
         };
         write_atomic(&self.dir.join(CURSOR_FILE), &commit.to_le_bytes())?;
-        for path in obsolete {
-            std::fs::remove_file(path)?;
+        for (first, path) in obsolete {
+            if self.lock().spares.len() < MAX_SPARES {
+                let spare = self.dir.join(format!("{SPARE_PREFIX}{first:020}"));
+                std::fs::rename(&path, &spare)?;
+                self.lock().spares.push(spare);
+            } else {
+                std::fs::remove_file(path)?;
+            }
         }
         Ok(())
     }
@@ -465,8 +519,18 @@ impl SegmentWriter {
     /// Appends one record per batch and syncs once; returns each batch's first seq.
     fn append(&mut self, stage: &Stage, batches: &[&[Message]]) -> std::io::Result<Vec<u64>> {
         if self.size >= self.segment_bytes {
+            // A recycled file may be longer than what was written to it: cut its old tail.
+            self.file.set_len(self.size)?;
             let path = segment_path(&self.dir, self.next_seq);
-            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let spare = stage.lock().spares.pop();
+            self.file = match spare {
+                Some(spare) => {
+                    std::fs::rename(&spare, &path)?;
+                    // Overwritten from the start; what lies beyond is never read (see read_segment).
+                    OpenOptions::new().write(true).open(&path)?
+                }
+                None => OpenOptions::new().create(true).append(true).open(&path)?,
+            };
             sync_dir(&self.dir)?;
             self.size = 0;
             stage.lock().segments.push((self.next_seq, path));
@@ -580,14 +644,20 @@ fn decode_body(body: &[u8]) -> Option<(u64, Vec<Message>)> {
     (at == body.len()).then_some((first, messages))
 }
 
-/// Every valid record of a segment. In the newest segment a record that does not check out
-/// is a torn write from a crash: it and everything after it are cut off.
-fn read_segment(path: &Path, newest: bool) -> Result<Vec<(u64, Vec<Message>)>, BusError> {
+/// Every record of a segment that checks out and continues the sequence from `first_seq`.
+/// Where that ends before the file does, the rest is a torn write from a crash or a recycled
+/// file's old records: in the newest segment it is cut off.
+fn read_segment(
+    path: &Path,
+    first_seq: u64,
+    newest: bool,
+) -> Result<Vec<(u64, Vec<Message>)>, BusError> {
     let mut file = OpenOptions::new().read(true).write(newest).open(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     let mut records = Vec::new();
     let mut at = 0;
+    let mut expected = first_seq;
     while at < bytes.len() {
         let record = bytes.get(at..at + HEADER).and_then(|header| {
             let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
@@ -599,22 +669,25 @@ fn read_segment(path: &Path, newest: bool) -> Result<Vec<(u64, Vec<Message>)>, B
             if crc32fast::hash(body) != crc {
                 return None;
             }
-            decode_body(body).map(|decoded| (decoded, HEADER + len))
+            decode_body(body)
+                .filter(|(first, _)| *first == expected)
+                .map(|decoded| (decoded, HEADER + len))
         });
         match record {
             Some((decoded, len)) => {
+                expected += decoded.1.len() as u64;
                 records.push(decoded);
                 at += len;
             }
             None if newest => {
-                tracing::warn!(path = %path.display(), offset = at, dropped_bytes = bytes.len() - at, "cutting a torn record off the bus log");
+                tracing::warn!(path = %path.display(), offset = at, dropped_bytes = bytes.len() - at, "cutting a torn or stale tail off the bus log");
                 file.set_len(at as u64)?;
                 file.seek(SeekFrom::End(0))?;
                 file.sync_all()?;
                 break;
             }
             None => {
-                tracing::error!(path = %path.display(), offset = at, "corrupt record inside a bus segment; skipping the rest of it");
+                tracing::warn!(path = %path.display(), offset = at, "a bus segment ends before its file does (a recycled file's old tail, or corruption); the rest is ignored");
                 break;
             }
         }

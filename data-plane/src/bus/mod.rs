@@ -93,6 +93,19 @@ pub trait Bus: Send + Sync + 'static {
     /// Marks a delivery handled: it is never delivered again.
     fn ack(&self, delivery: Delivery) -> impl Future<Output = Result<(), BusError>> + Send;
 
+    /// Acknowledges many deliveries; back ends that can overlap the round trips do.
+    fn ack_all(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send {
+        async move {
+            for delivery in deliveries {
+                self.ack(delivery).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Gives a delivery back unhandled: it is delivered again after `delay` (a retry with
     /// backoff), counting as a redelivery.
     fn nack(
@@ -151,6 +164,13 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.ack(delivery).await,
             AnyBus::Nats(bus) => bus.ack(delivery).await,
+        }
+    }
+
+    async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.ack_all(deliveries).await,
+            AnyBus::Nats(bus) => bus.ack_all(deliveries).await,
         }
     }
 

@@ -229,6 +229,13 @@ impl Bus for NatsBus {
         }
     }
 
+    async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        // One round trip each, but all in flight at once.
+        futures_util::future::try_join_all(deliveries.into_iter().map(|d| self.ack(d)))
+            .await
+            .map(|_| ())
+    }
+
     async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
         match delivery.token {
             AckToken::Nats(message) => message

@@ -26,7 +26,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
-use sluice_keys::{KeyType, ParsedKey};
 use sluice_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,9 +35,10 @@ use crate::bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use crate::bus::{Bus, BusError, Message};
 use crate::config::ProxyConfig;
 use crate::node::{NodeError, NodeState, now_ms, until_true};
+use crate::receiver::segment::{Event, Stamp};
 use crate::receiver::{
-    Envelope, MAX_BATCH_BYTES, MAX_EVENT_BYTES, ReceiveError, SegmentRequest, bad, locate,
-    rejected, success, write_key,
+    CALL_TYPES, MAX_BATCH_BYTES, MAX_EVENT_BYTES, ReceiveError, bad, ingest_source, locate, parse,
+    read_body, rejected, success, write_key,
 };
 
 /// The spool's stage of events waiting for a receiver.
@@ -265,7 +265,7 @@ async fn single(
 ) -> Response {
     let request = body
         .map_err(rejected)
-        .and_then(|raw| SegmentRequest::read(Some(&call), &headers, &raw));
+        .and_then(|raw| EdgeRequest::read(Some(&call), &headers, &raw));
     accept(&proxy, peer, &headers, request).await
 }
 
@@ -277,7 +277,7 @@ async fn batch(
 ) -> Response {
     let request = body
         .map_err(rejected)
-        .and_then(|raw| SegmentRequest::read(None, &headers, &raw));
+        .and_then(|raw| EdgeRequest::read(None, &headers, &raw));
     accept(&proxy, peer, &headers, request).await
 }
 
@@ -287,7 +287,7 @@ async fn accept(
     proxy: &Proxy,
     peer: SocketAddr,
     headers: &HeaderMap,
-    request: Result<SegmentRequest, ReceiveError>,
+    request: Result<EdgeRequest, ReceiveError>,
 ) -> Response {
     let mut allowed_origin = None;
     let outcome = match request {
@@ -315,7 +315,7 @@ async fn spool<'h>(
     proxy: &Proxy,
     peer: SocketAddr,
     headers: &'h HeaderMap,
-    request: SegmentRequest,
+    request: EdgeRequest,
     allowed_origin: &mut Option<&'h str>,
 ) -> Result<String, ReceiveError> {
     let Some(config) = proxy.node.current() else {
@@ -323,24 +323,14 @@ async fn spool<'h>(
             ReceiveError::new(ErrorCode::Unavailable, "no configuration yet").retry_after(5),
         );
     };
-    let unauthorized = || {
-        ReceiveError::new(
-            ErrorCode::Unauthorized,
-            "unknown, revoked or expired write key",
-        )
-    };
-    let key_text = write_key(headers, request.body_key.clone()).ok_or_else(|| {
+    let key_text = write_key(headers, request.body_key.as_deref()).ok_or_else(|| {
         ReceiveError::new(
             ErrorCode::Unauthorized,
             "send the write key as writeKey in the body, the Basic auth user or Authorization: Bearer",
         )
     })?;
-    let key: ParsedKey = key_text.parse().map_err(|_| unauthorized())?;
-    if key.key_type() != KeyType::Ingest {
-        return Err(unauthorized());
-    }
     let now = now_ms();
-    let (pipeline, source_name) = config.ingest_source(&key, now).ok_or_else(unauthorized)?;
+    let (pipeline, source_name) = ingest_source(&config, &key_text, now)?;
     let source = pipeline.spec.sources.iter().find(|s| s.name == source_name);
     if let Some(origin) = origin(headers) {
         if !source.is_some_and(|s| s.allows_origin(origin)) {
@@ -357,28 +347,33 @@ async fn spool<'h>(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let client_ip = client_ip(headers, peer, proxy.config.trust_forwarded_for);
     let received_at = crate::receiver::rfc3339(now);
+    let stamp = Stamp {
+        tenant_id: &config.tenant_id,
+        pipeline_id: &pipeline.id,
+        source: source_name,
+        received_at: &received_at,
+    };
     let batch = request.batch;
     let mut messages = Vec::with_capacity(request.events.len());
+    let mut scratch = Vec::new();
     for (i, mut event) in request.events.into_iter().enumerate() {
+        let at = |message: String| locate(batch, i, message);
         first_party(&mut event, &visitor, &client_ip);
-        // The receiver checks again; checking here answers the sender now, not never.
-        let envelope = Envelope::from_segment(
-            event.clone(),
-            &config.tenant_id,
-            &pipeline.id,
-            source_name,
-            &received_at,
-        )
-        .map_err(|message| bad(locate(batch, i, message)))?;
-        let json = serde_json::to_vec(&event).map_err(|e| bad(e.to_string()))?;
+        let json = serde_json::to_vec(&event).map_err(|e| bad(at(e.to_string())))?;
         if json.len() > MAX_EVENT_BYTES {
             return Err(ReceiveError::new(
                 ErrorCode::PayloadTooLarge,
-                locate(batch, i, "the event exceeds 32 KB".into()),
+                at("the event exceeds 32 KB".into()),
             ));
         }
+        // The receiver's own check, so the sender hears of a mistake now rather than never.
+        let typed: Event<'_> = serde_json::from_slice(&json).map_err(|e| bad(at(e.to_string())))?;
+        scratch.clear();
+        let message_id = typed
+            .write_envelope(&stamp, &mut scratch)
+            .map_err(|message| bad(at(message)))?;
         messages.push(Message::new(
-            envelope.message_id,
+            message_id,
             forward::spool_record(&key_text, &json),
         ));
     }
@@ -409,6 +404,74 @@ async fn spool<'h>(
                     .retry_after(1),
             )
         }
+    }
+}
+
+/// A Segment request as the proxy reads it: events it can add to before spooling them.
+struct EdgeRequest {
+    body_key: Option<String>,
+    events: Vec<Map<String, Value>>,
+    batch: bool,
+}
+
+impl EdgeRequest {
+    /// `call` is the single-event endpoint's type, `None` for `/v1/batch`; a batch's shared
+    /// `context` and `sentAt` are copied into events that have none.
+    fn read(call: Option<&str>, headers: &HeaderMap, raw: &Bytes) -> Result<Self, ReceiveError> {
+        let limit = if call.is_some() {
+            MAX_EVENT_BYTES
+        } else {
+            MAX_BATCH_BYTES
+        };
+        let body = read_body(headers, raw, limit)?;
+        let text_key = |v: Option<Value>| match v {
+            Some(Value::String(key)) => Some(key),
+            _ => None,
+        };
+        if let Some(call) = call {
+            if !CALL_TYPES.contains(&call) {
+                return Err(ReceiveError::new(
+                    ErrorCode::NotFound,
+                    format!("no such endpoint /v1/{call}"),
+                ));
+            }
+            let Value::Object(mut event) = parse(&body)? else {
+                return Err(bad("the body must be a JSON object"));
+            };
+            let body_key = text_key(event.remove("writeKey"));
+            event.insert("type".into(), Value::String(call.to_owned()));
+            return Ok(Self {
+                body_key,
+                events: vec![event],
+                batch: false,
+            });
+        }
+        let Value::Object(mut request) = parse(&body)? else {
+            return Err(bad("the body must be a JSON object with a \"batch\" array"));
+        };
+        let Some(Value::Array(events)) = request.remove("batch") else {
+            return Err(bad("batch: an array of events is required"));
+        };
+        let context = request.remove("context");
+        let sent_at = request.remove("sentAt");
+        let mut parsed = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let Value::Object(mut event) = event else {
+                return Err(bad(format!("batch[{i}]: each event must be a JSON object")));
+            };
+            if let Some(context) = &context {
+                event.entry("context").or_insert_with(|| context.clone());
+            }
+            if let Some(sent_at) = &sent_at {
+                event.entry("sentAt").or_insert_with(|| sent_at.clone());
+            }
+            parsed.push(event);
+        }
+        Ok(Self {
+            body_key: text_key(request.remove("writeKey")),
+            events: parsed,
+            batch: true,
+        })
     }
 }
 

@@ -3,11 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::CALL_TYPES;
-
-/// Longest id accepted from a client (`messageId`, `userId`, …), in bytes.
-const MAX_ID: usize = 512;
-
 /// One event as Sluice carries it between roles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -48,96 +43,6 @@ pub struct Envelope {
     pub integrations: Option<Value>,
 }
 
-/// A Segment id field: a string, or a number as Segment's libraries sometimes send.
-fn id(event: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
-    match event.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() <= MAX_ID => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(Value::String(_)) => Err(format!("{field}: at most {MAX_ID} bytes")),
-        Some(_) => Err(format!("{field}: must be a string")),
-    }
-}
-
-fn text(event: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
-    match event.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("{field}: must be a string")),
-    }
-}
-
-fn object(event: &mut Map<String, Value>, field: &str) -> Result<Map<String, Value>, String> {
-    match event.remove(field) {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(format!("{field}: must be an object")),
-    }
-}
-
-impl Envelope {
-    /// Validates a Segment call and wraps it; the error says what is wrong, for a 400.
-    pub fn from_segment(
-        mut event: Map<String, Value>,
-        tenant_id: &str,
-        pipeline_id: &str,
-        source: &str,
-        received_at: &str,
-    ) -> Result<Self, String> {
-        let kind = match event.get("type") {
-            Some(Value::String(kind)) if CALL_TYPES.contains(&kind.as_str()) => kind.clone(),
-            Some(Value::String(kind)) => {
-                return Err(format!(
-                    "type: unknown type {kind:?}; one of {}",
-                    CALL_TYPES.join(", ")
-                ));
-            }
-            _ => return Err("type: required".into()),
-        };
-        let user_id = id(&event, "userId")?;
-        let anonymous_id = id(&event, "anonymousId")?;
-        if user_id.is_none() && anonymous_id.is_none() {
-            return Err("userId or anonymousId is required".into());
-        }
-        let event_name = text(&event, "event")?;
-        let group_id = id(&event, "groupId")?;
-        let previous_id = id(&event, "previousId")?;
-        match kind.as_str() {
-            "track" if event_name.as_deref().is_none_or(str::is_empty) => {
-                return Err("event: a track call needs an event name".into());
-            }
-            "group" if group_id.is_none() => return Err("groupId: a group call needs it".into()),
-            "alias" if previous_id.is_none() => {
-                return Err("previousId: an alias call needs it".into());
-            }
-            _ => {}
-        }
-        let message_id =
-            id(&event, "messageId")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        Ok(Envelope {
-            message_id,
-            tenant_id: tenant_id.to_owned(),
-            pipeline_id: pipeline_id.to_owned(),
-            source: source.to_owned(),
-            received_at: received_at.to_owned(),
-            sent_at: text(&event, "sentAt")?,
-            timestamp: text(&event, "timestamp")?,
-            event: event_name,
-            name: text(&event, "name")?,
-            user_id,
-            anonymous_id,
-            group_id,
-            previous_id,
-            properties: object(&mut event, "properties")?,
-            traits: object(&mut event, "traits")?,
-            context: object(&mut event, "context")?,
-            integrations: event.remove("integrations"),
-            kind,
-        })
-    }
-}
-
 /// RFC 3339 in UTC with milliseconds, for a Unix time in milliseconds.
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -168,53 +73,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn wrap(value: Value) -> Result<Envelope, String> {
-        let Value::Object(map) = value else {
-            panic!("object")
-        };
-        Envelope::from_segment(map, "t", "p", "web", "2026-11-22T12:00:00.000Z")
-    }
-
-    #[test]
-    fn segment_calls_are_wrapped_and_checked() {
-        let e = wrap(json!({"type": "track", "event": "Signed Up", "userId": 42, "messageId": "m-1", "properties": {"plan": "pro"}})).expect("valid");
-        assert_eq!(
-            (
-                e.message_id.as_str(),
-                e.user_id.as_deref(),
-                e.event.as_deref()
-            ),
-            ("m-1", Some("42"), Some("Signed Up"))
-        );
-        assert_eq!(e.properties["plan"], "pro");
-        let generated = wrap(json!({"type": "page", "anonymousId": "a"})).expect("valid");
-        assert_eq!(generated.message_id.len(), 36, "a UUIDv7");
-        for (bad, needle) in [
-            (json!({"type": "track", "userId": "u"}), "event name"),
-            (
-                json!({"type": "track", "event": "x"}),
-                "userId or anonymousId",
-            ),
-            (json!({"type": "fly", "userId": "u"}), "unknown type"),
-            (json!({"type": "group", "userId": "u"}), "groupId"),
-            (json!({"type": "alias", "userId": "u"}), "previousId"),
-            (
-                json!({"type": "identify", "userId": "u", "traits": [1]}),
-                "traits: must be an object",
-            ),
-            (
-                json!({"type": "identify", "userId": {"x": 1}}),
-                "userId: must be a string",
-            ),
-        ] {
-            let err = wrap(bad.clone()).expect_err("invalid");
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn timestamps_are_rfc3339() {

@@ -4,8 +4,10 @@
 
 mod envelope;
 mod limits;
+pub(crate) mod segment;
 mod signature;
 
+use std::borrow::Cow;
 use std::io::Read as _;
 use std::sync::Arc;
 
@@ -17,10 +19,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sluice_keys::{KeyType, ParsedKey};
 use sluice_proto::ErrorCode;
 
+use crate::applied::{AppliedConfig, AppliedPipeline};
 use crate::bus::{AnyBus, Bus, BusError, Message};
 use crate::node::{NodeState, now_ms};
 pub use envelope::{Envelope, rfc3339};
@@ -107,7 +110,14 @@ async fn single(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ReceiveError> {
     let raw = body.map_err(rejected)?;
-    let request = SegmentRequest::read(Some(&call), &headers, &raw)?;
+    if !CALL_TYPES.contains(&call.as_str()) {
+        return Err(ReceiveError::new(
+            ErrorCode::NotFound,
+            format!("no such endpoint /v1/{call}"),
+        ));
+    }
+    let body = read_body(&headers, &raw, MAX_EVENT_BYTES)?;
+    let request = segment::Request::single(&call, &body).map_err(bad)?;
     receive(&receiver, &headers, &raw, request).await
 }
 
@@ -117,80 +127,29 @@ async fn batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ReceiveError> {
     let raw = body.map_err(rejected)?;
-    let request = SegmentRequest::read(None, &headers, &raw)?;
+    let body = read_body(&headers, &raw, MAX_BATCH_BYTES)?;
+    let request = segment::Request::batch(&body).map_err(bad)?;
     receive(&receiver, &headers, &raw, request).await
 }
 
-/// A Segment API request, parsed: its events (each with its `type`, and a batch's shared
-/// `context` and `sentAt` filled in) and the write key its body may carry.
-pub(crate) struct SegmentRequest {
-    pub body_key: Option<Value>,
-    pub events: Vec<Map<String, Value>>,
-    /// Whether it came as a batch (errors then name the event's index).
-    pub batch: bool,
-}
-
-impl SegmentRequest {
-    /// `call` is the single-event endpoint's type (`/v1/track` → `track`), `None` for
-    /// `/v1/batch`.
-    pub fn read(
-        call: Option<&str>,
-        headers: &HeaderMap,
-        raw: &Bytes,
-    ) -> Result<Self, ReceiveError> {
-        let Some(call) = call else {
-            return Self::read_batch(headers, raw);
-        };
-        if !CALL_TYPES.contains(&call) {
-            return Err(ReceiveError::new(
-                ErrorCode::NotFound,
-                format!("no such endpoint /v1/{call}"),
-            ));
-        }
-        let body = read_body(headers, raw, MAX_EVENT_BYTES)?;
-        let Value::Object(mut event) = parse(&body)? else {
-            return Err(bad("the body must be a JSON object"));
-        };
-        let body_key = event.remove("writeKey");
-        event.insert("type".into(), Value::String(call.to_owned()));
-        Ok(Self {
-            body_key,
-            events: vec![event],
-            batch: false,
-        })
+/// The pipeline and source a write key sends to: an unexpired ingest key of this tenant's
+/// configuration, else 401.
+pub(crate) fn ingest_source<'c>(
+    config: &'c AppliedConfig,
+    key: &str,
+    now: i64,
+) -> Result<(&'c AppliedPipeline, &'c str), ReceiveError> {
+    let unauthorized = || {
+        ReceiveError::new(
+            ErrorCode::Unauthorized,
+            "unknown, revoked or expired write key",
+        )
+    };
+    let key: ParsedKey = key.parse().map_err(|_| unauthorized())?;
+    if key.key_type() != KeyType::Ingest {
+        return Err(unauthorized());
     }
-
-    fn read_batch(headers: &HeaderMap, raw: &Bytes) -> Result<Self, ReceiveError> {
-        let body = read_body(headers, raw, MAX_BATCH_BYTES)?;
-        let Value::Object(mut request) = parse(&body)? else {
-            return Err(bad("the body must be a JSON object with a \"batch\" array"));
-        };
-        let Some(Value::Array(events)) = request.remove("batch") else {
-            return Err(bad("batch: an array of events is required"));
-        };
-        // Fields a batch shares with its events (Segment's libraries send context and
-        // sentAt here).
-        let context = request.remove("context");
-        let sent_at = request.remove("sentAt");
-        let mut parsed = Vec::with_capacity(events.len());
-        for (i, event) in events.into_iter().enumerate() {
-            let Value::Object(mut event) = event else {
-                return Err(bad(format!("batch[{i}]: each event must be a JSON object")));
-            };
-            if let Some(context) = &context {
-                event.entry("context").or_insert_with(|| context.clone());
-            }
-            if let Some(sent_at) = &sent_at {
-                event.entry("sentAt").or_insert_with(|| sent_at.clone());
-            }
-            parsed.push(event);
-        }
-        Ok(Self {
-            body_key: request.remove("writeKey"),
-            events: parsed,
-            batch: true,
-        })
-    }
+    config.ingest_source(&key, now).ok_or_else(unauthorized)
 }
 
 /// Prefixes an event's error with its place in a batch.
@@ -211,12 +170,16 @@ pub(crate) fn rejected(rejection: BytesRejection) -> ReceiveError {
     }
 }
 
-fn parse(body: &[u8]) -> Result<Value, ReceiveError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Value, ReceiveError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
 }
 
 /// The body, gunzipped when sent with `Content-Encoding: gzip`, at most `limit` bytes.
-fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>, ReceiveError> {
+pub(crate) fn read_body<'b>(
+    headers: &HeaderMap,
+    body: &'b Bytes,
+    limit: usize,
+) -> Result<Cow<'b, [u8]>, ReceiveError> {
     let too_large = || {
         ReceiveError::new(
             ErrorCode::PayloadTooLarge,
@@ -239,9 +202,9 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| bad(format!("the body is not valid gzip: {e}")))?;
-            out
+            Cow::Owned(out)
         }
-        "identity" | "" => body.to_vec(),
+        "identity" | "" => Cow::Borrowed(body.as_ref()),
         other => {
             return Err(ReceiveError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -256,7 +219,7 @@ fn read_body(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<Vec<u8>,
 }
 
 /// The write key: HTTP Basic user (Segment's libraries), Bearer, or `writeKey` in the body.
-pub(crate) fn write_key(headers: &HeaderMap, in_body: Option<Value>) -> Option<String> {
+pub(crate) fn write_key(headers: &HeaderMap, in_body: Option<&str>) -> Option<String> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -277,17 +240,14 @@ pub(crate) fn write_key(headers: &HeaderMap, in_body: Option<Value>) -> Option<S
         }
         return None;
     }
-    match in_body {
-        Some(Value::String(key)) => Some(key),
-        _ => None,
-    }
+    in_body.map(str::to_owned)
 }
 
 async fn receive(
     receiver: &Receiver,
     headers: &HeaderMap,
     raw_body: &[u8],
-    request: SegmentRequest,
+    request: segment::Request<'_>,
 ) -> Result<Response, ReceiveError> {
     let Some(config) = receiver.node.current() else {
         return Err(ReceiveError {
@@ -309,40 +269,47 @@ async fn receive(
         signed.verify(&entry.sha256, raw_body, now)?;
         (pipeline, entry.source.as_str())
     } else {
-        let key = write_key(headers, request.body_key.clone()).ok_or_else(|| {
+        let key = write_key(headers, request.write_key.as_deref()).ok_or_else(|| {
             ReceiveError::new(
                 ErrorCode::Unauthorized,
                 "send the write key as the Basic auth user or as Authorization: Bearer, or sign the request",
             )
         })?;
-        let key: ParsedKey = key.parse().map_err(|_| unauthorized())?;
-        if key.key_type() != KeyType::Ingest {
-            return Err(unauthorized());
-        }
-        config.ingest_source(&key, now).ok_or_else(unauthorized)?
+        ingest_source(&config, &key, now)?
     };
     if request.events.is_empty() {
         return Ok(success());
     }
     let received_at = envelope::rfc3339(now);
-    let batch = request.batch;
-    let mut messages = Vec::with_capacity(request.events.len());
-    for (i, event) in request.events.into_iter().enumerate() {
-        let at = |message: String| locate(batch, i, message);
-        let envelope =
-            Envelope::from_segment(event, &config.tenant_id, &pipeline.id, source, &received_at)
-                .map_err(|message| bad(at(message)))?;
-        let payload = serde_json::to_vec(&envelope).map_err(|e| bad(at(e.to_string())))?;
-        // The envelope is the event plus a few hundred bytes of ids and times: measuring it
-        // spares serializing every event twice.
-        if payload.len() > MAX_EVENT_BYTES + ENVELOPE_OVERHEAD {
+    let stamp = segment::Stamp {
+        tenant_id: &config.tenant_id,
+        pipeline_id: &pipeline.id,
+        source,
+        received_at: &received_at,
+    };
+    // Every envelope goes into one buffer; each message is a slice of it.
+    let mut buffer = Vec::with_capacity(raw_body.len() + request.events.len() * ENVELOPE_OVERHEAD);
+    let mut spans = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.iter().enumerate() {
+        let at = |message: String| locate(request.batch, i, message);
+        let start = buffer.len();
+        let id = event
+            .write_envelope(&stamp, &mut buffer)
+            .map_err(|message| bad(at(message)))?;
+        // The envelope is the event plus a few hundred bytes of ids and times.
+        if buffer.len() - start > MAX_EVENT_BYTES + ENVELOPE_OVERHEAD {
             return Err(ReceiveError::new(
                 ErrorCode::PayloadTooLarge,
                 at("the event exceeds 32 KB".into()),
             ));
         }
-        messages.push(Message::new(envelope.message_id.clone(), payload));
+        spans.push((id, start..buffer.len()));
     }
+    let buffer = Bytes::from(buffer);
+    let messages: Vec<Message> = spans
+        .into_iter()
+        .map(|(id, span)| Message::new(id, buffer.slice(span)))
+        .collect();
     let rate = pipeline
         .spec
         .sources
@@ -393,5 +360,10 @@ async fn receive(
 }
 
 pub(crate) fn success() -> Response {
-    (StatusCode::OK, axum::Json(json!({"success": true}))).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"success":true}"#,
+    )
+        .into_response()
 }
