@@ -148,6 +148,10 @@ struct DataPlaneArgs {
     /// Take the client address from X-Forwarded-For (only behind a load balancer that sets it).
     #[arg(long, env = "SLUICE_PROXY_TRUST_FORWARDED_FOR")]
     proxy_trust_forwarded_for: bool,
+
+    /// A MaxMind GeoIP2/GeoLite2 City database (.mmdb) for pipelines that enrich with geoip.
+    #[arg(long, env = "SLUICE_GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
 }
 
 fn init_tracing(format: &str) {
@@ -220,6 +224,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 proxy_cookie_name: args.proxy_cookie_name,
                 proxy_cookie_domain: non_empty(args.proxy_cookie_domain),
                 proxy_trust_forwarded_for: args.proxy_trust_forwarded_for,
+                geoip_db: args.geoip_db,
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;

@@ -86,7 +86,7 @@ async fn start_data_plane(state_dir: &Path, control_url: &str, key: &str) -> (Ch
         .args([
             "data-plane",
             "--roles",
-            "receiver,processor",
+            "receiver",
             "--http-addr",
             "127.0.0.1:0",
         ])

@@ -48,6 +48,7 @@ fn new_key(tenant_id: &str, public_id: &str) -> NewKey {
         key_hash: vec![1, 2, 3, 255, 0],
         created_by: "someone@example.com".to_owned(),
         expires_at: None,
+        sha256: vec![7; 32],
         ingest: None,
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sluice_keys::{Jwks, ParsedKey, verify_ingest_digest};
+use sluice_keys::{Jwks, ParsedKey, verify_key_digest};
 use sluice_proto::config::v1::Snapshot;
 use sluice_proto::spec::{self, PipelineSpec};
 
@@ -28,6 +28,19 @@ pub struct IngestKeyEntry {
     pub expires_at_unix_ms: Option<i64>,
 }
 
+/// A service or api key of the tenant, which the node's own APIs (DLQ, query) accept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessKeyEntry {
+    pub public_id: String,
+    pub sha256: Vec<u8>,
+    /// `service` or `api`.
+    pub key_type: String,
+    /// An api key's role; `None` for service keys.
+    pub role: Option<String>,
+    /// Unix milliseconds; `None` when the key never expires.
+    pub expires_at_unix_ms: Option<i64>,
+}
+
 /// The tenant's configuration at one version, as this node runs it. Secrets are not part of
 /// it (they are resolved from the node's environment and never written to disk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +49,9 @@ pub struct AppliedConfig {
     pub tenant_id: String,
     pub pipelines: Vec<AppliedPipeline>,
     pub ingest_keys: Vec<IngestKeyEntry>,
+    /// Written by nodes since access keys exist; older last-known-good files have none.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyEntry>,
     pub jwks: Jwks,
     /// When the control plane issued it, Unix milliseconds.
     pub issued_at_unix_ms: i64,
@@ -78,6 +94,7 @@ impl AppliedConfig {
     pub fn from_snapshot(
         snapshot: &Snapshot,
         secrets: &SecretResolver,
+        has_geoip: bool,
         now_ms: i64,
     ) -> Result<Self, String> {
         let mut problems = Vec::new();
@@ -104,6 +121,17 @@ impl AppliedConfig {
                 expires_at_unix_ms: (k.expires_at_unix_ms > 0).then_some(k.expires_at_unix_ms),
             })
             .collect();
+        let access_keys = snapshot
+            .access_keys
+            .iter()
+            .map(|k| AccessKeyEntry {
+                public_id: k.public_id.clone(),
+                sha256: k.sha256.clone(),
+                key_type: k.key_type.clone(),
+                role: (!k.role.is_empty()).then(|| k.role.clone()),
+                expires_at_unix_ms: (k.expires_at_unix_ms > 0).then_some(k.expires_at_unix_ms),
+            })
+            .collect();
         let jwks = if snapshot.jwks_json.is_empty() {
             Jwks { keys: Vec::new() }
         } else {
@@ -117,11 +145,12 @@ impl AppliedConfig {
             tenant_id: snapshot.tenant_id.clone(),
             pipelines,
             ingest_keys,
+            access_keys,
             jwks,
             issued_at_unix_ms: snapshot.issued_at_unix_ms,
             received_at_unix_ms: now_ms,
         };
-        problems.extend(config.problems(secrets));
+        problems.extend(config.problems(secrets, has_geoip));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -129,8 +158,9 @@ impl AppliedConfig {
         }
     }
 
-    /// Every reason this configuration cannot run on this node.
-    pub fn problems(&self, secrets: &SecretResolver) -> Vec<String> {
+    /// Every reason this configuration cannot run on this node (`has_geoip`: whether it was
+    /// given a GeoIP database).
+    pub fn problems(&self, secrets: &SecretResolver, has_geoip: bool) -> Vec<String> {
         let mut problems = Vec::new();
         if self.tenant_id.is_empty() {
             problems.push("snapshot names no tenant".to_owned());
@@ -143,6 +173,18 @@ impl AppliedConfig {
                         .map(|e| format!("pipeline {:?}: {e}", pipeline.name)),
                 );
             }
+            let wants_geoip = pipeline.spec.governance.iter().any(|step| {
+                matches!(
+                    step,
+                    sluice_proto::spec::GovernanceStep::Enrich { geoip: true, .. }
+                )
+            });
+            if wants_geoip && !has_geoip {
+                problems.push(format!(
+                    "pipeline {:?}: enrich.geoip needs a GeoIP database on this node (--geoip-db)",
+                    pipeline.name
+                ));
+            }
             for destination in &pipeline.spec.destinations {
                 for secret in destination.secret_refs() {
                     if secrets.resolve(secret).is_none() {
@@ -154,12 +196,15 @@ impl AppliedConfig {
                 }
             }
         }
-        for key in &self.ingest_keys {
-            if key.sha256.len() != 32 {
-                problems.push(format!(
-                    "ingest key {}: digest is not 32 bytes",
-                    key.public_id
-                ));
+        for key in self
+            .ingest_keys
+            .iter()
+            .map(|k| (&k.public_id, &k.sha256))
+            .chain(self.access_keys.iter().map(|k| (&k.public_id, &k.sha256)))
+        {
+            let (public_id, sha256) = key;
+            if sha256.len() != 32 {
+                problems.push(format!("key {public_id}: digest is not 32 bytes"));
             }
         }
         problems
@@ -169,8 +214,17 @@ impl AppliedConfig {
     /// unexpired, and matches its digest.
     pub fn ingest_source(&self, key: &ParsedKey, now_ms: i64) -> Option<(&AppliedPipeline, &str)> {
         let (entry, pipeline) = self.ingest_key_by_id(key.public_id(), now_ms)?;
-        verify_ingest_digest(key, &entry.sha256).then_some((pipeline, entry.source.as_str()))
+        verify_key_digest(key, &entry.sha256).then_some((pipeline, entry.source.as_str()))
     }
+    /// The tenant's service or api key this is, if it is one, unexpired and unrevoked.
+    pub fn access_key(&self, key: &ParsedKey, now_ms: i64) -> Option<&AccessKeyEntry> {
+        self.access_keys
+            .iter()
+            .find(|k| k.public_id == key.public_id())
+            .filter(|k| k.expires_at_unix_ms.is_none_or(|at| at > now_ms))
+            .filter(|k| verify_key_digest(key, &k.sha256))
+    }
+
     /// The ingest key named by its public id (for signed requests), if unexpired, with the
     /// pipeline and source it writes to.
     pub fn ingest_key_by_id(
@@ -189,7 +243,7 @@ impl AppliedConfig {
 
 #[cfg(test)]
 mod tests {
-    use sluice_keys::{KeyType, generate_key, ingest_digest};
+    use sluice_keys::{KeyType, generate_key, key_digest};
     use sluice_proto::config::v1::{IngestKey, Pipeline};
 
     use super::*;
@@ -206,6 +260,7 @@ mod tests {
                 spec_json: spec_json.into(),
             }],
             ingest_keys: Vec::new(),
+            access_keys: Vec::new(),
             jwks_json: String::new(),
             issued_at_unix_ms: 1,
         }
@@ -218,6 +273,7 @@ mod tests {
         let applied = AppliedConfig::from_snapshot(
             &snapshot(r#"{"sources":[{"name":"web"}]}"#),
             &SecretResolver::default(),
+            false,
             5,
         )
         .expect("valid");
@@ -227,13 +283,25 @@ mod tests {
 
     #[test]
     fn an_unresolvable_secret_is_refused_with_its_name() {
-        let err = AppliedConfig::from_snapshot(&snapshot(SIGNED), &SecretResolver::default(), 5)
-            .expect_err("no secret");
+        let err =
+            AppliedConfig::from_snapshot(&snapshot(SIGNED), &SecretResolver::default(), false, 5)
+                .expect_err("no secret");
         assert!(
             err.contains("secret SLUICE_TEST_SECRET_THAT_IS_UNSET is not set"),
             "{err}"
         );
         assert!(err.contains("destination \"crm\""), "{err}");
+    }
+
+    #[test]
+    fn geoip_enrichment_needs_a_database_on_the_node() {
+        let spec = r#"{"sources":[{"name":"web"}],"governance":[{"step":"enrich","geoip":true}]}"#;
+        let err =
+            AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), false, 5)
+                .expect_err("no database");
+        assert!(err.contains("--geoip-db"), "{err}");
+        AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), true, 5)
+            .expect("with a database");
     }
 
     #[test]
@@ -254,7 +322,7 @@ mod tests {
             Some("s3cret")
         );
         assert!(resolver.resolve("../etc/passwd").is_none());
-        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, 5).expect("secret found");
+        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, false, 5).expect("secret found");
     }
 
     #[test]
@@ -262,6 +330,7 @@ mod tests {
         let err = AppliedConfig::from_snapshot(
             &snapshot(r#"{"sources":[{"name":"web","typo":1}]}"#),
             &SecretResolver::default(),
+            false,
             5,
         )
         .expect_err("typo");
@@ -274,7 +343,7 @@ mod tests {
             source: "web".into(),
             expires_at_unix_ms: 0,
         });
-        assert!(AppliedConfig::from_snapshot(&bad, &SecretResolver::default(), 5).is_err());
+        assert!(AppliedConfig::from_snapshot(&bad, &SecretResolver::default(), false, 5).is_err());
     }
 
     #[test]
@@ -284,13 +353,13 @@ mod tests {
         let mut snap = snapshot(r#"{"sources":[{"name":"web"}]}"#);
         snap.ingest_keys.push(IngestKey {
             public_id: key.public_id().into(),
-            sha256: ingest_digest(&key).to_vec(),
+            sha256: key_digest(&key).to_vec(),
             pipeline_id: "p1".into(),
             source: "web".into(),
             expires_at_unix_ms: 100,
         });
-        let applied =
-            AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), 5).expect("valid");
+        let applied = AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), false, 5)
+            .expect("valid");
         let (pipeline, source) = applied.ingest_source(&key, 50).expect("known key");
         assert_eq!((pipeline.id.as_str(), source), ("p1", "web"));
         assert!(applied.ingest_source(&key, 100).is_none(), "expired");

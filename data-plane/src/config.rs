@@ -67,6 +67,9 @@ pub struct RawConfig {
     /// Bytes the proxy's disk spool holds before it answers 503. Default: 268,435,456
     /// (256 MiB).
     pub spool_max_bytes: u64,
+    /// A MaxMind GeoIP2/GeoLite2 City database (`.mmdb`) for pipelines that enrich with
+    /// `geoip`. Default: none (such pipelines are refused).
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Default for RawConfig {
@@ -91,6 +94,7 @@ impl Default for RawConfig {
             proxy_cookie_domain: None,
             proxy_trust_forwarded_for: false,
             spool_max_bytes: 256 * 1024 * 1024,
+            geoip_db: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct Config {
     pub nats_url: Option<String>,
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
+    pub geoip_db: Option<PathBuf>,
 }
 
 impl Config {
@@ -199,6 +204,7 @@ impl RawConfig {
         }
         Ok(Config {
             proxy,
+            geoip_db: self.geoip_db,
             roles,
             http_addr: self.http_addr,
             state_dir: self.state_dir,

@@ -15,8 +15,11 @@ use crate::node::NodeState;
 
 pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
     let mut app = Router::new();
-    if node.config.roles.iter().any(|r| r == "receiver") {
-        app = app.merge(crate::receiver::router(node.clone(), bus));
+    if node.config.runs("receiver") {
+        app = app.merge(crate::receiver::router(node.clone(), bus.clone()));
+    }
+    if node.config.runs("processor") || node.config.runs("delivery") {
+        app = app.merge(crate::dlq::router(node.clone(), bus));
     }
     app.merge(health(node))
 }

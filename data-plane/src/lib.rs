@@ -3,17 +3,24 @@
 //! the roles that collect, govern, deliver, archive and query events inside the customer's
 //! network.
 
+mod access;
 pub mod applied;
 pub mod bus;
 pub mod config;
 pub mod counters;
+pub mod delivery;
+mod destinations;
+pub mod dlq;
 mod http;
 mod identity;
 mod lkg;
 mod metrics;
 mod node;
+pub mod pipeline;
+mod processor;
 mod proxy;
 pub mod receiver;
+mod stages;
 mod sync;
 
 pub use config::{Config, RawConfig};

@@ -17,6 +17,9 @@ pub const CONFIG_REJECTED_TOTAL: &str = "sluice_config_rejected_total";
 /// Events by stage (`received`, `delivered`, `failed`, `archived`) and the DLQ depth.
 pub const EVENTS_TOTAL: &str = "sluice_events_total";
 pub const DLQ_DEPTH: &str = "sluice_dlq_depth";
+/// Per destination (`<pipeline>/<destination>`): routed, skipped, delivered, retried,
+/// failed (moved to the DLQ) and the DLQ depth.
+pub const DESTINATION_EVENTS_TOTAL: &str = "sluice_destination_events_total";
 /// Proxy: events by outcome (`accepted` into the spool, `forwarded` to a receiver,
 /// `rejected` for good by the receivers).
 pub const PROXY_EVENTS_TOTAL: &str = "sluice_proxy_events_total";
@@ -69,7 +72,14 @@ pub fn render(node: &NodeState) -> String {
         out,
         "# HELP {EVENTS_TOTAL} Events by stage.\n# TYPE {EVENTS_TOTAL} counter"
     );
-    for stage in ["received", "delivered", "failed", "archived"] {
+    for stage in [
+        "received",
+        "processed",
+        "rejected",
+        "delivered",
+        "failed",
+        "archived",
+    ] {
         let _ = writeln!(
             out,
             "{EVENTS_TOTAL}{{stage=\"{stage}\"}} {}",
@@ -85,6 +95,21 @@ pub fn render(node: &NodeState) -> String {
         "{DLQ_DEPTH} {}",
         counters.get("dlq_depth").copied().unwrap_or(0)
     );
+    let destinations = node.counters.by_destination();
+    if !destinations.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP {DESTINATION_EVENTS_TOTAL} Events per destination by outcome (dlq_depth is a gauge).\n# TYPE {DESTINATION_EVENTS_TOTAL} counter"
+        );
+        for (name, values) in &destinations {
+            for (outcome, value) in values {
+                let _ = writeln!(
+                    out,
+                    "{DESTINATION_EVENTS_TOTAL}{{destination=\"{name}\",outcome=\"{outcome}\"}} {value}"
+                );
+            }
+        }
+    }
     if node.config.runs("proxy") {
         let proxy = &node.proxy_stats;
         let _ = writeln!(

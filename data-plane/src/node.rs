@@ -33,6 +33,8 @@ pub enum NodeError {
     },
     #[error("{0}")]
     Bus(#[from] crate::bus::BusError),
+    #[error("{0}")]
+    GeoIp(String),
 }
 
 pub fn now_ms() -> i64 {
@@ -64,6 +66,11 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// Notified of every configuration the node starts running.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<AppliedConfig>>> {
+        self.current.subscribe()
+    }
+
     /// The running configuration; readers always see a whole one.
     pub fn current(&self) -> Option<Arc<AppliedConfig>> {
         self.current.borrow().clone()
@@ -100,7 +107,12 @@ impl NodeState {
         let node = self.clone();
         // Validation reads secret files and persisting fsyncs: keep both off the executor.
         let outcome = tokio::task::spawn_blocking(move || {
-            let config = AppliedConfig::from_snapshot(&snapshot, &node.secrets, now_ms())?;
+            let config = AppliedConfig::from_snapshot(
+                &snapshot,
+                &node.secrets,
+                node.config.geoip_db.is_some(),
+                now_ms(),
+            )?;
             lkg::save(&node.config.state_dir, &config)
                 .map_err(|e| format!("cannot persist the configuration: {e}"))?;
             Ok::<_, String>(config)
@@ -140,6 +152,8 @@ pub struct RunningNode {
     server: JoinHandle<std::io::Result<()>>,
     sync: JoinHandle<()>,
     proxy: Option<crate::proxy::RunningProxy>,
+    /// Processor workers and the delivery supervisor.
+    roles: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -148,6 +162,9 @@ impl RunningNode {
         let _ = self.sync.await;
         if let Some(proxy) = self.proxy {
             proxy.stopped().await;
+        }
+        for role in self.roles {
+            let _ = role.await;
         }
         if let Ok(Err(e)) = self.server.await {
             tracing::warn!(error = %e, "http server ended with an error");
@@ -189,7 +206,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         last_error: Mutex::new(None),
     });
     if let Some(saved) = lkg::load(&node.config.state_dir) {
-        let problems = saved.problems(&node.secrets);
+        let problems = saved.problems(&node.secrets, node.config.geoip_db.is_some());
         if problems.is_empty() {
             tracing::info!(
                 version = saved.version,
@@ -234,12 +251,36 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     } else {
         None
     };
+    let mut roles = Vec::new();
+    if node.config.runs("processor") {
+        let geoip = match &node.config.geoip_db {
+            Some(path) => Some(Arc::new(
+                crate::pipeline::enrich::GeoIp::open(path).map_err(NodeError::GeoIp)?,
+            )),
+            None => None,
+        };
+        let enricher = Arc::new(crate::pipeline::enrich::Enricher::new(geoip));
+        roles.extend(crate::processor::start(
+            node.clone(),
+            bus.clone(),
+            enricher,
+            shutdown_rx.clone(),
+        ));
+    }
+    if node.config.runs("delivery") {
+        roles.push(crate::delivery::start(
+            node.clone(),
+            bus.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let sync = tokio::spawn(sync::run(node.clone(), shutdown_rx));
     tracing::info!(http_addr = %http_addr, node_id = %node.node_id, roles = ?node.config.roles, "data plane listening");
     Ok(RunningNode {
         http_addr,
         proxy_addr: proxy.as_ref().map(|p| p.addr),
         proxy,
+        roles,
         state: node,
         bus,
         shutdown,

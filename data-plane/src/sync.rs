@@ -161,12 +161,7 @@ fn status(node: &NodeState) -> Status {
     Status {
         applied_version: current.as_ref().map_or(0, |c| c.version),
         roles: node.config.roles.clone(),
-        counters: node
-            .counters
-            .snapshot()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+        counters: node.counters.snapshot().into_iter().collect(),
         last_error: node.last_error().unwrap_or_default(),
         config_age_seconds: current
             .as_ref()

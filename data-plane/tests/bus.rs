@@ -195,6 +195,39 @@ async fn ack_all_acknowledges_every_delivery<B: Bus>(bus: B) {
     );
 }
 
+async fn dead_letters_are_browsed_and_removed_without_consuming<B: Bus>(bus: B) {
+    let stage = "dlq.p-1.crm";
+    assert_eq!(bus.depth(stage).await.expect("depth"), 0);
+    bus.publish(stage, batch("d", 5)).await.expect("publish");
+    assert_eq!(bus.depth(stage).await.expect("depth"), 5);
+    let first = bus.browse(stage, 0, 2).await.expect("browse");
+    let ids: Vec<_> = first.iter().map(|(_, m)| m.id.as_str()).collect();
+    assert_eq!(ids, ["d-0", "d-1"]);
+    let rest = bus.browse(stage, first[1].0, 10).await.expect("browse");
+    let ids: Vec<_> = rest.iter().map(|(_, m)| m.id.as_str()).collect();
+    assert_eq!(ids, ["d-2", "d-3", "d-4"], "the cursor pages on");
+    assert_eq!(rest[0].1.payload, "payload d 2");
+    assert_eq!(
+        bus.browse(stage, 0, 10).await.expect("browse").len(),
+        5,
+        "browsing consumes nothing"
+    );
+    let removed = bus
+        .remove(stage, &[first[0].0, rest[1].0, 999_999])
+        .await
+        .expect("remove");
+    assert_eq!(removed, 2, "only what was there");
+    let left: Vec<_> = bus
+        .browse(stage, 0, 10)
+        .await
+        .expect("browse")
+        .into_iter()
+        .map(|(_, m)| m.id)
+        .collect();
+    assert_eq!(left, ["d-1", "d-2", "d-4"]);
+    assert_eq!(bus.depth(stage).await.expect("depth"), 3);
+}
+
 async fn stage_names_are_checked<B: Bus>(bus: B) {
     for bad in ["", "Raw", "raw..x", "../raw", "raw/x", "raw x"] {
         assert!(
@@ -224,7 +257,7 @@ macro_rules! both_back_ends {
                 async fn $name() {
                     let (bus, prefix) = super::nats_bus().await;
                     super::$name(bus.clone()).await;
-                    bus.delete_stages(&["raw", "deliver.crm"]).await.expect("clean up");
+                    bus.delete_stages(&["raw", "deliver.crm", "dlq.p-1.crm"]).await.expect("clean up");
                     drop(prefix);
                 }
             )*
@@ -261,6 +294,7 @@ both_back_ends!(
     consumers_share_a_stage,
     nacked_messages_come_back_after_their_delay,
     ack_all_acknowledges_every_delivery,
+    dead_letters_are_browsed_and_removed_without_consuming,
     stage_names_are_checked
 );
 

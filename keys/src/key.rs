@@ -217,17 +217,18 @@ impl KeyHasher {
     }
 }
 
-/// SHA-256 of a key, which a data plane stores to verify ingest keys without the control
-/// plane's pepper. Keys carry 256 bits of entropy, so an unkeyed hash reveals nothing useful.
-pub fn ingest_digest(key: &ParsedKey) -> [u8; 32] {
+/// SHA-256 of a key, which a data plane holds to verify keys (ingest keys on its receivers,
+/// service and api keys on its own APIs) without the control plane's pepper. Keys carry 256
+/// bits of entropy, so an unkeyed hash reveals nothing useful.
+pub fn key_digest(key: &ParsedKey) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(key.expose().as_bytes()).into()
 }
 
-/// Whether `key` matches an [`ingest_digest`], compared in constant time.
-pub fn verify_ingest_digest(key: &ParsedKey, digest: &[u8]) -> bool {
+/// Whether `key` matches a [`key_digest`], compared in constant time.
+pub fn verify_key_digest(key: &ParsedKey, digest: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
-    digest.len() == 32 && bool::from(ingest_digest(key).ct_eq(digest))
+    digest.len() == 32 && bool::from(key_digest(key).ct_eq(digest))
 }
 
 #[cfg(test)]
@@ -275,13 +276,13 @@ mod tests {
     }
 
     #[test]
-    fn ingest_digests_verify_only_their_key() {
+    fn key_digests_verify_only_their_key() {
         let key = generate_key(KeyType::Ingest).expect("generate");
         let other = generate_key(KeyType::Ingest).expect("generate");
-        let digest = ingest_digest(&key);
-        assert!(verify_ingest_digest(&key, &digest));
-        assert!(!verify_ingest_digest(&other, &digest));
-        assert!(!verify_ingest_digest(&key, &digest[..31]));
+        let digest = key_digest(&key);
+        assert!(verify_key_digest(&key, &digest));
+        assert!(!verify_key_digest(&other, &digest));
+        assert!(!verify_key_digest(&key, &digest[..31]));
     }
 
     #[test]

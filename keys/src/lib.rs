@@ -11,6 +11,6 @@ pub mod random;
 pub use error::KeyError;
 pub use jwt::{Jwk, Jwks, JwtKeySet, JwtVerifier, SigningKeyMaterial};
 pub use key::{
-    KeyHasher, KeyType, PUBLIC_ID_LEN, ParsedKey, generate_key, ingest_digest, verify_ingest_digest,
+    KeyHasher, KeyType, PUBLIC_ID_LEN, ParsedKey, generate_key, key_digest, verify_key_digest,
 };
 pub use password::{hash_password, verify_password};

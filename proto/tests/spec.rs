@@ -11,11 +11,18 @@ fn the_example_pipeline_is_complete_and_valid() {
     assert_eq!(spec.sources.len(), 2);
     assert!(matches!(
         spec.governance[0],
-        GovernanceStep::RenameFields { .. }
+        GovernanceStep::ValidateSchema { .. }
     ));
+    assert_eq!(spec.governance.len(), 7, "every kind of governance step");
+    let secrets: Vec<_> = spec
+        .destinations
+        .iter()
+        .flat_map(|d| d.secret_refs())
+        .collect();
     assert_eq!(
-        spec.destinations[0].secret_refs(),
-        vec!["CRM_WEBHOOK_SECRET"]
+        secrets,
+        vec!["CRM_WEBHOOK_SECRET", "GA4_API_SECRET", "META_CAPI_TOKEN"],
+        "one destination of each kind"
     );
     assert!(spec.archive.enabled);
     // The same spec as JSON reads back identically.
@@ -101,7 +108,7 @@ fn validation_finds_every_problem_with_its_path() {
         "destinations[0].webhook.batch_size: must be between 1 and 1000",
         "destinations[1].name: duplicate destination name",
         "destinations[1]: set exactly one destination kind",
-        "destinations[2].filter: must be a non-empty expression",
+        "destinations[2].filter: must be a non-empty CEL expression",
         "destinations[2].webhook.url: must name a host",
         "archive.dataset: 1 to 64",
     ];
@@ -119,6 +126,57 @@ fn validation_finds_every_problem_with_its_path() {
 }
 
 #[test]
+fn governance_and_destination_settings_are_checked() {
+    let errors = invalid(
+        r#"{
+        "sources": [{"name": "web"}],
+        "governance": [
+            {"step": "validate_schema", "events": {"Order Completed": {"type": "objekt"}}},
+            {"step": "coerce_types", "fields": {}},
+            {"step": "normalize", "fields": {"traits.email": []}},
+            {"step": "pii", "rules": [{"fields": ["traits.email"], "detect": ["email"], "action": "hash"}, {"action": "drop"}]},
+            {"step": "enrich"},
+            {"step": "enrich", "session": {"timeout_minutes": 0}}
+        ],
+        "destinations": [
+            {"name": "a", "consent": ["bad category"], "filter": "event ==", "computed": {"x": "1 +"},
+             "retry": {"max_attempts": 0}, "concurrency": 65, "timeout_ms": 5,
+             "webhook": {"url": "https://x"}, "ga4": {"measurement_id": "G-ABCD", "api_secret": "S"}},
+            {"name": "b", "ga4": {"measurement_id": "UA-1", "api_secret": "lower"}},
+            {"name": "c", "meta": {"pixel_id": "12a", "access_token": "T", "action_source": "tv"}}
+        ]
+    }"#,
+    );
+    let expected = [
+        "governance[0].events.Order Completed: not a valid JSON Schema",
+        "governance[1].fields: at least one field to convert",
+        "governance[2].fields.traits.email: at least one of trim",
+        "governance[3].rules[0]: give either fields",
+        "governance[3].rules[1]: give either fields",
+        "governance[4]: enable at least one",
+        "governance[5].session.timeout_minutes: must be between 1 and 1440",
+        "destinations[0].consent[0]: a consent category",
+        "destinations[0].filter: not a valid CEL expression",
+        "destinations[0].computed.x: not a valid CEL expression",
+        "destinations[0].retry.max_attempts: must be between 1 and 20",
+        "destinations[0].concurrency: must be between 1 and 64",
+        "destinations[0].timeout_ms: must be between 100 and 120000",
+        "destinations[0]: set exactly one destination kind",
+        "destinations[1].ga4.measurement_id: a GA4 measurement id",
+        "destinations[1].ga4.api_secret: a secret name",
+        "destinations[2].meta.pixel_id: a pixel",
+        "destinations[2].meta.action_source: one of website",
+    ];
+    for needle in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(needle)),
+            "missing {needle:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+}
+
+#[test]
 fn the_json_schema_describes_the_spec() {
     let schema = spec::json_schema();
     let text = schema.to_string();
@@ -127,7 +185,14 @@ fn the_json_schema_describes_the_spec() {
         "governance",
         "rename_fields",
         "drop_fields",
+        "validate_schema",
+        "coerce_types",
+        "normalize",
+        "pii",
+        "enrich",
         "webhook",
+        "ga4",
+        "meta",
         "signing_secret",
         "archive",
     ] {

@@ -302,7 +302,6 @@ pub async fn start_node_trusting(
 ) -> RunningNode {
     start_node_with(grpc_url, key, state_dir, |raw| {
         raw.ca_file = ca_file.map(Path::to_path_buf);
-        raw.roles = "receiver,processor".into();
     })
     .await
 }
@@ -324,5 +323,162 @@ where
             "timed out after {within:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A vendor API on loopback: answers each path as scripted (then 200), and records every
+/// request with what it answered, so tests can count deliveries by idempotency key.
+#[derive(Clone)]
+pub struct Vendor {
+    pub url: String,
+    inner: std::sync::Arc<std::sync::Mutex<VendorState>>,
+}
+
+/// How the vendor answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// A status with a `Retry-After` header, in seconds.
+    RetryAfter(u16, u64),
+    /// Answers 200 only after this long.
+    Slow(Duration),
+}
+
+/// A request the vendor received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub query: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn key(&self) -> String {
+        self.headers
+            .get("idempotency-key")
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct VendorState {
+    scripts: std::collections::HashMap<String, std::collections::VecDeque<Reply>>,
+    always: std::collections::HashMap<String, Reply>,
+    received: Vec<Received>,
+}
+
+impl Vendor {
+    pub async fn start() -> Self {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Uri};
+
+        let inner = std::sync::Arc::new(std::sync::Mutex::new(VendorState::default()));
+        async fn answer(
+            State(inner): State<std::sync::Arc<std::sync::Mutex<VendorState>>>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse as _;
+            let path = uri.path().to_owned();
+            let reply = {
+                let mut state = inner.lock().unwrap();
+                let scripted = state.scripts.get_mut(&path).and_then(|s| s.pop_front());
+                scripted
+                    .or_else(|| state.always.get(&path).cloned())
+                    .unwrap_or(Reply::Status(200))
+            };
+            let at = Instant::now();
+            let status = match &reply {
+                Reply::Status(s) | Reply::RetryAfter(s, _) => *s,
+                Reply::Slow(wait) => {
+                    tokio::time::sleep(*wait).await;
+                    200
+                }
+            };
+            inner.lock().unwrap().received.push(Received {
+                path,
+                query: uri.query().unwrap_or_default().to_owned(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            v.to_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+                body: body.to_vec(),
+                at,
+                status,
+            });
+            let code = reqwest::StatusCode::from_u16(status).unwrap();
+            let mut response = (
+                axum::http::StatusCode::from_u16(code.as_u16()).unwrap(),
+                format!("{{\"answer\":{status}}}"),
+            )
+                .into_response();
+            if let Reply::RetryAfter(_, secs) = reply {
+                response
+                    .headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            response
+        }
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, inner }
+    }
+
+    /// Answers the next requests to `path` with `replies`, in order (then as always).
+    pub fn script(&self, path: &str, replies: Vec<Reply>) {
+        self.inner
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(path.to_owned(), replies.into());
+    }
+
+    /// Answers every request to `path` with `reply` once the script is used up.
+    pub fn always(&self, path: &str, reply: Reply) {
+        self.inner
+            .lock()
+            .unwrap()
+            .always
+            .insert(path.to_owned(), reply);
+    }
+
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.inner
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Idempotency keys the vendor accepted (answered 2xx), each once.
+    pub fn accepted_keys(&self, path: &str) -> std::collections::BTreeSet<String> {
+        self.received(path)
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(Received::key)
+            .collect()
     }
 }

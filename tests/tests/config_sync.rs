@@ -123,7 +123,7 @@ async fn a_node_syncs_applies_updates_and_runs_on_last_known_good_without_the_co
     )
     .await;
     assert_eq!(row["name"], "test-node");
-    assert_eq!(row["roles"], json!(["receiver", "processor"]));
+    assert_eq!(row["roles"], json!(["receiver"]));
     assert!(took < Duration::from_secs(2), "first sync took {took:?}");
     let applied = node.state.current().expect("applied");
     assert_eq!(

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sluice_keys::{KeyType, generate_key, ingest_digest};
+use sluice_keys::{KeyType, generate_key, key_digest};
 use utoipa::ToSchema;
 
 use super::common::{List, audit_event, parse_rfc3339, require_role, rfc3339};
@@ -182,7 +182,6 @@ pub async fn create_key(
     let ingest = binding.map(|(pipeline_id, source)| NewIngestBinding {
         pipeline_id,
         source,
-        sha256: ingest_digest(&key).to_vec(),
     });
     let new = NewKey {
         id: new_id(),
@@ -194,6 +193,7 @@ pub async fn create_key(
         key_hash: state.hasher.hash(&key),
         created_by: principal.actor_name(),
         expires_at,
+        sha256: key_digest(&key).to_vec(),
         ingest,
     };
     let audit = audit_event(
@@ -207,14 +207,12 @@ pub async fn create_key(
         ),
     );
     let record = state.store.create_key(new, &audit).await?;
-    if record.pipeline_id.is_some() {
-        state
-            .hub
-            .publish(ControlEvent::ConfigChanged {
-                tenant_id: tenant_id.clone(),
-            })
-            .await;
-    }
+    state
+        .hub
+        .publish(ControlEvent::ConfigChanged {
+            tenant_id: tenant_id.clone(),
+        })
+        .await;
     tracing::info!(tenant_id = %tenant_id, key_id = %record.id, key_type = %key_type, "key created");
     Ok((
         StatusCode::CREATED,

@@ -36,7 +36,9 @@ pub struct NewKey {
     pub key_hash: Vec<u8>,
     pub created_by: String,
     pub expires_at: Option<i64>,
-    /// For ingest keys: the pipeline, the source and the SHA-256 data planes verify against.
+    /// SHA-256 of the key's text: what data planes verify it with (the pepper stays here).
+    pub sha256: Vec<u8>,
+    /// For ingest keys: the pipeline and the source they write to.
     pub ingest: Option<NewIngestBinding>,
 }
 
@@ -45,7 +47,6 @@ pub struct NewKey {
 pub struct NewIngestBinding {
     pub pipeline_id: String,
     pub source: String,
-    pub sha256: Vec<u8>,
 }
 
 const KEY_COLUMNS: &str = "id, tenant_id, public_id, key_type, name, role, key_hash, created_at, created_by, last_used_at, expires_at, revoked_at, pipeline_id, source";
@@ -56,7 +57,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, public_id, key_type, name, role, key_hash, created_at, created_by, expires_at,
-                                   pipeline_id, source, ingest_sha256)
+                                   pipeline_id, source, sha256)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&new.id)
@@ -71,13 +72,11 @@ impl Store {
         .bind(new.expires_at)
         .bind(new.ingest.as_ref().map(|i| i.pipeline_id.clone()))
         .bind(new.ingest.as_ref().map(|i| i.source.clone()))
-        .bind(new.ingest.as_ref().map(|i| i.sha256.clone()))
+        .bind(&new.sha256)
         .execute(&mut *tx)
         .await?;
-        if new.ingest.is_some() {
-            // Data planes verify ingest keys from their configuration: a new one is a new version.
-            bump_config_version(&mut tx, &new.tenant_id).await?;
-        }
+        // Data planes verify keys from their configuration: a new one is a new version.
+        bump_config_version(&mut tx, &new.tenant_id).await?;
         record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(KeyRecord {
@@ -151,9 +150,7 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound)?;
         if revoked.rows_affected() > 0 {
-            if key.pipeline_id.is_some() {
-                bump_config_version(&mut tx, tenant_id).await?;
-            }
+            bump_config_version(&mut tx, tenant_id).await?;
             record(&mut tx, audit).await?;
         }
         tx.commit().await?;

@@ -34,7 +34,7 @@ pub struct RevisionRecord {
 #[derive(Debug, Clone, FromRow)]
 pub struct IngestKeyRecord {
     pub public_id: String,
-    pub ingest_sha256: Vec<u8>,
+    pub sha256: Vec<u8>,
     pub pipeline_id: String,
     pub source: String,
     pub expires_at: Option<i64>,
@@ -47,6 +47,17 @@ pub struct TenantConfig {
     pub version: i64,
     pub pipelines: Vec<PipelineRecord>,
     pub ingest_keys: Vec<IngestKeyRecord>,
+    pub access_keys: Vec<AccessKeyRecord>,
+}
+
+/// A service or api key as a data plane needs it (for its DLQ and query APIs).
+#[derive(Debug, Clone, FromRow)]
+pub struct AccessKeyRecord {
+    pub public_id: String,
+    pub sha256: Vec<u8>,
+    pub key_type: String,
+    pub role: Option<String>,
+    pub expires_at: Option<i64>,
 }
 
 const PIPELINE_SELECT: &str = "SELECT p.id, p.tenant_id, p.name, p.revision, r.spec, r.config_version, p.created_at, p.updated_at
@@ -272,9 +283,18 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let ingest_keys = sqlx::query_as::<_, IngestKeyRecord>(
-            "SELECT public_id, ingest_sha256, pipeline_id, source, expires_at FROM api_keys
+            "SELECT public_id, sha256, pipeline_id, source, expires_at FROM api_keys
              WHERE tenant_id = $1 AND key_type = 'ingest' AND revoked_at IS NULL
-               AND pipeline_id IS NOT NULL AND source IS NOT NULL AND ingest_sha256 IS NOT NULL
+               AND pipeline_id IS NOT NULL AND source IS NOT NULL AND sha256 IS NOT NULL
+             ORDER BY public_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let access_keys = sqlx::query_as::<_, AccessKeyRecord>(
+            "SELECT public_id, sha256, key_type, role, expires_at FROM api_keys
+             WHERE tenant_id = $1 AND key_type IN ('service', 'api') AND revoked_at IS NULL
+               AND sha256 IS NOT NULL
              ORDER BY public_id",
         )
         .bind(tenant_id)
@@ -286,6 +306,7 @@ impl Store {
             version,
             pipelines,
             ingest_keys,
+            access_keys,
         }))
     }
 }

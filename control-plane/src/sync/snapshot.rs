@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sluice_proto::config::v1::{IngestKey, Pipeline, Snapshot};
+use sluice_proto::config::v1::{AccessKey, IngestKey, Pipeline, Snapshot};
 
 use crate::state::AppState;
 use crate::store::{StoreError, now_ms};
@@ -52,9 +52,20 @@ impl SnapshotCache {
                 .into_iter()
                 .map(|k| IngestKey {
                     public_id: k.public_id,
-                    sha256: k.ingest_sha256,
+                    sha256: k.sha256,
                     pipeline_id: k.pipeline_id,
                     source: k.source,
+                    expires_at_unix_ms: k.expires_at.unwrap_or(0),
+                })
+                .collect(),
+            access_keys: config
+                .access_keys
+                .into_iter()
+                .map(|k| AccessKey {
+                    public_id: k.public_id,
+                    sha256: k.sha256,
+                    key_type: k.key_type,
+                    role: k.role.unwrap_or_default(),
                     expires_at_unix_ms: k.expires_at.unwrap_or(0),
                 })
                 .collect(),

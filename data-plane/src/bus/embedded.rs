@@ -236,6 +236,38 @@ impl Bus for EmbeddedBus {
         }
     }
 
+    async fn depth(&self, stage: &str) -> Result<u64, BusError> {
+        EmbeddedBus::depth(self, stage).map(|d| d as u64)
+    }
+
+    async fn browse(
+        &self,
+        stage: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, BusError> {
+        let stage = self.stage(stage)?;
+        let state = stage.lock();
+        // Sequence numbers start at 0; cursor 0 means "from the start", so cursors are seq + 1.
+        let mut found: Vec<(u64, Message)> = state
+            .pending
+            .iter()
+            .map(|(seq, m, _)| (*seq, m))
+            .chain(state.in_flight.iter().map(|(seq, (m, _, _))| (*seq, m)))
+            .filter(|(seq, _)| seq + 1 > cursor)
+            .map(|(seq, m)| (seq + 1, m.clone()))
+            .collect();
+        found.sort_unstable_by_key(|(c, _)| *c);
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn remove(&self, stage: &str, cursors: &[u64]) -> Result<u64, BusError> {
+        let stage = self.stage(stage)?;
+        let seqs: Vec<u64> = cursors.iter().filter(|c| **c > 0).map(|c| c - 1).collect();
+        Ok(stage.remove(&seqs))
+    }
+
     async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
         // Deliveries of one stage are acknowledged together; fetches return one stage's.
         let mut by_stage: Vec<(Arc<Stage>, Vec<u64>)> = Vec::new();
@@ -415,6 +447,40 @@ impl Stage {
         while state.acked_above.remove(&state.commit) {
             state.commit += 1;
         }
+    }
+
+    /// Removes messages wherever they are (pending or in flight) as if acknowledged.
+    fn remove(&self, seqs: &[u64]) -> u64 {
+        let wanted: BTreeSet<u64> = seqs.iter().copied().collect();
+        {
+            let mut state = self.lock();
+            let mut moved = Vec::new();
+            state.pending.retain(|(seq, message, _)| {
+                if wanted.contains(seq) {
+                    moved.push((*seq, message.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            // Pending ones count as in flight for a moment, so acknowledging them settles
+            // the byte count and the commit point the same way.
+            let due = Instant::now() + self.ack_wait;
+            for (seq, message) in moved {
+                state.in_flight.insert(seq, (message, 0, due));
+            }
+        }
+        let present: Vec<u64> = {
+            let state = self.lock();
+            wanted
+                .iter()
+                .copied()
+                .filter(|seq| state.in_flight.contains_key(seq))
+                .collect()
+        };
+        let count = present.len() as u64;
+        self.ack_many(present.into_iter());
+        count
     }
 
     /// Makes an in-flight message due again after `delay`, and wakes a fetch waiting for it.

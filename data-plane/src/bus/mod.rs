@@ -106,6 +106,26 @@ pub trait Bus: Send + Sync + 'static {
         }
     }
 
+    /// Messages not yet acknowledged on `stage`.
+    fn depth(&self, stage: &str) -> impl Future<Output = Result<u64, BusError>> + Send;
+
+    /// Up to `limit` messages of `stage` after `cursor` (0: from the start), in order, with
+    /// the cursor of each — without consuming them. For stages nobody consumes (dead-letter
+    /// queues), read through an API.
+    fn browse(
+        &self,
+        stage: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, Message)>, BusError>> + Send;
+
+    /// Removes messages by the cursors [`Bus::browse`] gave; returns how many were there.
+    fn remove(
+        &self,
+        stage: &str,
+        cursors: &[u64],
+    ) -> impl Future<Output = Result<u64, BusError>> + Send;
+
     /// Gives a delivery back unhandled: it is delivered again after `delay` (a retry with
     /// backoff), counting as a redelivery.
     fn nack(
@@ -119,7 +139,7 @@ pub trait Bus: Send + Sync + 'static {
 /// digits, `-`, `_`, and dots between parts.
 pub fn check_stage(stage: &str) -> Result<(), BusError> {
     let valid = !stage.is_empty()
-        && stage.len() <= 100
+        && stage.len() <= 200
         && stage.split('.').all(|part| {
             !part.is_empty()
                 && part
@@ -171,6 +191,32 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.ack_all(deliveries).await,
             AnyBus::Nats(bus) => bus.ack_all(deliveries).await,
+        }
+    }
+
+    async fn depth(&self, stage: &str) -> Result<u64, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => Bus::depth(bus, stage).await,
+            AnyBus::Nats(bus) => bus.depth(stage).await,
+        }
+    }
+
+    async fn browse(
+        &self,
+        stage: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.browse(stage, cursor, limit).await,
+            AnyBus::Nats(bus) => bus.browse(stage, cursor, limit).await,
+        }
+    }
+
+    async fn remove(&self, stage: &str, cursors: &[u64]) -> Result<u64, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.remove(stage, cursors).await,
+            AnyBus::Nats(bus) => bus.remove(stage, cursors).await,
         }
     }
 

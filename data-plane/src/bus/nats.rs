@@ -229,6 +229,64 @@ impl Bus for NatsBus {
         }
     }
 
+    async fn depth(&self, stage: &str) -> Result<u64, BusError> {
+        let name = self.ensure_stream(stage).await?;
+        let stream = self.js.get_stream(&name).await.map_err(unavailable)?;
+        let info = stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.messages)
+    }
+
+    async fn browse(
+        &self,
+        stage: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>, BusError> {
+        let name = self.ensure_stream(stage).await?;
+        let stream = self.js.get_stream(&name).await.map_err(unavailable)?;
+        let subject = self.subject(stage);
+        let mut found = Vec::new();
+        let mut next = cursor + 1;
+        while found.len() < limit {
+            let message = match stream
+                .get_first_raw_message_by_subject(&subject, next)
+                .await
+            {
+                Ok(message) => message,
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                    break;
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            let id = message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            next = message.sequence + 1;
+            found.push((
+                message.sequence,
+                Message {
+                    id,
+                    payload: message.payload,
+                },
+            ));
+        }
+        Ok(found)
+    }
+
+    async fn remove(&self, stage: &str, cursors: &[u64]) -> Result<u64, BusError> {
+        let name = self.ensure_stream(stage).await?;
+        let stream = self.js.get_stream(&name).await.map_err(unavailable)?;
+        let mut removed = 0;
+        for seq in cursors {
+            if stream.delete_message(*seq).await.unwrap_or(false) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
         // One round trip each, but all in flight at once.
         futures_util::future::try_join_all(deliveries.into_iter().map(|d| self.ack(d)))

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use parse::{SpecError, parse_json, parse_value, parse_yaml};
-pub use validate::is_secret_name;
+pub use validate::{expression_problem, is_secret_name};
 
 /// A pipeline: sources, governance, destinations, archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -91,14 +91,59 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
-/// One governance step.
+/// One governance step. Field paths are dot-separated paths into the event as Sluice carries
+/// it: `event`, `user_id`, `anonymous_id`, `properties.*`, `traits.*`, `context.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GovernanceStep {
+    /// Checks each track event's `properties` against the JSON Schema (draft 2020-12) given for
+    /// its event name; an event that fails goes to the `rejected` stage with the reasons.
+    ValidateSchema {
+        /// Event name → JSON Schema of its `properties`.
+        events: BTreeMap<String, serde_json::Value>,
+        /// What happens to track events whose name has no schema. Default: `allow`.
+        #[serde(default)]
+        unknown_events: UnknownEvents,
+    },
     /// Renames fields: `from` path → `to` path (dot-separated, e.g. `properties.sku`).
     RenameFields {
         /// Old path → new path.
         fields: BTreeMap<String, String>,
+    },
+    /// Converts field values to a type (`"42"` → 42 for `number`); a value that cannot be
+    /// converted rejects the event.
+    CoerceTypes {
+        /// Path → `string`, `number`, `integer` or `boolean`.
+        fields: BTreeMap<String, FieldType>,
+    },
+    /// Normalises string values, in the order given.
+    Normalize {
+        /// Path → operations (`trim`, `lowercase`, `uppercase`).
+        fields: BTreeMap<String, Vec<Normalization>>,
+    },
+    /// Classifies personal data and hashes, redacts or drops it.
+    Pii {
+        /// Applied in order.
+        rules: Vec<PiiRule>,
+    },
+    /// Adds what can be derived from the event.
+    Enrich {
+        /// Parses `context.userAgent` into `context.user_agent` (browser, version, os,
+        /// category). Default: false.
+        #[serde(default)]
+        user_agent: bool,
+        /// Cuts `context.ip` to its /24 (IPv4) or /48 (IPv6) network. Runs after `geoip`.
+        /// Default: false.
+        #[serde(default)]
+        truncate_ip: bool,
+        /// Looks `context.ip` up in the MaxMind database the node was given (`--geoip-db`)
+        /// and sets `context.geo` (country, region, city). Default: false.
+        #[serde(default)]
+        geoip: bool,
+        /// Sets `context.session_id`: one id per visitor (user or anonymous id) until the
+        /// visitor is quiet for the timeout. Default: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionSpec>,
     },
     /// Removes fields (dot-separated paths).
     DropFields {
@@ -107,33 +152,200 @@ pub enum GovernanceStep {
     },
 }
 
-/// A destination and how events are shaped for it. Exactly one kind field is set.
+/// What `validate_schema` does with a track event whose name has no schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEvents {
+    /// Let it through.
+    #[default]
+    Allow,
+    /// Reject it: only planned events pass (a tracking plan).
+    Reject,
+}
+
+/// A type `coerce_types` converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+/// A string operation of `normalize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalization {
+    Trim,
+    Lowercase,
+    Uppercase,
+}
+
+/// A personal-data rule: declared fields, or detectors that look at every string in
+/// `properties`, `traits` and `context`; exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiRule {
+    /// Paths known to hold personal data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Kinds of personal data to find wherever they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detect: Vec<PiiKind>,
+    /// What to do with what the rule finds.
+    pub action: PiiAction,
+}
+
+/// Personal data a detector recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiKind {
+    /// An e-mail address anywhere in a string.
+    Email,
+    /// A string that is a phone number (7 to 15 digits, with `+`, spaces, dots, dashes,
+    /// brackets).
+    Phone,
+    /// A string that is an IPv4 or IPv6 address.
+    Ip,
+    /// A card number (13 to 19 digits passing the Luhn check) anywhere in a string.
+    Card,
+}
+
+/// What a PII rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiAction {
+    /// Replaces the value (or the match) with the hex SHA-256 of its normalised form
+    /// (e-mail: trimmed and lowercased; phone and card: digits; IP: canonical).
+    Hash,
+    /// Replaces the value (or the match) with `[redacted]`.
+    Redact,
+    /// Removes the field.
+    Drop,
+}
+
+/// Sessions of `enrich`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// Minutes of inactivity that end a session (1 to 1440). Default: 30.
+    #[serde(default = "default_session_minutes")]
+    pub timeout_minutes: u32,
+}
+
+fn default_session_minutes() -> u32 {
+    30
+}
+
+/// A destination and how events are shaped for it. Exactly one kind field is set (`webhook`,
+/// `ga4`, `meta`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
     /// Unique within the pipeline: lowercase letters, digits, `-` and `_`, at most 64.
     pub name: String,
-    /// Only events for which this condition holds are delivered. Default: all.
+    /// Consent categories an event must grant (`context.consent.categoryPreferences`, as
+    /// Segment's consent tools and `sluice.consent()` send it) to reach this destination. An
+    /// event that says nothing grants nothing. Default: none required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consent: Vec<String>,
+    /// A CEL expression over `type`, `event`, `name`, `user_id`, `anonymous_id`,
+    /// `message_id`, `source`, `properties`, `traits` and `context`; only events for which it
+    /// is true are delivered. Use `has(properties.x)` before reading a field that may be
+    /// missing. Default: all events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Personal-data rules for this destination only, applied to its copy of the event before
+    /// mapping. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pii: Vec<PiiRule>,
     /// Output field → input path (dot-separated). Default: the event as it is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mapping: BTreeMap<String, String>,
+    /// Output field → CEL expression over the same variables as `filter`. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub computed: BTreeMap<String, String>,
+    /// Output fields that must be present (besides what the kind itself requires); an event
+    /// without them goes to this destination's DLQ unsent. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    /// Retries of failed deliveries. Default: 5 attempts within 24 hours.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Requests in flight at once to this destination (1 to 64). Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Most events per second sent to this destination. Default: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// How long one request may take, in milliseconds (100 to 120,000). Default: 10,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
     /// A generic HTTPS webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// Google Analytics 4, through the Measurement Protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ga4: Option<Ga4Spec>,
+    /// Meta (Facebook) Conversions API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<MetaSpec>,
+}
+
+/// Retries: attempts spread over a window with exponential backoff and full jitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 to 20). Default: 5.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The window the retries spread over, in seconds (1 to 604,800). Default: 86,400.
+    #[serde(default = "default_retry_window")]
+    pub within_seconds: u64,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            within_seconds: default_retry_window(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_retry_window() -> u64 {
+    86_400
 }
 
 /// The kind of a destination, borrowed from its spec.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DestinationKind<'a> {
     Webhook(&'a WebhookSpec),
+    Ga4(&'a Ga4Spec),
+    Meta(&'a MetaSpec),
 }
 
 impl DestinationSpec {
-    /// The destination's kind; `None` when the spec sets none (validation refuses that).
+    /// The destination's kind; `None` when the spec sets none or several (validation refuses
+    /// both).
     pub fn kind(&self) -> Option<DestinationKind<'_>> {
-        self.webhook.as_ref().map(DestinationKind::Webhook)
+        let kinds: Vec<DestinationKind<'_>> = [
+            self.webhook.as_ref().map(DestinationKind::Webhook),
+            self.ga4.as_ref().map(DestinationKind::Ga4),
+            self.meta.as_ref().map(DestinationKind::Meta),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match kinds.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
     }
 
     /// Names of secrets this destination needs from the data plane's environment.
@@ -142,8 +354,20 @@ impl DestinationSpec {
             Some(DestinationKind::Webhook(w)) => {
                 w.signing_secret.iter().map(String::as_str).collect()
             }
+            Some(DestinationKind::Ga4(g)) => vec![g.api_secret.as_str()],
+            Some(DestinationKind::Meta(m)) => vec![m.access_token.as_str()],
             None => Vec::new(),
         }
+    }
+
+    /// Requests in flight at once.
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency.unwrap_or(4)
+    }
+
+    /// How long one request may take.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.timeout_ms.unwrap_or(10_000)))
     }
 }
 
@@ -157,12 +381,50 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Name of a secret (resolved on the data plane from its environment or secrets file)
-    /// whose value signs each request (`X-Sluice-Signature`). Default: unsigned.
+    /// whose value signs each request: `X-Sluice-Signature: t=<unix seconds>,v1=<hex
+    /// HMAC-SHA256 of "<t>.<body>">`. Default: unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
-    /// Events per request, 1 to 1,000. Default: 1.
+    /// Events per request, 1 to 1,000: one sends an object, more send an array. Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
+}
+
+/// Google Analytics 4 Measurement Protocol. The event name becomes a GA4 event name
+/// (snake_case, at most 40 characters), `anonymous_id` the `client_id`, and the (mapped)
+/// properties its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ga4Spec {
+    /// `G-XXXXXXX`.
+    pub measurement_id: String,
+    /// Name of the secret holding the Measurement Protocol API secret.
+    pub api_secret: String,
+    /// Base URL. Default: `https://www.google-analytics.com` (`https://region1.google-analytics.com`
+    /// keeps data in the EU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Meta Conversions API. E-mail, phone and user ids are normalised and SHA-256 hashed on the
+/// data plane, as Meta requires: the raw values never leave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetaSpec {
+    /// The pixel (dataset) id.
+    pub pixel_id: String,
+    /// Name of the secret holding the Conversions API access token.
+    pub access_token: String,
+    /// `website`, `app`, `email`, `phone_call`, `chat`, `physical_store`,
+    /// `system_generated` or `other`. Default: `website`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_source: Option<String>,
+    /// Sends to Meta's test events tool instead of the live dataset. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_event_code: Option<String>,
+    /// Base URL. Default: `https://graph.facebook.com/v21.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Archiving settings.

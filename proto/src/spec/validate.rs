@@ -1,6 +1,9 @@
 use std::collections::HashSet;
 
-use super::{DestinationKind, GovernanceStep, PipelineSpec, SpecError, WebhookSpec};
+use super::{
+    DestinationKind, DestinationSpec, Ga4Spec, GovernanceStep, MetaSpec, PiiRule, PipelineSpec,
+    SpecError, WebhookSpec,
+};
 
 /// Longest field path, in bytes.
 const MAX_PATH: usize = 256;
@@ -8,6 +11,19 @@ const MAX_PATH: usize = 256;
 const MAX_FILTER: usize = 4096;
 /// Longest URL, in bytes.
 const MAX_URL: usize = 2048;
+/// Largest JSON Schema of one event, serialized, in bytes.
+const MAX_SCHEMA: usize = 64 * 1024;
+/// Meta's action sources.
+const META_ACTION_SOURCES: [&str; 8] = [
+    "website",
+    "app",
+    "email",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "other",
+];
 
 impl PipelineSpec {
     /// Every problem the spec shows by itself, each with its path. Empty means valid.
@@ -50,6 +66,19 @@ impl PipelineSpec {
         for (i, step) in self.governance.iter().enumerate() {
             let at = |field: &str| format!("governance[{i}].{field}");
             match step {
+                GovernanceStep::ValidateSchema { events, .. } => {
+                    if events.is_empty() {
+                        err(at("events"), "at least one event schema");
+                    }
+                    for (name, schema) in events {
+                        let path = format!("{}.{name}", at("events"));
+                        if name.is_empty() || name.len() > 200 {
+                            err(path, "event names are 1 to 200 bytes");
+                        } else if let Some(problem) = schema_problem(schema) {
+                            err(path, &problem);
+                        }
+                    }
+                }
                 GovernanceStep::RenameFields { fields } => {
                     if fields.is_empty() {
                         err(at("fields"), "at least one field to rename");
@@ -63,6 +92,58 @@ impl PipelineSpec {
                                 "renames a field to itself",
                             );
                         }
+                    }
+                }
+                GovernanceStep::CoerceTypes { fields } => {
+                    if fields.is_empty() {
+                        err(at("fields"), "at least one field to convert");
+                    }
+                    for path in fields.keys() {
+                        if let Some(problem) = path_problem(path) {
+                            err(format!("{}.{path}", at("fields")), problem);
+                        }
+                    }
+                }
+                GovernanceStep::Normalize { fields } => {
+                    if fields.is_empty() {
+                        err(at("fields"), "at least one field to normalise");
+                    }
+                    for (path, operations) in fields {
+                        if let Some(problem) = path_problem(path) {
+                            err(format!("{}.{path}", at("fields")), problem);
+                        } else if operations.is_empty() {
+                            err(
+                                format!("{}.{path}", at("fields")),
+                                "at least one of trim, lowercase, uppercase",
+                            );
+                        }
+                    }
+                }
+                GovernanceStep::Pii { rules } => {
+                    if rules.is_empty() {
+                        err(at("rules"), "at least one rule");
+                    }
+                    for (j, rule) in rules.iter().enumerate() {
+                        pii_rule_problems(rule, &format!("{}[{j}]", at("rules")), &mut err);
+                    }
+                }
+                GovernanceStep::Enrich {
+                    user_agent,
+                    truncate_ip,
+                    geoip,
+                    session,
+                } => {
+                    if !(*user_agent || *truncate_ip || *geoip || session.is_some()) {
+                        err(
+                            format!("governance[{i}]"),
+                            "enable at least one of user_agent, truncate_ip, geoip, session",
+                        );
+                    }
+                    if session
+                        .as_ref()
+                        .is_some_and(|s| !(1..=1440).contains(&s.timeout_minutes))
+                    {
+                        err(at("session.timeout_minutes"), "must be between 1 and 1440");
                     }
                 }
                 GovernanceStep::DropFields { fields } => {
@@ -86,27 +167,17 @@ impl PipelineSpec {
             } else if !names.insert(destination.name.as_str()) {
                 err(at("name"), "duplicate destination name");
             }
-            if let Some(filter) = &destination.filter
-                && (filter.trim().is_empty() || filter.len() > MAX_FILTER)
-            {
-                err(
-                    at("filter"),
-                    "must be a non-empty expression of at most 4096 bytes",
-                );
-            }
-            for (output, input) in &destination.mapping {
-                if let Some(problem) = path_problem(output).or_else(|| path_problem(input)) {
-                    err(format!("{}.{output}", at("mapping")), problem);
-                }
-            }
+            validate_destination(destination, &at, &mut err);
             match destination.kind() {
                 None => err(
                     format!("destinations[{i}]"),
-                    "set exactly one destination kind (webhook)",
+                    "set exactly one destination kind (webhook, ga4, meta)",
                 ),
                 Some(DestinationKind::Webhook(webhook)) => {
                     validate_webhook(webhook, &at("webhook"), &mut err)
                 }
+                Some(DestinationKind::Ga4(ga4)) => validate_ga4(ga4, &at("ga4"), &mut err),
+                Some(DestinationKind::Meta(meta)) => validate_meta(meta, &at("meta"), &mut err),
             }
         }
 
@@ -118,6 +189,98 @@ impl PipelineSpec {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+}
+
+/// What every destination kind shares: consent, filter, shaping, delivery settings.
+fn validate_destination(
+    destination: &DestinationSpec,
+    at: &dyn Fn(&str) -> String,
+    err: &mut impl FnMut(String, &str),
+) {
+    for (j, category) in destination.consent.iter().enumerate() {
+        let valid = !category.is_empty()
+            && category.len() <= 64
+            && category
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !valid {
+            err(
+                format!("{}[{j}]", at("consent")),
+                "a consent category: 1 to 64 of A-Z, a-z, 0-9, _, - and .",
+            );
+        }
+    }
+    if let Some(filter) = &destination.filter
+        && let Some(problem) = expression_problem(filter)
+    {
+        err(at("filter"), &problem);
+    }
+    for (j, rule) in destination.pii.iter().enumerate() {
+        pii_rule_problems(rule, &format!("{}[{j}]", at("pii")), err);
+    }
+    for (output, input) in &destination.mapping {
+        if let Some(problem) = path_problem(output).or_else(|| path_problem(input)) {
+            err(format!("{}.{output}", at("mapping")), problem);
+        }
+    }
+    for (output, expression) in &destination.computed {
+        if let Some(problem) = path_problem(output) {
+            err(format!("{}.{output}", at("computed")), problem);
+        } else if let Some(problem) = expression_problem(expression) {
+            err(format!("{}.{output}", at("computed")), &problem);
+        }
+    }
+    for (j, path) in destination.required.iter().enumerate() {
+        if let Some(problem) = path_problem(path) {
+            err(format!("{}[{j}]", at("required")), problem);
+        }
+    }
+    if !(1..=20).contains(&destination.retry.max_attempts) {
+        err(at("retry.max_attempts"), "must be between 1 and 20");
+    }
+    if !(1..=604_800).contains(&destination.retry.within_seconds) {
+        err(
+            at("retry.within_seconds"),
+            "must be between 1 and 604800 (a week)",
+        );
+    }
+    if destination
+        .concurrency
+        .is_some_and(|c| !(1..=64).contains(&c))
+    {
+        err(at("concurrency"), "must be between 1 and 64");
+    }
+    if destination
+        .rate_limit
+        .as_ref()
+        .is_some_and(|r| !(1..=1_000_000).contains(&r.events_per_second))
+    {
+        err(
+            at("rate_limit.events_per_second"),
+            "must be between 1 and 1000000",
+        );
+    }
+    if destination
+        .timeout_ms
+        .is_some_and(|t| !(100..=120_000).contains(&t))
+    {
+        err(at("timeout_ms"), "must be between 100 and 120000");
+    }
+}
+
+fn pii_rule_problems(rule: &PiiRule, at: &str, err: &mut impl FnMut(String, &str)) {
+    match (rule.fields.is_empty(), rule.detect.is_empty()) {
+        (true, true) | (false, false) => err(
+            at.to_owned(),
+            "give either fields (known places) or detect (kinds to find), not both",
+        ),
+        _ => {}
+    }
+    for (j, path) in rule.fields.iter().enumerate() {
+        if let Some(problem) = path_problem(path) {
+            err(format!("{at}.fields[{j}]"), problem);
         }
     }
 }
@@ -143,15 +306,95 @@ fn validate_webhook(webhook: &WebhookSpec, at: &str, err: &mut impl FnMut(String
     if let Some(secret) = &webhook.signing_secret
         && !is_secret_name(secret)
     {
-        err(
-            format!("{at}.signing_secret"),
-            "a secret name: A-Z, 0-9 and _, starting with a letter or _, at most 128",
-        );
+        err(format!("{at}.signing_secret"), SECRET_NAME);
     }
     if webhook.batch_size.is_some_and(|n| !(1..=1000).contains(&n)) {
         err(format!("{at}.batch_size"), "must be between 1 and 1000");
     }
 }
+
+fn validate_ga4(ga4: &Ga4Spec, at: &str, err: &mut impl FnMut(String, &str)) {
+    let id = &ga4.measurement_id;
+    let valid = id.strip_prefix("G-").is_some_and(|rest| {
+        (4..=20).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    });
+    if !valid {
+        err(
+            format!("{at}.measurement_id"),
+            "a GA4 measurement id: G-XXXXXXX",
+        );
+    }
+    if !is_secret_name(&ga4.api_secret) {
+        err(format!("{at}.api_secret"), SECRET_NAME);
+    }
+    if let Some(endpoint) = &ga4.endpoint
+        && let Some(problem) = url_problem(endpoint)
+    {
+        err(format!("{at}.endpoint"), problem);
+    }
+}
+
+fn validate_meta(meta: &MetaSpec, at: &str, err: &mut impl FnMut(String, &str)) {
+    let valid = !meta.pixel_id.is_empty()
+        && meta.pixel_id.len() <= 32
+        && meta.pixel_id.bytes().all(|b| b.is_ascii_digit());
+    if !valid {
+        err(format!("{at}.pixel_id"), "a pixel (dataset) id: digits");
+    }
+    if !is_secret_name(&meta.access_token) {
+        err(format!("{at}.access_token"), SECRET_NAME);
+    }
+    if let Some(source) = &meta.action_source
+        && !META_ACTION_SOURCES.contains(&source.as_str())
+    {
+        err(
+            format!("{at}.action_source"),
+            "one of website, app, email, phone_call, chat, physical_store, system_generated, other",
+        );
+    }
+    if let Some(code) = &meta.test_event_code
+        && (code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        err(
+            format!("{at}.test_event_code"),
+            "1 to 64 letters and digits, as Meta's test events tool shows it",
+        );
+    }
+    if let Some(endpoint) = &meta.endpoint
+        && let Some(problem) = url_problem(endpoint)
+    {
+        err(format!("{at}.endpoint"), problem);
+    }
+}
+
+/// Why a CEL expression does not compile, if it does not.
+pub fn expression_problem(expression: &str) -> Option<String> {
+    if expression.trim().is_empty() || expression.len() > MAX_FILTER {
+        return Some("must be a non-empty CEL expression of at most 4096 bytes".into());
+    }
+    cel::Program::compile(expression)
+        .err()
+        .map(|e| format!("not a valid CEL expression: {}", one_line(&e.to_string())))
+}
+
+/// Why a JSON Schema does not compile, if it does not.
+fn schema_problem(schema: &serde_json::Value) -> Option<String> {
+    if serde_json::to_vec(schema).map_or(true, |bytes| bytes.len() > MAX_SCHEMA) {
+        return Some("a JSON Schema of at most 64 KiB".into());
+    }
+    jsonschema::validator_for(schema)
+        .err()
+        .map(|e| format!("not a valid JSON Schema: {}", one_line(&e.to_string())))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+const SECRET_NAME: &str = "a secret name: A-Z, 0-9 and _, starting with a letter or _, at most 128";
 
 /// Names of sources, destinations and datasets.
 fn name_problem(name: &str) -> Option<&'static str> {

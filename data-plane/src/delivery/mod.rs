@@ -1,0 +1,443 @@
+//! The delivery role: per destination, workers that take shaped payloads from its
+//! `deliver.<pipeline>.<destination>` stage and send them, at least once.
+//!
+//! * Isolation: every destination has its own stage, its own workers (its `concurrency`) and
+//!   its own rate limit, so one that is down or slow holds up only itself.
+//! * Retries on 408, 429, 5xx, timeouts and connection errors with exponential backoff and
+//!   full jitter, honouring `Retry-After`; the event waits on the bus in between. After the
+//!   last attempt, or at once on any other 4xx, it goes to the destination's DLQ with the
+//!   answer. A batch refused with a 4xx is split until the refused events are alone.
+//! * A supervisor starts and stops workers as destinations are added, changed or removed;
+//!   a worker finishes the batch in hand first.
+
+mod limiter;
+pub mod retry;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::applied::AppliedConfig;
+use crate::bus::{AnyBus, Bus, Delivery, Message};
+use crate::counters::DestinationCounters;
+use crate::destinations::{Request, Resolved};
+use crate::node::{NodeState, now_ms, until_true};
+use crate::receiver::rfc3339;
+use crate::stages::{self, DlqEntry};
+use limiter::RateLimiter;
+
+/// How much of a destination's answer a DLQ entry keeps, in bytes.
+const MAX_RESPONSE: usize = 2048;
+/// How often DLQ depths are read for status and metrics.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A destination as its workers run it.
+pub struct Destination {
+    pub pipeline_id: String,
+    pub name: String,
+    stage: String,
+    dlq: String,
+    resolved: Resolved,
+    limiter: Option<RateLimiter>,
+    counters: Arc<DestinationCounters>,
+}
+
+struct Running {
+    fingerprint: String,
+    destination: Arc<Destination>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Starts the supervisor; it stops every worker when `shutdown` turns true.
+pub fn start(node: Arc<NodeState>, bus: AnyBus, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .unwrap_or_default();
+    tokio::spawn(supervise(node, bus, http, shutdown))
+}
+
+async fn supervise(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    http: reqwest::Client,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut config = node.subscribe();
+    let mut running: HashMap<(String, String), Running> = HashMap::new();
+    let mut depths = tokio::time::interval(DEPTH_INTERVAL);
+    let current = config.borrow_and_update().clone();
+    reconcile(&node, &bus, &http, &mut running, current.as_deref()).await;
+    loop {
+        tokio::select! {
+            () = until_true(&mut shutdown) => break,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let current = config.borrow_and_update().clone();
+                reconcile(&node, &bus, &http, &mut running, current.as_deref()).await;
+            }
+            _ = depths.tick() => update_depths(&node, &bus, &running).await,
+        }
+    }
+    for run in running.values() {
+        let _ = run.stop.send(true);
+    }
+    for run in running.into_values() {
+        for worker in run.workers {
+            let _ = worker.await;
+        }
+    }
+}
+
+/// Makes the running workers match the configuration.
+async fn reconcile(
+    node: &Arc<NodeState>,
+    bus: &AnyBus,
+    http: &reqwest::Client,
+    running: &mut HashMap<(String, String), Running>,
+    config: Option<&AppliedConfig>,
+) {
+    let mut wanted: HashMap<(String, String), (String, Destination)> = HashMap::new();
+    for pipeline in config.map(|c| c.pipelines.as_slice()).unwrap_or_default() {
+        for spec in &pipeline.spec.destinations {
+            let resolved = match Resolved::new(spec.clone(), &node.secrets) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    // The configuration was checked for this before it was applied.
+                    tracing::error!(destination = %spec.name, error = %e, "cannot run a destination");
+                    continue;
+                }
+            };
+            let fingerprint = format!(
+                "{}|{}",
+                serde_json::to_string(spec).unwrap_or_default(),
+                resolved.secret_fingerprint()
+            );
+            let destination = Destination {
+                pipeline_id: pipeline.id.clone(),
+                name: spec.name.clone(),
+                stage: stages::deliver(&pipeline.id, &spec.name),
+                dlq: stages::dlq(&pipeline.id, &spec.name),
+                limiter: spec
+                    .rate_limit
+                    .as_ref()
+                    .map(|r| RateLimiter::new(r.events_per_second, r.burst)),
+                counters: node.counters.destination(&pipeline.name, &spec.name),
+                resolved,
+            };
+            wanted.insert(
+                (pipeline.id.clone(), spec.name.clone()),
+                (fingerprint, destination),
+            );
+        }
+    }
+    let stale: Vec<(String, String)> = running
+        .iter()
+        .filter(|(key, run)| {
+            wanted
+                .get(*key)
+                .is_none_or(|(fp, _)| *fp != run.fingerprint)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in stale {
+        if let Some(run) = running.remove(&key) {
+            let _ = run.stop.send(true);
+            tracing::info!(pipeline_id = %key.0, destination = %key.1, "destination workers stopping");
+            // The workers finish their batch in hand on their own; no need to wait here.
+            drop(run.workers);
+        }
+    }
+    for (key, (fingerprint, destination)) in wanted {
+        if running.contains_key(&key) {
+            continue;
+        }
+        let destination = Arc::new(destination);
+        let (stop, stop_rx) = watch::channel(false);
+        let workers = (0..destination.resolved.spec.concurrency())
+            .map(|_| {
+                tokio::spawn(work(
+                    destination.clone(),
+                    node.clone(),
+                    bus.clone(),
+                    http.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!(pipeline_id = %key.0, destination = %key.1, workers = destination.resolved.spec.concurrency(), "destination workers started");
+        running.insert(
+            key,
+            Running {
+                fingerprint,
+                destination,
+                stop,
+                workers,
+            },
+        );
+    }
+}
+
+async fn update_depths(
+    node: &NodeState,
+    bus: &AnyBus,
+    running: &HashMap<(String, String), Running>,
+) {
+    let mut total = 0;
+    for run in running.values() {
+        if let Ok(depth) = bus.depth(&run.destination.dlq).await {
+            run.destination
+                .counters
+                .dlq_depth
+                .store(depth, Ordering::Relaxed);
+            total += depth;
+        }
+    }
+    node.counters.dlq_depth.store(total, Ordering::Relaxed);
+}
+
+async fn work(
+    destination: Arc<Destination>,
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    http: reqwest::Client,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max = destination.resolved.max_batch();
+    loop {
+        let fetched = tokio::select! {
+            () = until_true(&mut stop) => return,
+            fetched = bus.fetch(&destination.stage, max, Duration::from_secs(1)) => fetched,
+        };
+        let deliveries = match fetched {
+            Ok(d) if d.is_empty() => continue,
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(destination = %destination.name, error = %e, "cannot read a destination's stage");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Some(limiter) = &destination.limiter {
+            limiter.acquire(deliveries.len()).await;
+        }
+        destination.send(deliveries, &node, &bus, &http).await;
+    }
+}
+
+/// What became of one request.
+enum Outcome {
+    Delivered,
+    /// Worth another attempt later.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        response: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    /// Refused for good (a 4xx other than 408 and 429).
+    Refused {
+        status: u16,
+        response: String,
+    },
+}
+
+impl Destination {
+    async fn send(
+        &self,
+        deliveries: Vec<Delivery>,
+        node: &NodeState,
+        bus: &AnyBus,
+        http: &reqwest::Client,
+    ) {
+        let mut work = VecDeque::from([deliveries]);
+        while let Some(batch) = work.pop_front() {
+            let items: Vec<(&str, &[u8])> = batch
+                .iter()
+                .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
+                .collect();
+            let request = self.resolved.request(&items);
+            match post(http, request, self.resolved.spec.timeout()).await {
+                Outcome::Delivered => {
+                    let n = batch.len() as u64;
+                    if let Err(e) = bus.ack_all(batch).await {
+                        tracing::warn!(destination = %self.name, error = %e, "delivered but not acknowledged; the events may be sent again");
+                    }
+                    self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    node.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                }
+                Outcome::Retry {
+                    status,
+                    error,
+                    response,
+                    retry_after,
+                } => {
+                    for delivery in batch {
+                        let failed = u32::try_from(delivery.redeliveries + 1).unwrap_or(u32::MAX);
+                        if failed >= self.resolved.spec.retry.max_attempts {
+                            self.dead_letter(
+                                delivery,
+                                failed,
+                                status,
+                                &error,
+                                response.clone(),
+                                node,
+                                bus,
+                            )
+                            .await;
+                            continue;
+                        }
+                        let wait = retry::delay(&self.resolved.spec.retry, failed, retry_after);
+                        tracing::debug!(destination = %self.name, message_id = %delivery.message.id, attempt = failed, retry_in_ms = wait.as_millis() as u64, error = %error, "delivery failed; retrying later");
+                        self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = bus.nack(delivery, wait).await {
+                            tracing::error!(destination = %self.name, error = %e, "cannot schedule a retry; the event comes back after the ack wait");
+                        }
+                    }
+                }
+                Outcome::Refused { status, response } if batch.len() > 1 => {
+                    tracing::debug!(destination = %self.name, status, events = batch.len(), "a batch was refused; splitting it to find the refused events");
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    work.push_front(second);
+                    work.push_front(first);
+                    let _ = response;
+                }
+                Outcome::Refused { status, response } => {
+                    for delivery in batch {
+                        let attempts = u32::try_from(delivery.redeliveries + 1).unwrap_or(u32::MAX);
+                        let error = format!("refused with HTTP {status}");
+                        self.dead_letter(
+                            delivery,
+                            attempts,
+                            Some(status),
+                            &error,
+                            Some(response.clone()),
+                            node,
+                            bus,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves an event to the destination's DLQ with what went wrong; only then is it
+    /// acknowledged, so it is never lost in between.
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+        response: Option<String>,
+        node: &NodeState,
+        bus: &AnyBus,
+    ) {
+        let payload = serde_json::from_slice(&delivery.message.payload).unwrap_or_else(|_| {
+            serde_json::value::to_raw_value(&String::from_utf8_lossy(&delivery.message.payload))
+                .unwrap_or_default()
+        });
+        let entry = DlqEntry {
+            id: delivery.message.id.clone(),
+            pipeline_id: self.pipeline_id.clone(),
+            destination: self.name.clone(),
+            failed_at: rfc3339(now_ms()),
+            attempts,
+            status,
+            error: error.to_owned(),
+            response,
+            shaped: true,
+            payload,
+        };
+        let message = Message::new(
+            delivery.message.id.clone(),
+            serde_json::to_vec(&entry).unwrap_or_default(),
+        );
+        if let Err(e) = bus.publish(&self.dlq, vec![message]).await {
+            tracing::error!(destination = %self.name, error = %e, "cannot write to the dead-letter queue; retrying the event later");
+            let _ = bus.nack(delivery, Duration::from_secs(5)).await;
+            return;
+        }
+        tracing::warn!(destination = %self.name, message_id = %entry.id, attempts, status = ?status, error = %error, "event moved to the dead-letter queue");
+        if let Err(e) = bus.ack(delivery).await {
+            tracing::warn!(destination = %self.name, error = %e, "dead-lettered but not acknowledged; it may be tried again");
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        node.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn post(http: &reqwest::Client, request: Request, timeout: Duration) -> Outcome {
+    let mut builder = http.post(&request.url).timeout(timeout).body(request.body);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let response = match builder.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            // Never the URL: it may carry an API secret (GA4, Meta).
+            let error = if e.is_timeout() {
+                format!("no answer within {} ms", timeout.as_millis())
+            } else if e.is_connect() {
+                format!("cannot connect: {}", e.without_url())
+            } else {
+                e.without_url().to_string()
+            };
+            return Outcome::Retry {
+                status: None,
+                error,
+                response: None,
+                retry_after: None,
+            };
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = read_some(response).await;
+    let code = status.as_u16();
+    if code == 408 || code == 429 || status.is_server_error() {
+        Outcome::Retry {
+            status: Some(code),
+            error: format!("HTTP {code}"),
+            response: Some(text),
+            retry_after,
+        }
+    } else {
+        Outcome::Refused {
+            status: code,
+            response: text,
+        }
+    }
+}
+
+/// The start of an answer, as text.
+async fn read_some(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_RESPONSE {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX_RESPONSE);
+    String::from_utf8_lossy(&bytes).into_owned()
+}

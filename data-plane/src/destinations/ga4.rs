@@ -1,0 +1,174 @@
+//! Google Analytics 4 through the Measurement Protocol: one event per request, named the GA4
+//! way, with scalar parameters.
+
+use serde_json::{Map, Value, json};
+use sluice_proto::spec::Ga4Spec;
+
+use super::{Request, Shape, event_time_ms, text};
+
+const DEFAULT_ENDPOINT: &str = "https://www.google-analytics.com";
+/// GA4's limits on names and string parameter values.
+const MAX_NAME: usize = 40;
+const MAX_VALUE: usize = 100;
+
+/// A GA4 event or parameter name: snake_case, starting with a letter, at most 40 characters.
+pub fn ga4_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let trimmed = out.trim_matches('_');
+    let named = if trimmed.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        trimmed.to_owned()
+    } else {
+        format!("e_{trimmed}")
+    };
+    named.chars().take(MAX_NAME).collect()
+}
+
+fn params(source: &Map<String, Value>) -> Map<String, Value> {
+    let mut params = Map::new();
+    for (key, value) in source {
+        let value = match value {
+            Value::String(s) => Value::String(s.chars().take(MAX_VALUE).collect()),
+            Value::Number(_) | Value::Bool(_) => value.clone(),
+            // GA4's one structured parameter: the items of an e-commerce event.
+            Value::Array(_) if key == "items" => value.clone(),
+            _ => continue,
+        };
+        params.insert(ga4_name(key), value);
+    }
+    params
+}
+
+pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> Shape {
+    let kind = text(event, "type").unwrap_or_default();
+    let name = match kind {
+        "track" => ga4_name(text(event, "event").unwrap_or("event")),
+        "page" => "page_view".to_owned(),
+        "screen" => "screen_view".to_owned(),
+        _ => return Shape::NotApplicable,
+    };
+    let Some(client_id) = text(event, "anonymous_id").or_else(|| text(event, "user_id")) else {
+        return Shape::Invalid("ga4: no client_id (anonymous_id or user_id)".into());
+    };
+    let empty = Map::new();
+    let source = match &output {
+        Some(output) => output,
+        None => event
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty),
+    };
+    let mut params = params(source);
+    if kind == "page" {
+        for (param, path) in [
+            ("page_location", "context.page.url"),
+            ("page_title", "context.page.title"),
+            ("page_referrer", "context.page.referrer"),
+        ] {
+            if let Some(value) = text(event, path) {
+                params.entry(param).or_insert_with(|| json!(value));
+            }
+        }
+    }
+    let mut payload = json!({
+        "client_id": client_id,
+        "events": [{"name": name, "params": params}],
+    });
+    if let Some(user_id) = text(event, "user_id") {
+        payload["user_id"] = json!(user_id);
+    }
+    if let Some(ms) = event_time_ms(event) {
+        payload["timestamp_micros"] = json!(ms * 1000);
+    }
+    Shape::Payload(payload)
+}
+
+pub fn request(spec: &Ga4Spec, api_secret: &str, batch: &[(&str, &[u8])]) -> Request {
+    let base = spec
+        .endpoint
+        .as_deref()
+        .unwrap_or(DEFAULT_ENDPOINT)
+        .trim_end_matches('/');
+    Request {
+        url: format!(
+            "{base}/mp/collect?measurement_id={}&api_secret={}",
+            spec.measurement_id,
+            percent(api_secret)
+        ),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: batch.first().map(|(_, p)| p.to_vec()).unwrap_or_default(),
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn percent(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(value: Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            unreachable!()
+        };
+        map
+    }
+
+    #[test]
+    fn names_follow_ga4_rules() {
+        assert_eq!(ga4_name("Order Completed"), "order_completed");
+        assert_eq!(ga4_name("  Added -- To Cart!"), "added_to_cart");
+        assert_eq!(ga4_name("3D View"), "e_3d_view");
+        assert_eq!(ga4_name(&"x".repeat(60)).len(), 40);
+    }
+
+    #[test]
+    fn events_become_measurement_protocol_payloads() {
+        let Shape::Payload(p) = shape(
+            &event(
+                json!({"type": "track", "event": "Order Completed", "anonymous_id": "a-1",
+                "user_id": "u-1", "timestamp": "2026-11-22T12:00:00.000Z",
+                "properties": {"revenue": 42.5, "Coupon Code": "X", "nested": {"no": 1},
+                    "items": [{"item_id": "sku-1"}]}}),
+            ),
+            None,
+        ) else {
+            panic!("a payload")
+        };
+        assert_eq!(p["client_id"], "a-1");
+        assert_eq!(p["user_id"], "u-1");
+        assert_eq!(p["timestamp_micros"], 1_795_348_800_000_000_i64);
+        assert_eq!(p["events"][0]["name"], "order_completed");
+        assert_eq!(
+            p["events"][0]["params"],
+            json!({"revenue": 42.5, "coupon_code": "X", "items": [{"item_id": "sku-1"}]})
+        );
+        assert!(matches!(
+            shape(
+                &event(json!({"type": "identify", "anonymous_id": "a"})),
+                None
+            ),
+            Shape::NotApplicable
+        ));
+        assert!(matches!(
+            shape(&event(json!({"type": "page"})), None),
+            Shape::Invalid(_)
+        ));
+    }
+}

@@ -1,0 +1,363 @@
+//! The pipeline engine: a pipeline spec compiled once per revision (JSON Schemas, CEL
+//! programs), then run on every event — governance once, then each destination's shaping.
+
+pub mod enrich;
+pub mod governance;
+pub mod path;
+pub mod pii;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sluice_proto::spec::{DestinationKind, DestinationSpec, PipelineSpec};
+
+use crate::applied::AppliedPipeline;
+use crate::destinations::{self, Shape};
+use enrich::Enricher;
+
+/// A pipeline ready to run.
+pub struct CompiledPipeline {
+    pub id: String,
+    pub name: String,
+    pub revision: u64,
+    governance: Vec<governance::Step>,
+    pub destinations: Vec<CompiledDestination>,
+    /// The archive dataset, when archiving is on.
+    pub archive_dataset: Option<String>,
+}
+
+/// A destination's shaping, ready to run.
+pub struct CompiledDestination {
+    pub name: String,
+    pub spec: Arc<DestinationSpec>,
+    filter: Option<cel::Program>,
+    computed: Vec<(String, cel::Program)>,
+}
+
+/// What a destination makes of an event.
+pub enum Shaped {
+    /// Deliver this payload.
+    Deliver(Vec<u8>),
+    /// Not for this destination (no consent, filtered out, or nothing to send for its kind).
+    Skip(SkipReason),
+    /// Meant for it but not deliverable as it is: straight to its DLQ with the reason.
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    Consent,
+    Filter,
+    NotApplicable,
+}
+
+/// The variables CEL expressions see.
+const VARIABLES: [&str; 8] = [
+    "type",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "message_id",
+    "source",
+    "timestamp",
+];
+const OBJECTS: [&str; 3] = ["properties", "traits", "context"];
+
+fn compile_expression(expression: &str, at: &str) -> Result<cel::Program, String> {
+    cel::Program::compile(expression).map_err(|e| format!("{at}: {e}"))
+}
+
+impl CompiledPipeline {
+    pub fn compile(pipeline: &AppliedPipeline) -> Result<Self, String> {
+        let spec: &PipelineSpec = &pipeline.spec;
+        let destinations = spec
+            .destinations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Ok(CompiledDestination {
+                    name: d.name.clone(),
+                    filter: d
+                        .filter
+                        .as_deref()
+                        .map(|f| compile_expression(f, &format!("destinations[{i}].filter")))
+                        .transpose()?,
+                    computed: d
+                        .computed
+                        .iter()
+                        .map(|(out, e)| {
+                            compile_expression(e, &format!("destinations[{i}].computed.{out}"))
+                                .map(|p| (out.clone(), p))
+                        })
+                        .collect::<Result<_, String>>()?,
+                    spec: Arc::new(d.clone()),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            id: pipeline.id.clone(),
+            name: pipeline.name.clone(),
+            revision: pipeline.revision,
+            governance: governance::compile(&spec.governance)?,
+            destinations,
+            archive_dataset: spec.archive.enabled.then(|| spec.archive.dataset.clone()),
+        })
+    }
+
+    /// Governance, once; `Err` is why the event is rejected.
+    pub fn govern(
+        &self,
+        enricher: &Enricher,
+        event: &mut Map<String, Value>,
+    ) -> Result<(), String> {
+        governance::run(&self.governance, enricher, event)
+    }
+}
+
+/// The CEL variables of an event, built once per event and shared by its destinations.
+pub struct Bindings(cel::Context<'static, 'static>);
+
+impl Bindings {
+    pub fn of(event: &Map<String, Value>) -> Self {
+        let mut context = cel::Context::default();
+        for name in VARIABLES {
+            let value = event.get(name).cloned().unwrap_or(Value::Null);
+            // Serializing a JSON value cannot fail.
+            let _ = context.add_variable(name, value);
+        }
+        for name in OBJECTS {
+            let value = event
+                .get(name)
+                .filter(|v| v.is_object())
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Map::new()));
+            let _ = context.add_variable(name, value);
+        }
+        Self(context)
+    }
+}
+
+impl CompiledDestination {
+    /// Consent, filter, this destination's PII rules, mapping and computed fields, required
+    /// fields, then the kind's own shape. `bindings` is filled on first use.
+    pub fn shape(&self, event: &Map<String, Value>, bindings: &mut Option<Bindings>) -> Shaped {
+        if !consents(event, &self.spec.consent) {
+            return Shaped::Skip(SkipReason::Consent);
+        }
+        if let Some(filter) = &self.filter {
+            let bound = bindings.get_or_insert_with(|| Bindings::of(event));
+            match filter.execute(&bound.0) {
+                Ok(cel::Value::Bool(true)) => {}
+                Ok(cel::Value::Bool(false)) => return Shaped::Skip(SkipReason::Filter),
+                Ok(other) => {
+                    return Shaped::Invalid(format!("filter: not true or false but {other:?}"));
+                }
+                Err(e) => return Shaped::Invalid(format!("filter: {e}")),
+            }
+        }
+        // This destination's copy: its PII rules must not touch what others receive.
+        let mut own;
+        let event = if self.spec.pii.is_empty() {
+            event
+        } else {
+            own = event.clone();
+            pii::apply(&self.spec.pii, &mut own);
+            &own
+        };
+        let output = if self.spec.mapping.is_empty() && self.computed.is_empty() {
+            None
+        } else {
+            let mut output = Map::new();
+            for (out, input) in &self.spec.mapping {
+                if let Some(value) = path::get(event, input) {
+                    path::set(&mut output, out, value.clone());
+                }
+            }
+            if !self.computed.is_empty() {
+                // Computed fields see this destination's copy, after its PII rules.
+                let local = (!self.spec.pii.is_empty()).then(|| Bindings::of(event));
+                let bound = match &local {
+                    Some(local) => local,
+                    None => bindings.get_or_insert_with(|| Bindings::of(event)),
+                };
+                for (out, program) in &self.computed {
+                    let value = match program.execute(&bound.0) {
+                        Ok(value) => value,
+                        Err(e) => return Shaped::Invalid(format!("computed.{out}: {e}")),
+                    };
+                    match value.json() {
+                        Ok(json) => {
+                            path::set(&mut output, out, json);
+                        }
+                        Err(e) => return Shaped::Invalid(format!("computed.{out}: {e}")),
+                    }
+                }
+            }
+            Some(output)
+        };
+        if let Some(missing) = self.spec.required.iter().find(|field| {
+            let source = output.as_ref().unwrap_or(event);
+            path::get(source, field).is_none_or(Value::is_null)
+        }) {
+            return Shaped::Invalid(format!("required field {missing} is missing"));
+        }
+        let Some(kind) = self.spec.kind() else {
+            return Shaped::Invalid("no destination kind".into());
+        };
+        match destinations::shape(kind, event, output) {
+            Shape::Payload(payload) => match serde_json::to_vec(&payload) {
+                Ok(bytes) => Shaped::Deliver(bytes),
+                Err(e) => Shaped::Invalid(e.to_string()),
+            },
+            Shape::NotApplicable => Shaped::Skip(SkipReason::NotApplicable),
+            Shape::Invalid(why) => Shaped::Invalid(why),
+        }
+    }
+
+    pub fn kind(&self) -> Option<DestinationKind<'_>> {
+        self.spec.kind()
+    }
+}
+
+/// Whether the event grants every category (`context.consent.categoryPreferences`).
+fn consents(event: &Map<String, Value>, required: &[String]) -> bool {
+    if required.is_empty() {
+        return true;
+    }
+    let granted =
+        path::get(event, "context.consent.categoryPreferences").and_then(Value::as_object);
+    required.iter().all(|category| {
+        granted
+            .and_then(|g| g.get(category))
+            .is_some_and(|v| v.as_bool() == Some(true))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sluice_proto::spec;
+
+    use super::*;
+
+    fn pipeline(spec_json: Value) -> CompiledPipeline {
+        let spec = spec::parse_value(spec_json).expect("spec");
+        spec.validate().expect("valid");
+        CompiledPipeline::compile(&AppliedPipeline {
+            id: "p".into(),
+            name: "main".into(),
+            revision: 1,
+            spec,
+        })
+        .expect("compiles")
+    }
+
+    fn event(value: Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            unreachable!()
+        };
+        map
+    }
+
+    fn deliver(shaped: Shaped) -> Value {
+        match shaped {
+            Shaped::Deliver(bytes) => serde_json::from_slice(&bytes).expect("json"),
+            Shaped::Skip(why) => panic!("skipped: {why:?}"),
+            Shaped::Invalid(why) => panic!("invalid: {why}"),
+        }
+    }
+
+    #[test]
+    fn destinations_filter_map_compute_and_keep_their_pii_to_themselves() {
+        let p = pipeline(json!({"sources": [{"name": "web"}], "destinations": [
+            {"name": "crm", "consent": ["analytics"],
+             "filter": "type == 'track' && event == 'Order Completed' && properties.revenue > 10.0",
+             "pii": [{"fields": ["traits.email"], "action": "hash"}],
+             "mapping": {"order.id": "properties.order_id", "email": "traits.email"},
+             "computed": {"cents": "int(properties.revenue * 100.0)", "big": "properties.revenue > 100.0"},
+             "required": ["order.id"],
+             "webhook": {"url": "https://crm.example"}},
+            {"name": "raw", "webhook": {"url": "https://raw.example"}}
+        ]}));
+        let order = event(
+            json!({"type": "track", "event": "Order Completed", "message_id": "m",
+            "properties": {"order_id": "o-1", "revenue": 42.5},
+            "traits": {"email": "ada@example.com"},
+            "context": {"consent": {"categoryPreferences": {"analytics": true}}}}),
+        );
+        let mut bindings = None;
+        let crm = deliver(p.destinations[0].shape(&order, &mut bindings));
+        assert_eq!(
+            crm,
+            json!({"order": {"id": "o-1"}, "email": pii::sha256_hex("ada@example.com"), "cents": 4250, "big": false})
+        );
+        let raw = deliver(p.destinations[1].shape(&order, &mut bindings));
+        assert_eq!(
+            raw["traits"]["email"], "ada@example.com",
+            "another destination's PII rule does not apply"
+        );
+
+        let mut no_consent = order.clone();
+        no_consent.insert("context".into(), json!({}));
+        assert!(matches!(
+            p.destinations[0].shape(&no_consent, &mut None),
+            Shaped::Skip(SkipReason::Consent)
+        ));
+        let mut small = order.clone();
+        small.insert(
+            "properties".into(),
+            json!({"order_id": "o-2", "revenue": 5.0}),
+        );
+        assert!(matches!(
+            p.destinations[0].shape(&small, &mut None),
+            Shaped::Skip(SkipReason::Filter)
+        ));
+        let page = event(json!({"type": "page", "name": "Home",
+            "context": {"consent": {"categoryPreferences": {"analytics": true}}}}));
+        assert!(
+            matches!(
+                p.destinations[0].shape(&page, &mut None),
+                Shaped::Skip(SkipReason::Filter)
+            ),
+            "a missing variable is null, not an error"
+        );
+        let mut no_revenue = order.clone();
+        no_revenue.insert("properties".into(), json!({"order_id": "o-3"}));
+        assert!(
+            matches!(p.destinations[0].shape(&no_revenue, &mut None), Shaped::Invalid(ref why) if why.starts_with("filter:")),
+            "a filter that cannot be evaluated is a reason, not a silent skip"
+        );
+        let mut no_id = order.clone();
+        no_id.insert("properties".into(), json!({"revenue": 50.0}));
+        assert!(matches!(
+            p.destinations[0].shape(&no_id, &mut None),
+            Shaped::Invalid(ref why) if why == "required field order.id is missing"
+        ));
+    }
+
+    #[test]
+    fn governance_runs_once_before_any_destination() {
+        let p = pipeline(json!({"sources": [{"name": "web"}],
+            "governance": [{"step": "pii", "rules": [{"detect": ["email"], "action": "redact"}]}],
+            "destinations": [{"name": "a", "webhook": {"url": "https://a.example"}}]}));
+        let mut e = event(
+            json!({"type": "track", "event": "x", "properties": {"note": "ada@example.com"}}),
+        );
+        p.govern(&Enricher::new(None), &mut e).expect("governed");
+        let out = deliver(p.destinations[0].shape(&e, &mut None));
+        assert_eq!(out["properties"]["note"], "[redacted]");
+        assert_eq!(p.archive_dataset.as_deref(), Some("events"));
+    }
+}
+
+#[cfg(test)]
+mod shared {
+    /// Processor workers share one compiled pipeline.
+    #[test]
+    fn compiled_pipelines_are_shareable() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::CompiledPipeline>();
+        shareable::<super::enrich::Enricher>();
+    }
+}
