@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bus;
+mod pipeline;
+mod processor;
 mod receiver;
 mod stats;
 mod sync;
@@ -64,6 +66,24 @@ enum Scenario {
         /// Requests per second to hold; 0 for as fast as possible.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+    },
+    /// End to end: receiver acknowledgement to vendor receipt, through processor and delivery.
+    Pipeline {
+        /// Events per second; 0 measures the maximum, then runs at half of it.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Events per request.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+    },
+    /// Processor throughput on one core: five governance steps, three destinations.
+    Processor {
+        /// Events to process.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
     },
     /// Bus publish throughput: concurrent producers, each call acknowledged once durable.
     Bus {
@@ -128,6 +148,38 @@ const PASSWORD: &str = "benchmark password";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Pipeline {
+        rate,
+        seconds,
+        batch,
+    } = &cli.scenario
+    {
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let client_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let args = pipeline::PipelineArgs {
+            rate: *rate,
+            seconds: *seconds,
+            batch: *batch,
+        };
+        print!(
+            "{}",
+            client_rt.block_on(pipeline::run(args, server_rt.handle().clone()))?
+        );
+        return Ok(());
+    }
+    if let Scenario::Processor { events } = &cli.scenario {
+        println!(
+            "{}",
+            processor::run(processor::ProcessorArgs { events: *events })?
+        );
+        return Ok(());
+    }
     if let Scenario::Receiver {
         nats_url,
         batch,
@@ -203,7 +255,11 @@ fn main() -> anyhow::Result<()> {
     let (auth, load, path) = match &cli.scenario {
         Scenario::Tenants { auth, load } => (Some(*auth), load, "/api/v1/tenants"),
         Scenario::Login { load } => (None, load, "/api/v1/auth/login"),
-        Scenario::Sync { .. } | Scenario::Bus { .. } | Scenario::Receiver { .. } => {
+        Scenario::Sync { .. }
+        | Scenario::Bus { .. }
+        | Scenario::Receiver { .. }
+        | Scenario::Processor { .. }
+        | Scenario::Pipeline { .. } => {
             unreachable!("handled above")
         }
     };

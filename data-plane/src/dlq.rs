@@ -30,7 +30,7 @@ use sluice_proto::ErrorCode;
 use crate::access::{self, Access};
 use crate::bus::{AnyBus, Bus, Message};
 use crate::node::NodeState;
-use crate::pipeline::{CompiledPipeline, Shaped};
+use crate::pipeline::{CelRoot, CompiledPipeline, Shaped};
 use crate::receiver::ReceiveError;
 use crate::stages::{self, DlqEntry, Rejected};
 
@@ -260,7 +260,12 @@ async fn replay(
     let target = compiled
         .as_ref()
         .and_then(|p| p.destinations.iter().find(|d| d.name == destination));
+    let compiled_needs = compiled
+        .as_ref()
+        .map(|p| p.needs.clone())
+        .unwrap_or_default();
     let (mut replayed, mut skipped, mut still_invalid) = (0u64, 0u64, Vec::new());
+    let root = CelRoot::default();
     for (cursor, message) in dlq.entries(&stage, &selection).await? {
         let Ok(entry) = serde_json::from_slice::<DlqEntry>(&message.payload) else {
             still_invalid.push(json!({"cursor": cursor, "error": "not a DLQ entry"}));
@@ -272,7 +277,7 @@ async fn replay(
             // Shaped again with the destination's settings as they are now.
             let event: serde_json::Map<String, Value> =
                 serde_json::from_str(entry.payload.get()).unwrap_or_default();
-            match target.map(|d| d.shape(&event, &mut None)) {
+            match target.map(|d| d.shape(&root, &compiled_needs, &event, &mut None)) {
                 Some(Shaped::Deliver(bytes)) => Some(bytes),
                 Some(Shaped::Skip(_)) => None,
                 Some(Shaped::Invalid(why)) => {

@@ -17,10 +17,10 @@ mod lkg;
 mod metrics;
 mod node;
 pub mod pipeline;
-mod processor;
+pub mod processor;
 mod proxy;
 pub mod receiver;
-mod stages;
+pub mod stages;
 mod sync;
 
 pub use config::{Config, RawConfig};

@@ -22,6 +22,9 @@ pub struct CompiledPipeline {
     pub revision: u64,
     governance: Vec<governance::Step>,
     pub destinations: Vec<CompiledDestination>,
+    /// What the destinations' expressions read, together: what an event's shared bindings
+    /// hold.
+    pub needs: Needs,
     /// The archive dataset, when archiving is on.
     pub archive_dataset: Option<String>,
 }
@@ -29,9 +32,113 @@ pub struct CompiledPipeline {
 /// A destination's shaping, ready to run.
 pub struct CompiledDestination {
     pub name: String,
+    /// Its `deliver.…` and `dlq.…` stages.
+    pub deliver_stage: String,
+    pub dlq_stage: String,
     pub spec: Arc<DestinationSpec>,
     filter: Option<cel::Program>,
     computed: Vec<(String, cel::Program)>,
+    /// What this destination's expressions read.
+    needs: Needs,
+}
+
+/// The variables CEL expressions read: each bound whole, or — for `properties`, `traits` and
+/// `context` read only as `properties.revenue` — just those keys. Converting a whole event
+/// into CEL values cost more than evaluating every expression of a pipeline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs(std::collections::BTreeMap<String, Option<std::collections::BTreeSet<String>>>);
+
+impl Needs {
+    fn of(programs: &[&cel::Program]) -> Self {
+        let mut needs = Self::default();
+        for program in programs {
+            needs.walk(program.expression());
+        }
+        needs
+    }
+
+    fn merge(&mut self, other: &Needs) {
+        for (name, keys) in &other.0 {
+            match keys {
+                None => self.whole(name),
+                Some(keys) => {
+                    for key in keys {
+                        self.key(name, key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn whole(&mut self, name: &str) {
+        self.0.insert(name.to_owned(), None);
+    }
+
+    fn key(&mut self, name: &str, key: &str) {
+        if let Some(keys) = self
+            .0
+            .entry(name.to_owned())
+            .or_insert_with(|| Some(Default::default()))
+        {
+            keys.insert(key.to_owned());
+        }
+    }
+
+    fn walk(&mut self, expr: &cel::IdedExpr) {
+        use cel::common::ast::{EntryExpr, Expr};
+        match &expr.expr {
+            Expr::Select(select) => match &select.operand.expr {
+                Expr::Ident(name) if OBJECTS.contains(&name.as_str()) => {
+                    self.key(name, &select.field);
+                }
+                _ => self.walk(&select.operand),
+            },
+            Expr::Ident(name) => self.whole(name),
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.walk(target);
+                }
+                for arg in &call.args {
+                    self.walk(arg);
+                }
+            }
+            Expr::Comprehension(c) => {
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    self.walk(part);
+                }
+            }
+            Expr::List(list) => list.elements.iter().for_each(|e| self.walk(e)),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(field) => self.walk(&field.value),
+                        EntryExpr::MapEntry(entry) => {
+                            self.walk(&entry.key);
+                            self.walk(&entry.value);
+                        }
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(field) => self.walk(&field.value),
+                        EntryExpr::MapEntry(entry) => {
+                            self.walk(&entry.key);
+                            self.walk(&entry.value);
+                        }
+                    }
+                }
+            }
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
 }
 
 /// What a destination makes of an event.
@@ -76,26 +183,41 @@ impl CompiledPipeline {
             .iter()
             .enumerate()
             .map(|(i, d)| {
+                let filter = d
+                    .filter
+                    .as_deref()
+                    .map(|f| compile_expression(f, &format!("destinations[{i}].filter")))
+                    .transpose()?;
+                let computed: Vec<(String, cel::Program)> = d
+                    .computed
+                    .iter()
+                    .map(|(out, e)| {
+                        compile_expression(e, &format!("destinations[{i}].computed.{out}"))
+                            .map(|p| (out.clone(), p))
+                    })
+                    .collect::<Result<_, String>>()?;
+                let programs: Vec<&cel::Program> = filter
+                    .iter()
+                    .chain(computed.iter().map(|(_, p)| p))
+                    .collect();
+                let needs = Needs::of(&programs);
                 Ok(CompiledDestination {
                     name: d.name.clone(),
-                    filter: d
-                        .filter
-                        .as_deref()
-                        .map(|f| compile_expression(f, &format!("destinations[{i}].filter")))
-                        .transpose()?,
-                    computed: d
-                        .computed
-                        .iter()
-                        .map(|(out, e)| {
-                            compile_expression(e, &format!("destinations[{i}].computed.{out}"))
-                                .map(|p| (out.clone(), p))
-                        })
-                        .collect::<Result<_, String>>()?,
+                    deliver_stage: crate::stages::deliver(&pipeline.id, &d.name),
+                    dlq_stage: crate::stages::dlq(&pipeline.id, &d.name),
+                    filter,
+                    computed,
+                    needs,
                     spec: Arc::new(d.clone()),
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut needs = Needs::default();
+        for destination in &destinations {
+            needs.merge(&destination.needs);
+        }
         Ok(Self {
+            needs,
             id: pipeline.id.clone(),
             name: pipeline.name.clone(),
             revision: pipeline.revision,
@@ -115,24 +237,38 @@ impl CompiledPipeline {
     }
 }
 
-/// The CEL variables of an event, built once per event and shared by its destinations.
-pub struct Bindings(cel::Context<'static, 'static>);
+/// CEL's standard library, built once per batch (building it is far costlier than running
+/// an expression); each event's variables live in an inner scope of it.
+#[derive(Default)]
+pub struct CelRoot(cel::Context<'static, 'static>);
 
-impl Bindings {
-    pub fn of(event: &Map<String, Value>) -> Self {
-        let mut context = cel::Context::default();
-        for name in VARIABLES {
-            let value = event.get(name).cloned().unwrap_or(Value::Null);
+/// The CEL variables of an event, built once per event and shared by its destinations.
+pub struct Bindings<'r>(cel::Context<'r, 'static>);
+
+impl<'r> Bindings<'r> {
+    /// Binds what `needs` says the expressions read.
+    pub fn of(root: &'r CelRoot, event: &Map<String, Value>, needs: &Needs) -> Self {
+        let mut context = root.0.new_inner_scope();
+        for (name, keys) in &needs.0 {
+            let value = if VARIABLES.contains(&name.as_str()) {
+                event.get(name).cloned().unwrap_or(Value::Null)
+            } else if OBJECTS.contains(&name.as_str()) {
+                let object = event.get(name).and_then(Value::as_object);
+                match (object, keys) {
+                    (Some(object), None) => Value::Object(object.clone()),
+                    (Some(object), Some(keys)) => Value::Object(
+                        keys.iter()
+                            .filter_map(|k| object.get(k).map(|v| (k.clone(), v.clone())))
+                            .collect(),
+                    ),
+                    (None, _) => Value::Object(Map::new()),
+                }
+            } else {
+                // A comprehension's own variable, or a name CEL will say is unknown.
+                continue;
+            };
             // Serializing a JSON value cannot fail.
-            let _ = context.add_variable(name, value);
-        }
-        for name in OBJECTS {
-            let value = event
-                .get(name)
-                .filter(|v| v.is_object())
-                .cloned()
-                .unwrap_or_else(|| Value::Object(Map::new()));
-            let _ = context.add_variable(name, value);
+            let _ = context.add_variable(name.clone(), value);
         }
         Self(context)
     }
@@ -140,13 +276,20 @@ impl Bindings {
 
 impl CompiledDestination {
     /// Consent, filter, this destination's PII rules, mapping and computed fields, required
-    /// fields, then the kind's own shape. `bindings` is filled on first use.
-    pub fn shape(&self, event: &Map<String, Value>, bindings: &mut Option<Bindings>) -> Shaped {
+    /// fields, then the kind's own shape. `bindings`, shared by the event's destinations, is
+    /// filled on first use with what `shared` (the pipeline's [`Needs`]) lists.
+    pub fn shape<'r>(
+        &self,
+        root: &'r CelRoot,
+        shared: &Needs,
+        event: &Map<String, Value>,
+        bindings: &mut Option<Bindings<'r>>,
+    ) -> Shaped {
         if !consents(event, &self.spec.consent) {
             return Shaped::Skip(SkipReason::Consent);
         }
         if let Some(filter) = &self.filter {
-            let bound = bindings.get_or_insert_with(|| Bindings::of(event));
+            let bound = bindings.get_or_insert_with(|| Bindings::of(root, event, shared));
             match filter.execute(&bound.0) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => return Shaped::Skip(SkipReason::Filter),
@@ -176,10 +319,11 @@ impl CompiledDestination {
             }
             if !self.computed.is_empty() {
                 // Computed fields see this destination's copy, after its PII rules.
-                let local = (!self.spec.pii.is_empty()).then(|| Bindings::of(event));
+                let local =
+                    (!self.spec.pii.is_empty()).then(|| Bindings::of(root, event, &self.needs));
                 let bound = match &local {
                     Some(local) => local,
-                    None => bindings.get_or_insert_with(|| Bindings::of(event)),
+                    None => bindings.get_or_insert_with(|| Bindings::of(root, event, shared)),
                 };
                 for (out, program) in &self.computed {
                     let value = match program.execute(&bound.0) {
@@ -286,13 +430,14 @@ mod tests {
             "traits": {"email": "ada@example.com"},
             "context": {"consent": {"categoryPreferences": {"analytics": true}}}}),
         );
+        let root = CelRoot::default();
         let mut bindings = None;
-        let crm = deliver(p.destinations[0].shape(&order, &mut bindings));
+        let crm = deliver(p.destinations[0].shape(&root, &p.needs, &order, &mut bindings));
         assert_eq!(
             crm,
             json!({"order": {"id": "o-1"}, "email": pii::sha256_hex("ada@example.com"), "cents": 4250, "big": false})
         );
-        let raw = deliver(p.destinations[1].shape(&order, &mut bindings));
+        let raw = deliver(p.destinations[1].shape(&root, &p.needs, &order, &mut bindings));
         assert_eq!(
             raw["traits"]["email"], "ada@example.com",
             "another destination's PII rule does not apply"
@@ -301,7 +446,7 @@ mod tests {
         let mut no_consent = order.clone();
         no_consent.insert("context".into(), json!({}));
         assert!(matches!(
-            p.destinations[0].shape(&no_consent, &mut None),
+            p.destinations[0].shape(&root, &p.needs, &no_consent, &mut None),
             Shaped::Skip(SkipReason::Consent)
         ));
         let mut small = order.clone();
@@ -310,14 +455,14 @@ mod tests {
             json!({"order_id": "o-2", "revenue": 5.0}),
         );
         assert!(matches!(
-            p.destinations[0].shape(&small, &mut None),
+            p.destinations[0].shape(&root, &p.needs, &small, &mut None),
             Shaped::Skip(SkipReason::Filter)
         ));
         let page = event(json!({"type": "page", "name": "Home",
             "context": {"consent": {"categoryPreferences": {"analytics": true}}}}));
         assert!(
             matches!(
-                p.destinations[0].shape(&page, &mut None),
+                p.destinations[0].shape(&root, &p.needs, &page, &mut None),
                 Shaped::Skip(SkipReason::Filter)
             ),
             "a missing variable is null, not an error"
@@ -325,15 +470,45 @@ mod tests {
         let mut no_revenue = order.clone();
         no_revenue.insert("properties".into(), json!({"order_id": "o-3"}));
         assert!(
-            matches!(p.destinations[0].shape(&no_revenue, &mut None), Shaped::Invalid(ref why) if why.starts_with("filter:")),
+            matches!(p.destinations[0].shape(&root, &p.needs, &no_revenue, &mut None), Shaped::Invalid(ref why) if why.starts_with("filter:")),
             "a filter that cannot be evaluated is a reason, not a silent skip"
         );
         let mut no_id = order.clone();
         no_id.insert("properties".into(), json!({"revenue": 50.0}));
         assert!(matches!(
-            p.destinations[0].shape(&no_id, &mut None),
+            p.destinations[0].shape(&root, &p.needs, &no_id, &mut None),
             Shaped::Invalid(ref why) if why == "required field order.id is missing"
         ));
+    }
+
+    #[test]
+    fn expressions_bind_only_what_they_read() {
+        let p = pipeline(json!({"sources": [{"name": "web"}], "destinations": [
+            {"name": "a", "filter": "type == 'track' && has(properties.revenue) && context.page.url != ''",
+             "webhook": {"url": "https://a.example"}},
+            {"name": "b", "computed": {"n": "size(traits)"}, "webhook": {"url": "https://b.example"}}
+        ]}));
+        let names: Vec<(&str, Option<Vec<&str>>)> = p
+            .needs
+            .0
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    v.as_ref()
+                        .map(|keys| keys.iter().map(String::as_str).collect()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("context", Some(vec!["page"])),
+                ("properties", Some(vec!["revenue"])),
+                ("traits", None),
+                ("type", None)
+            ]
+        );
     }
 
     #[test]
@@ -345,7 +520,7 @@ mod tests {
             json!({"type": "track", "event": "x", "properties": {"note": "ada@example.com"}}),
         );
         p.govern(&Enricher::new(None), &mut e).expect("governed");
-        let out = deliver(p.destinations[0].shape(&e, &mut None));
+        let out = deliver(p.destinations[0].shape(&CelRoot::default(), &p.needs, &e, &mut None));
         assert_eq!(out["properties"]["note"], "[redacted]");
         assert_eq!(p.archive_dataset.as_deref(), Some("events"));
     }

@@ -1,0 +1,366 @@
+//! End to end: from the receiver's acknowledgement to the vendor's receipt. One process holds
+//! a control plane, a node running receiver, processor and delivery on the embedded bus, and
+//! a vendor server on loopback (three destinations of the realistic pipeline of the processor
+//! bench point at it); the load generator sends track events at a fixed rate and notes when
+//! each was acknowledged; the vendor notes when each arrived.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::stats::{ms, percentile};
+
+pub struct PipelineArgs {
+    /// Events per second to send; 0 finds the maximum first and then runs at half of it.
+    pub rate: u64,
+    pub seconds: u64,
+    /// Events per request.
+    pub batch: usize,
+}
+
+type Arrivals = Arc<Mutex<HashMap<(String, String), Instant>>>;
+
+async fn vendor(arrivals: Arrivals) -> anyhow::Result<String> {
+    async fn receive(
+        axum::extract::State(arrivals): axum::extract::State<Arrivals>,
+        uri: axum::http::Uri,
+        headers: axum::http::HeaderMap,
+    ) -> &'static str {
+        let at = Instant::now();
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((uri.path().to_owned(), key))
+            .or_insert(at);
+        "{}"
+    }
+    let app = axum::Router::new().fallback(receive).with_state(arrivals);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+fn spec(vendor: &str) -> Value {
+    let mut spec = crate::processor::pipeline();
+    spec["destinations"] = json!([
+        {"name": "crm", "consent": ["analytics"], "concurrency": 16,
+         "filter": "type == 'track' && event == 'Order Completed' && properties.revenue > 0.0",
+         "mapping": {"order_id": "properties.order_id", "revenue": "properties.revenue", "user": "user_id"},
+         "computed": {"revenue_cents": "int(properties.revenue * 100.0)"},
+         "webhook": {"url": format!("{vendor}/crm")}},
+        {"name": "analytics", "consent": ["analytics"], "concurrency": 16,
+         "ga4": {"measurement_id": "G-BENCH1234", "api_secret": "BENCH_GA4_SECRET", "endpoint": format!("{vendor}/ga4")}},
+        {"name": "ads", "consent": ["ads"],
+         "meta": {"pixel_id": "1234567890", "access_token": "BENCH_META_TOKEN", "endpoint": format!("{vendor}/meta")}}
+    ]);
+    spec
+}
+
+fn event(i: u64) -> Value {
+    json!({"type": "track", "event": "Order Completed", "messageId": format!("e{i}"), "userId": format!("u{}", i % 1000),
+        "properties": {"order_id": format!("o{i}"), "revenue": 42.5, "currency": "eur"},
+        "traits": {"email": format!("user{i}@example.com")},
+        "context": {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36",
+            "page": {"url": "https://shop.example.com/checkout"},
+            "consent": {"categoryPreferences": {"analytics": true, "ads": true}}}})
+}
+
+struct Setup {
+    receiver: reqwest::Url,
+    auth: String,
+    arrivals: Arrivals,
+    _node: sluice_data_plane::RunningNode,
+    _cp: sluice_control_plane::RunningControlPlane,
+    _dir: tempfile::TempDir,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let response = http.post(url).bearer_auth(token).json(&body).send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(response.json().await?)
+}
+
+async fn setup(server: &tokio::runtime::Handle) -> anyhow::Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let arrivals: Arrivals = Arc::default();
+    let vendor_url = server.spawn(vendor(arrivals.clone())).await??;
+    let config = sluice_control_plane::RawConfig {
+        http_addr: "127.0.0.1:0".parse()?,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().join("cp"),
+        admin_email: Some("bench@example.com".into()),
+        admin_password: Some("benchmark password".into()),
+        ..Default::default()
+    }
+    .validate()?;
+    let cp = server.spawn(sluice_control_plane::start(config)).await??;
+    let base = format!("http://{}", cp.http_addr);
+    let http = reqwest::Client::new();
+    let login = post(
+        &http,
+        format!("{base}/api/v1/auth/login"),
+        "",
+        json!({"email": "bench@example.com", "password": "benchmark password"}),
+    )
+    .await?;
+    let token = login["access_token"].as_str().context("token")?.to_owned();
+    let tenant = post(
+        &http,
+        format!("{base}/api/v1/tenants"),
+        &token,
+        json!({"name": "bench"}),
+    )
+    .await?["id"]
+        .as_str()
+        .context("tenant")?
+        .to_owned();
+    let pipeline = post(
+        &http,
+        format!("{base}/api/v1/tenants/{tenant}/pipelines"),
+        &token,
+        json!({"name": "main", "spec": spec(&vendor_url)}),
+    )
+    .await?["id"]
+        .as_str()
+        .context("pipeline")?
+        .to_owned();
+    let keys = format!("{base}/api/v1/tenants/{tenant}/keys");
+    let write_key = post(
+        &http,
+        keys.clone(),
+        &token,
+        json!({"name": "w", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
+    )
+    .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let service = post(&http, keys, &token, json!({"name": "n", "type": "service"})).await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::write(secrets.join("BENCH_GA4_SECRET"), "secret")?;
+    std::fs::write(secrets.join("BENCH_META_TOKEN"), "token")?;
+    let node_config = sluice_data_plane::RawConfig {
+        roles: "receiver,processor,delivery".into(),
+        http_addr: "127.0.0.1:0".parse()?,
+        state_dir: dir.path().join("node"),
+        control_url: Some(format!("http://{}", cp.grpc_addr)),
+        service_key: Some(service),
+        secrets_dir: Some(secrets),
+        bus_max_bytes: 4 << 30,
+        ..Default::default()
+    }
+    .validate()?;
+    let node = server
+        .spawn(sluice_data_plane::start(node_config))
+        .await??;
+    for _ in 0..100 {
+        if node
+            .state
+            .current()
+            .is_some_and(|c| !c.ingest_keys.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Setup {
+        receiver: reqwest::Url::parse(&format!("http://{}/v1/batch", node.http_addr))?,
+        auth: format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+        ),
+        arrivals,
+        _node: node,
+        _cp: cp,
+        _dir: dir,
+    })
+}
+
+/// Sends at `rate` events/s (0: as fast as possible) for `seconds`; acknowledgement times.
+async fn load(
+    setup: &Setup,
+    rate: u64,
+    seconds: u64,
+    batch: usize,
+    first_id: u64,
+) -> (HashMap<String, Instant>, u64, Duration) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_default();
+    let workers = 32u64;
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(first_id));
+    let interval =
+        (rate > 0).then(|| Duration::from_secs_f64(workers as f64 * batch as f64 / rate as f64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (http, url, auth, acked, errors, stop, next) = (
+            http.clone(),
+            setup.receiver.clone(),
+            setup.auth.clone(),
+            acked.clone(),
+            errors.clone(),
+            stop.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = interval.map(|i| {
+                let mut t = tokio::time::interval(i);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
+                let first = next.fetch_add(batch as u64, Ordering::Relaxed);
+                let events: Vec<Value> = (first..first + batch as u64).map(event).collect();
+                let ok = http
+                    .post(url.clone())
+                    .header("authorization", &auth)
+                    .json(&json!({"batch": events}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let at = Instant::now();
+                if ok {
+                    let mut acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+                    for i in first..first + batch as u64 {
+                        acked.insert(format!("e{i}"), at);
+                    }
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+    (acked, errors.load(Ordering::Relaxed), elapsed)
+}
+
+const PATHS: [&str; 3] = ["/crm", "/ga4/mp/collect", "/meta/1234567890/events"];
+
+/// Waits until every acknowledged event reached every destination (or `limit` passes);
+/// when the last one arrived.
+async fn delivered(
+    setup: &Setup,
+    acked: &HashMap<String, Instant>,
+    limit: Duration,
+) -> Option<Instant> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        {
+            let arrivals = setup.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = None;
+            let all = acked.keys().all(|id| {
+                PATHS.iter().all(
+                    |path| match arrivals.get(&((*path).to_owned(), id.clone())) {
+                        Some(at) => {
+                            last = last.max(Some(*at));
+                            true
+                        }
+                        None => false,
+                    },
+                )
+            });
+            if all {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::Result<String> {
+    let setup = setup(&server).await?;
+    let mut report = String::new();
+    let rate = if args.rate > 0 {
+        args.rate
+    } else {
+        // The maximum end to end: send flat out, then count until the last event reached
+        // the last destination.
+        let started = Instant::now();
+        let (acked, _, _) = load(&setup, 0, args.seconds, args.batch, 0).await;
+        let last = delivered(&setup, &acked, Duration::from_secs(300))
+            .await
+            .context("the backlog did not drain within 300 s")?;
+        let max = acked.len() as f64 / last.duration_since(started).as_secs_f64();
+        report.push_str(&format!(
+            "maximum end to end: {max:.0} events/s ({} events, acknowledged and delivered to all three destinations)\n",
+            acked.len()
+        ));
+        (max / 2.0) as u64
+    };
+    setup
+        .arrivals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    let (acked, errors, elapsed) = load(&setup, rate, args.seconds, args.batch, 1 << 40).await;
+    let _ = delivered(&setup, &acked, Duration::from_secs(60)).await;
+    let arrivals = setup
+        .arrivals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for path in PATHS {
+        let mut latencies: Vec<Duration> = Vec::new();
+        let mut missing = 0;
+        for (id, at) in &acked {
+            match arrivals.get(&(path.to_owned(), id.clone())) {
+                Some(arrived) => latencies.push(arrived.saturating_duration_since(*at)),
+                None => missing += 1,
+            }
+        }
+        latencies.sort_unstable();
+        report.push_str(&format!(
+            "rate={rate} sent={} ({:.0}/s) batch={} destination={path} delivered={} not_delivered={missing} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms errors={errors}\n",
+            acked.len(),
+            acked.len() as f64 / elapsed.as_secs_f64(),
+            args.batch,
+            latencies.len(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.9)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default()),
+        ));
+    }
+    Ok(report)
+}

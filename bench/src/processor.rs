@@ -1,0 +1,111 @@
+//! Processor throughput on one core: the engine the processor role runs (governance, then
+//! each destination's shaping, then serialising every output), without the bus, on one
+//! thread, with a realistic pipeline: five governance steps and three destinations.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use sluice_data_plane::applied::{AppliedConfig, AppliedPipeline};
+use sluice_data_plane::pipeline::enrich::Enricher;
+use sluice_data_plane::processor::Engine;
+
+pub struct ProcessorArgs {
+    pub events: usize,
+}
+
+/// The pipeline: a tracking plan, normalisation, PII (declared and detected), enrichment and
+/// field removal; a filtered, mapped webhook, GA4, and Meta behind an ads consent.
+pub fn pipeline() -> serde_json::Value {
+    json!({
+        "sources": [{"name": "web"}],
+        "governance": [
+            {"step": "validate_schema", "events": {"Order Completed": {"type": "object",
+                "required": ["order_id", "revenue"],
+                "properties": {"order_id": {"type": "string"}, "revenue": {"type": "number", "minimum": 0}}}}},
+            {"step": "normalize", "fields": {"traits.email": ["trim", "lowercase"], "properties.currency": ["uppercase"]}},
+            {"step": "pii", "rules": [{"fields": ["traits.phone"], "action": "hash"},
+                                      {"detect": ["email", "card"], "action": "redact"}]},
+            {"step": "enrich", "user_agent": true, "truncate_ip": true, "session": {"timeout_minutes": 30}},
+            {"step": "drop_fields", "fields": ["context.library"]}
+        ],
+        "destinations": [
+            {"name": "crm", "consent": ["analytics"],
+             "filter": "type == 'track' && event == 'Order Completed' && properties.revenue > 0.0",
+             "mapping": {"order_id": "properties.order_id", "revenue": "properties.revenue", "user": "user_id"},
+             "computed": {"revenue_cents": "int(properties.revenue * 100.0)"},
+             "webhook": {"url": "https://crm.example.com/hooks/orders"}},
+            {"name": "analytics", "consent": ["analytics"],
+             "ga4": {"measurement_id": "G-BENCH1234", "api_secret": "GA4_SECRET"}},
+            {"name": "ads", "consent": ["ads"],
+             "meta": {"pixel_id": "1234567890", "access_token": "META_TOKEN"}}
+        ]
+    })
+}
+
+const USER_AGENTS: [&str; 4] = [
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+];
+
+/// An envelope as the receiver writes it: a 610-byte analytics.js-like track call.
+pub fn envelope(i: usize, pipeline_id: &str) -> (String, bytes::Bytes) {
+    let ua = USER_AGENTS[i % USER_AGENTS.len()];
+    let ads = i % 2 == 0;
+    let json = format!(
+        r#"{{"message_id":"m{i}","tenant_id":"t","pipeline_id":"{pipeline_id}","source":"web","received_at":"2026-11-22T12:00:00.000Z","timestamp":"2026-11-22T12:00:00.000Z","type":"track","event":"Order Completed","user_id":"u{}","anonymous_id":"a{i}","properties":{{"order_id":"o{i}","revenue":42.5,"currency":"eur","products":[{{"sku":"sku-{i}","name":"Espresso Machine","price":42.5,"quantity":1}}],"note":"gift for friend"}},"traits":{{"email":" User{i}@Example.com ","phone":"+44 20 7946 0958"}},"context":{{"ip":"203.0.113.9","locale":"en-GB","page":{{"path":"/checkout","url":"https://shop.example.com/checkout","title":"Checkout"}},"userAgent":"{ua}","library":{{"name":"analytics.js","version":"5.2.0"}},"consent":{{"categoryPreferences":{{"analytics":true,"ads":{ads}}}}}}}}}"#,
+        i % 1000
+    );
+    (format!("m{i}"), bytes::Bytes::from(json))
+}
+
+pub fn config() -> anyhow::Result<AppliedConfig> {
+    let spec = sluice_proto::spec::parse_value(pipeline())?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("invalid bench pipeline: {e:?}"))?;
+    Ok(AppliedConfig {
+        version: 1,
+        tenant_id: "t".into(),
+        pipelines: vec![AppliedPipeline {
+            id: "p-bench".into(),
+            name: "main".into(),
+            revision: 1,
+            spec,
+        }],
+        ingest_keys: Vec::new(),
+        access_keys: Vec::new(),
+        jwks: sluice_keys::Jwks { keys: Vec::new() },
+        issued_at_unix_ms: 0,
+        received_at_unix_ms: 0,
+    })
+}
+
+pub fn run(args: ProcessorArgs) -> anyhow::Result<String> {
+    let engine = Engine::new(&config()?, Arc::new(Enricher::new(None)));
+    let events: Vec<(String, bytes::Bytes)> =
+        (0..args.events).map(|i| envelope(i, "p-bench")).collect();
+    // Warm the caches (user agents, sessions) as a running processor has them.
+    engine.run(&events[..events.len().min(2000)]);
+    let started = Instant::now();
+    let mut produced = std::collections::BTreeMap::<String, usize>::new();
+    for batch in events.chunks(500) {
+        for (stage, n) in engine.run(batch) {
+            *produced.entry(stage).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    let rate = args.events as f64 / elapsed.as_secs_f64();
+    let summary: Vec<String> = produced
+        .iter()
+        .map(|(stage, n)| format!("{}={n}", stage.split('.').next_back().unwrap_or(stage)))
+        .collect();
+    Ok(format!(
+        "events={} threads=1 elapsed={:.2}s events_per_second={rate:.0} per_event={:.2}us outputs: {}",
+        args.events,
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / args.events as f64,
+        summary.join(" ")
+    ))
+}
