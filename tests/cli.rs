@@ -82,14 +82,18 @@ async fn listening(
 
 /// Starts `sluice data-plane` on an ephemeral port.
 async fn start_data_plane(state_dir: &Path, control_url: &str, key: &str) -> (Child, String) {
+    start_data_plane_with_roles(state_dir, control_url, key, "receiver").await
+}
+
+/// Starts `sluice data-plane --roles <roles>` and waits until it listens.
+async fn start_data_plane_with_roles(
+    state_dir: &Path,
+    control_url: &str,
+    key: &str,
+    roles: &str,
+) -> (Child, String) {
     let mut child = Command::new(SLUICE)
-        .args([
-            "data-plane",
-            "--roles",
-            "receiver",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+        .args(["data-plane", "--roles", roles, "--http-addr", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(state_dir)
         .env("SLUICE_CONTROL_URL", control_url)
@@ -444,6 +448,15 @@ struct Provisioned {
     service_key: String,
 }
 
+/// An ingest key for the pipeline's `web` source.
+async fn ingest_key(cp: &Running, owner: &str, tenant: &str, pipeline: &str) -> String {
+    let keys = format!("/api/v1/tenants/{tenant}/keys");
+    let ingest = json!({"name": "web", "type": "ingest", "pipeline_id": pipeline, "source": "web"});
+    let (status, key) = cp.call("POST", &keys, Some(owner), Some(ingest)).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["key"].as_str().expect("key").to_owned()
+}
+
 async fn provision(cp: &Running, owner: &str, spec: Value) -> Provisioned {
     let (status, tenant) = cp
         .call(
@@ -635,22 +648,11 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
         pipeline,
         service_key: service,
     } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
-    let keys = format!("/api/v1/tenants/{tenant}/keys");
-    let ingest = json!({"name": "web", "type": "ingest", "pipeline_id": pipeline, "source": "web"});
-    let (_, write_key) = cp.call("POST", &keys, Some(&owner), Some(ingest)).await;
-    let write_key = write_key["key"].as_str().expect("key").to_owned();
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
 
     let state = dir.path().join("node");
     let (mut node, url) = start_data_plane(&state, &cp.grpc, &service).await;
-    for _ in 0..100 {
-        let ready = reqwest::get(format!("{url}/health/ready"))
-            .await
-            .expect("get");
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&url).await;
     let client = reqwest::Client::new();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -726,6 +728,128 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
         lost.len(),
         acked.len(),
         &lost[..lost.len().min(3)]
+    );
+    assert!(cp.terminate().await.success());
+}
+
+/// Waits until the node at `url` is ready (it has applied a configuration).
+async fn wait_ready(url: &str) {
+    for _ in 0..200 {
+        if let Ok(ready) = reqwest::get(format!("{url}/health/ready")).await
+            && ready.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not become ready");
+}
+
+/// `kill -9` of a node running delivery while requests to a slow vendor are in flight: after
+/// a restart every acknowledged event reaches the vendor, and the ones sent twice carry the
+/// same idempotency key both times, so the vendor can drop the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_killed_mid_batch_redelivers_with_the_same_idempotency_keys() {
+    use sluice_tests::{Reply, Vendor};
+
+    let vendor = Vendor::start().await;
+    vendor.always("/hook", Reply::Slow(Duration::from_millis(150)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(&dir.path().join("cp"), &env).await;
+    let owner = cp.login(ADMIN).await;
+    let spec = json!({"sources": [{"name": "web"}], "destinations": [
+        {"name": "hook", "concurrency": 4, "webhook": {"url": format!("{}/hook", vendor.url)}}]});
+    let Provisioned {
+        tenant,
+        pipeline,
+        service_key: service,
+    } = provision(&cp, &owner, spec).await;
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
+
+    let state = dir.path().join("node");
+    let roles = "receiver,processor,delivery";
+    let (mut node, url) = start_data_plane_with_roles(&state, &cp.grpc, &service, roles).await;
+    wait_ready(&url).await;
+    let client = reqwest::Client::new();
+    let mut acked = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let ids: Vec<String> = (0..20).map(|i| format!("k-{n}-{i}")).collect();
+        let batch: Vec<_> = ids
+            .iter()
+            .map(
+                |id| json!({"type": "track", "event": "Signed Up", "userId": "u", "messageId": id}),
+            )
+            .collect();
+        let response = client
+            .post(format!("{url}/v1/batch"))
+            .bearer_auth(&write_key)
+            .json(&json!({"batch": batch}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        acked.extend(ids);
+    }
+    // Kill while the vendor has seen some but far from all (4 in flight, 150 ms each).
+    for _ in 0..400 {
+        if vendor.received("/hook").len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before_kill = vendor.accepted_keys("/hook").len();
+    assert!(
+        (20..acked.len()).contains(&before_kill),
+        "{before_kill} delivered before the kill"
+    );
+    node.kill().await.expect("kill -9");
+    let _ = node.wait().await;
+
+    vendor.always("/hook", Reply::Status(200));
+    let (_node, _) = start_data_plane_with_roles(&state, &cp.grpc, &service, roles).await;
+    let mut delivered = std::collections::BTreeSet::new();
+    for _ in 0..600 {
+        delivered = vendor.accepted_keys("/hook");
+        if delivered == acked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        delivered.len(),
+        acked.len(),
+        "every acknowledged event reaches the vendor after the restart"
+    );
+    let requests = vendor.received("/hook");
+    for request in &requests {
+        assert!(
+            acked.contains(&request.key()),
+            "unknown key {}",
+            request.key()
+        );
+        assert_eq!(
+            request.json()["message_id"],
+            request.key(),
+            "the idempotency key is the event id"
+        );
+    }
+    // The kill cut requests short: those events went out again, under the same key.
+    let arrivals = vendor.arrivals("/hook");
+    let mut sent = std::collections::BTreeMap::<&str, usize>::new();
+    for key in &arrivals {
+        assert!(acked.contains(key), "unknown key {key}");
+        *sent.entry(key).or_default() += 1;
+    }
+    let twice = sent.values().filter(|n| **n > 1).count();
+    assert!(
+        twice >= 1,
+        "the requests in flight at the kill were sent again: {} arrivals of {} events",
+        arrivals.len(),
+        sent.len()
     );
     assert!(cp.terminate().await.success());
 }

@@ -26,6 +26,7 @@ mod processor;
 mod receiver;
 mod stats;
 mod sync;
+mod world;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Sluice load benchmarks on loopback")]

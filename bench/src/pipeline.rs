@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::stats::{ms, percentile};
@@ -30,18 +29,28 @@ async fn vendor(arrivals: Arrivals) -> anyhow::Result<String> {
         axum::extract::State(arrivals): axum::extract::State<Arrivals>,
         uri: axum::http::Uri,
         headers: axum::http::HeaderMap,
+        body: bytes::Bytes,
     ) -> &'static str {
         let at = Instant::now();
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        arrivals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((uri.path().to_owned(), key))
-            .or_insert(at);
+        // Meta batches: the idempotency key names the batch; each event carries its id.
+        let keys: Vec<String> = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+            Some(key) if !key.starts_with("batch-") => vec![key.to_owned()],
+            _ => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|b| {
+                    b["data"].as_array().map(|events| {
+                        events
+                            .iter()
+                            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default(),
+        };
+        let mut arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            arrivals.entry((uri.path().to_owned(), key)).or_insert(at);
+        }
         "{}"
     }
     let app = axum::Router::new().fallback(receive).with_state(arrivals);
@@ -82,123 +91,28 @@ struct Setup {
     receiver: reqwest::Url,
     auth: String,
     arrivals: Arrivals,
-    _node: sluice_data_plane::RunningNode,
-    _cp: sluice_control_plane::RunningControlPlane,
-    _dir: tempfile::TempDir,
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    token: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let response = http.post(url).bearer_auth(token).json(&body).send().await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    Ok(response.json().await?)
+    _world: crate::world::World,
 }
 
 async fn setup(server: &tokio::runtime::Handle) -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
     let arrivals: Arrivals = Arc::default();
     let vendor_url = server.spawn(vendor(arrivals.clone())).await??;
-    let config = sluice_control_plane::RawConfig {
-        http_addr: "127.0.0.1:0".parse()?,
-        grpc_addr: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("cp"),
-        admin_email: Some("bench@example.com".into()),
-        admin_password: Some("benchmark password".into()),
-        ..Default::default()
-    }
-    .validate()?;
-    let cp = server.spawn(sluice_control_plane::start(config)).await??;
-    let base = format!("http://{}", cp.http_addr);
-    let http = reqwest::Client::new();
-    let login = post(
-        &http,
-        format!("{base}/api/v1/auth/login"),
-        "",
-        json!({"email": "bench@example.com", "password": "benchmark password"}),
-    )
+    let world = crate::world::start(server, spec(&vendor_url), |node, dir| {
+        node.roles = "receiver,processor,delivery".into();
+        node.secrets_dir = Some(crate::world::secrets_dir(
+            dir,
+            &[
+                ("BENCH_GA4_SECRET", "secret"),
+                ("BENCH_META_TOKEN", "token"),
+            ],
+        ));
+    })
     .await?;
-    let token = login["access_token"].as_str().context("token")?.to_owned();
-    let tenant = post(
-        &http,
-        format!("{base}/api/v1/tenants"),
-        &token,
-        json!({"name": "bench"}),
-    )
-    .await?["id"]
-        .as_str()
-        .context("tenant")?
-        .to_owned();
-    let pipeline = post(
-        &http,
-        format!("{base}/api/v1/tenants/{tenant}/pipelines"),
-        &token,
-        json!({"name": "main", "spec": spec(&vendor_url)}),
-    )
-    .await?["id"]
-        .as_str()
-        .context("pipeline")?
-        .to_owned();
-    let keys = format!("{base}/api/v1/tenants/{tenant}/keys");
-    let write_key = post(
-        &http,
-        keys.clone(),
-        &token,
-        json!({"name": "w", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
-    )
-    .await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let service = post(&http, keys, &token, json!({"name": "n", "type": "service"})).await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    std::fs::write(secrets.join("BENCH_GA4_SECRET"), "secret")?;
-    std::fs::write(secrets.join("BENCH_META_TOKEN"), "token")?;
-    let node_config = sluice_data_plane::RawConfig {
-        roles: "receiver,processor,delivery".into(),
-        http_addr: "127.0.0.1:0".parse()?,
-        state_dir: dir.path().join("node"),
-        control_url: Some(format!("http://{}", cp.grpc_addr)),
-        service_key: Some(service),
-        secrets_dir: Some(secrets),
-        bus_max_bytes: 4 << 30,
-        ..Default::default()
-    }
-    .validate()?;
-    let node = server
-        .spawn(sluice_data_plane::start(node_config))
-        .await??;
-    for _ in 0..100 {
-        if node
-            .state
-            .current()
-            .is_some_and(|c| !c.ingest_keys.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     Ok(Setup {
-        receiver: reqwest::Url::parse(&format!("http://{}/v1/batch", node.http_addr))?,
-        auth: format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
-        ),
+        receiver: reqwest::Url::parse(&format!("http://{}/v1/batch", world.node.http_addr))?,
+        auth: world.ingest_auth.clone(),
         arrivals,
-        _node: node,
-        _cp: cp,
-        _dir: dir,
+        _world: world,
     })
 }
 

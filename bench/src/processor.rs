@@ -53,7 +53,7 @@ const USER_AGENTS: [&str; 4] = [
 /// An envelope as the receiver writes it: a 610-byte analytics.js-like track call.
 pub fn envelope(i: usize, pipeline_id: &str) -> (String, bytes::Bytes) {
     let ua = USER_AGENTS[i % USER_AGENTS.len()];
-    let ads = i % 2 == 0;
+    let ads = i.is_multiple_of(2);
     let json = format!(
         r#"{{"message_id":"m{i}","tenant_id":"t","pipeline_id":"{pipeline_id}","source":"web","received_at":"2026-11-22T12:00:00.000Z","timestamp":"2026-11-22T12:00:00.000Z","type":"track","event":"Order Completed","user_id":"u{}","anonymous_id":"a{i}","properties":{{"order_id":"o{i}","revenue":42.5,"currency":"eur","products":[{{"sku":"sku-{i}","name":"Espresso Machine","price":42.5,"quantity":1}}],"note":"gift for friend"}},"traits":{{"email":" User{i}@Example.com ","phone":"+44 20 7946 0958"}},"context":{{"ip":"203.0.113.9","locale":"en-GB","page":{{"path":"/checkout","url":"https://shop.example.com/checkout","title":"Checkout"}},"userAgent":"{ua}","library":{{"name":"analytics.js","version":"5.2.0"}},"consent":{{"categoryPreferences":{{"analytics":true,"ads":{ads}}}}}}}}}"#,
         i % 1000

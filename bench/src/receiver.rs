@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::stats::{ms, percentile};
-use anyhow::Context as _;
-use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_data_plane::bus::Bus;
 use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
 
@@ -20,21 +18,6 @@ pub struct ReceiverArgs {
     pub seconds: u64,
     /// Requests per second to hold (0: as fast as possible), for latency at a given load.
     pub rate: u64,
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    token: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let response = http.post(url).bearer_auth(token).json(&body).send().await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    Ok(response.json().await?)
 }
 
 /// A `track` event with unique ids, written straight into `out` so the generator spends as
@@ -57,99 +40,24 @@ pub fn event_bytes() -> usize {
 /// Runs the load on the current runtime; the control plane, the node and the consumer run
 /// on `server`'s, so the generator competes for the cores but not for the server's workers.
 pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
     if let Some(url) = &args.nats_url {
         // Start from an empty stage: what an earlier run left would fill the stream.
         let bus = NatsBus::connect(NatsConfig::new(url.clone())).await?;
         bus.delete_stages(&["raw"]).await?;
     }
-    let raw = sluice_control_plane::RawConfig {
-        http_addr: "127.0.0.1:0".parse()?,
-        grpc_addr: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("cp"),
-        admin_email: Some("bench@example.com".into()),
-        admin_password: Some("benchmark password".into()),
-        ..Default::default()
-    };
-    let config = raw.validate()?;
-    let cp = server.spawn(sluice_control_plane::start(config)).await??;
-    let base = format!("http://{}", cp.http_addr);
-    let http = reqwest::Client::new();
-    let login = post(
-        &http,
-        format!("{base}/api/v1/auth/login"),
-        "",
-        json!({"email": "bench@example.com", "password": "benchmark password"}),
-    )
+    let nats_url = args.nats_url.clone();
+    let world = crate::world::start(&server, json!({"sources": [{"name": "web"}]}), |node, _| {
+        node.nats_url = nats_url;
+    })
     .await?;
-    let token = login["access_token"].as_str().context("token")?.to_owned();
-    let tenant = post(
-        &http,
-        format!("{base}/api/v1/tenants"),
-        &token,
-        json!({"name": "bench"}),
-    )
-    .await?["id"]
-        .as_str()
-        .context("tenant")?
-        .to_owned();
-    let pipeline = post(
-        &http,
-        format!("{base}/api/v1/tenants/{tenant}/pipelines"),
-        &token,
-        json!({"name": "main", "spec": {"sources": [{"name": "web"}]}}),
-    )
-    .await?;
-    let pipeline = pipeline["id"].as_str().context("pipeline")?.to_owned();
-    let keys = format!("{base}/api/v1/tenants/{tenant}/keys");
-    let write_key = post(
-        &http,
-        keys.clone(),
-        &token,
-        json!({"name": "w", "type": "ingest", "pipeline_id": pipeline, "source": "web"}),
-    )
-    .await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let service = post(&http, keys, &token, json!({"name": "n", "type": "service"})).await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let node_config = sluice_data_plane::RawConfig {
-        roles: "receiver".into(),
-        http_addr: "127.0.0.1:0".parse()?,
-        state_dir: dir.path().join("node"),
-        control_url: Some(format!("http://{}", cp.grpc_addr)),
-        service_key: Some(service),
-        nats_url: args.nats_url.clone(),
-        bus_max_bytes: 4 << 30,
-        ..Default::default()
-    };
-    let node_config = node_config.validate()?;
-    let node = server
-        .spawn(sluice_data_plane::start(node_config))
-        .await??;
-    for _ in 0..100 {
-        if node
-            .state
-            .current()
-            .is_some_and(|c| !c.ingest_keys.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = &world.node;
     // Parsed once: reqwest would parse a string URL on every request.
     let url = reqwest::Url::parse(&if args.batch == 1 {
         format!("http://{}/v1/track", node.http_addr)
     } else {
         format!("http://{}/v1/batch", node.http_addr)
     })?;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
-    );
+    let auth = world.ingest_auth.clone();
 
     // A consumer acks what arrives, as the processor would, so the stage never fills.
     let stop = Arc::new(AtomicBool::new(false));
@@ -271,11 +179,6 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
         pct(0.99),
         errors.load(Ordering::Relaxed)
     );
-    server
-        .spawn(async move {
-            node.shutdown().await;
-            cp.shutdown().await;
-        })
-        .await?;
+    server.spawn(world.shutdown()).await?;
     Ok(report)
 }

@@ -373,6 +373,8 @@ struct VendorState {
     scripts: std::collections::HashMap<String, std::collections::VecDeque<Reply>>,
     always: std::collections::HashMap<String, Reply>,
     received: Vec<Received>,
+    /// (path, idempotency key) of every request as it arrived, answered or not.
+    arrivals: Vec<(String, String)>,
 }
 
 impl Vendor {
@@ -391,6 +393,12 @@ impl Vendor {
             let path = uri.path().to_owned();
             let reply = {
                 let mut state = inner.lock().unwrap();
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                state.arrivals.push((path.clone(), key));
                 let scripted = state.scripts.get_mut(&path).and_then(|s| s.pop_front());
                 scripted
                     .or_else(|| state.always.get(&path).cloned())
@@ -470,6 +478,19 @@ impl Vendor {
             .iter()
             .filter(|r| r.path == path)
             .cloned()
+            .collect()
+    }
+
+    /// The idempotency key of every request to `path` as it arrived, including requests whose
+    /// sender went away before the answer.
+    pub fn arrivals(&self, path: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, key)| key.clone())
             .collect()
     }
 
