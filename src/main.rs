@@ -38,7 +38,35 @@ enum Command {
     /// Needs SLUICE_CONTROL_URL (the control plane's gRPC address) and SLUICE_SERVICE_KEY (a
     /// service key generated in the control plane). Keeps its identity and last-known-good
     /// configuration in --state-dir, and runs on that copy while the control plane is away.
-    DataPlane(DataPlaneArgs),
+    DataPlane(Box<DataPlaneArgs>),
+    /// Run SQL over a data plane's archive (its query role) and print the result.
+    ///
+    /// The one table is `events`; JSON columns (properties, traits, context) are read with
+    /// json_get_str(properties, 'key') and friends. Example:
+    /// sluice query "SELECT event, count(*) FROM events WHERE dt = '2026-11-22' GROUP BY event"
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// The SQL statement (one read-only query).
+    sql: String,
+
+    /// Base URL of a data plane running the query role.
+    #[arg(
+        long,
+        env = "SLUICE_QUERY_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    url: String,
+
+    /// An api or service key of the tenant, or a query token.
+    #[arg(long, env = "SLUICE_QUERY_KEY", hide_env_values = true)]
+    key: String,
+
+    /// Output: an aligned table, CSV or JSON rows.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    format: String,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +180,54 @@ struct DataPlaneArgs {
     /// A MaxMind GeoIP2/GeoLite2 City database (.mmdb) for pipelines that enrich with geoip.
     #[arg(long, env = "SLUICE_GEOIP_DB")]
     geoip_db: Option<PathBuf>,
+
+    /// The archive in a local directory [default: <state-dir>/archive].
+    #[arg(long, env = "SLUICE_ARCHIVE_DIR")]
+    archive_dir: Option<PathBuf>,
+
+    /// The archive at a gs://, az:// or s3:// URL (credentials from the environment).
+    #[arg(long, env = "SLUICE_ARCHIVE_URL")]
+    archive_url: Option<String>,
+
+    /// S3 bucket of the archive (instead of a local directory).
+    #[arg(long, env = "S3_BUCKET")]
+    s3_bucket: Option<String>,
+
+    /// S3-compatible endpoint, http(s)://host:port, path-style (MinIO) [default: AWS].
+    #[arg(long, env = "S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+
+    /// S3 access key id.
+    #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
+    s3_access_key: Option<String>,
+
+    /// S3 secret key.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    s3_secret_key: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+
+    /// Held event bytes that make the archiver write its files.
+    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_BYTES", default_value_t = 128 * 1024 * 1024)]
+    archive_flush_bytes: u64,
+
+    /// Seconds the oldest held event waits before the archiver writes.
+    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_SECS", default_value_t = 60)]
+    archive_flush_secs: u64,
+
+    /// Longest a query may run, in seconds.
+    #[arg(long, env = "SLUICE_QUERY_TIMEOUT_SECS", default_value_t = 30)]
+    query_timeout_secs: u64,
+
+    /// Most rows a query may return.
+    #[arg(long, env = "SLUICE_QUERY_MAX_ROWS", default_value_t = 100_000)]
+    query_max_rows: usize,
+
+    /// Memory a query may use, in bytes.
+    #[arg(long, env = "SLUICE_QUERY_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    query_memory_bytes: usize,
 }
 
 fn init_tracing(format: &str) {
@@ -209,6 +285,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .context("control plane failed")?;
         }
         Command::DataPlane(args) => {
+            let args = *args;
             let raw = sluice_data_plane::RawConfig {
                 roles: args.roles,
                 http_addr: args.http_addr,
@@ -225,6 +302,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 proxy_cookie_domain: non_empty(args.proxy_cookie_domain),
                 proxy_trust_forwarded_for: args.proxy_trust_forwarded_for,
                 geoip_db: args.geoip_db,
+                archive_dir: args.archive_dir,
+                archive_url: non_empty(args.archive_url),
+                s3_bucket: non_empty(args.s3_bucket),
+                s3_endpoint: non_empty(args.s3_endpoint),
+                s3_access_key: non_empty(args.s3_access_key),
+                s3_secret_key: non_empty(args.s3_secret_key),
+                s3_region: args.s3_region,
+                archive_flush_bytes: args.archive_flush_bytes,
+                archive_flush_secs: args.archive_flush_secs,
+                query_timeout_secs: args.query_timeout_secs,
+                query_max_rows: args.query_max_rows,
+                query_memory_bytes: args.query_memory_bytes,
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;
@@ -232,6 +321,106 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .context("data plane failed")?;
         }
+        Command::Query(args) => query::run(args).await?,
     }
     Ok(())
+}
+
+mod query {
+    //! `sluice query`: the CLI client of a data plane's query role.
+
+    use anyhow::Context as _;
+    use serde_json::Value;
+    use std::io::Write as _;
+
+    pub async fn run(args: super::QueryArgs) -> anyhow::Result<()> {
+        let format = if args.format == "csv" { "csv" } else { "json" };
+        let url = format!("{}/v1/query", args.url.trim_end_matches('/'));
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&args.key)
+            .json(&serde_json::json!({"sql": args.sql, "format": format}))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body = response.bytes().await.context("reading the answer")?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            anyhow::bail!("{status}: {message}");
+        }
+        let mut out = std::io::stdout().lock();
+        if format == "csv" {
+            out.write_all(&body)?;
+            return Ok(());
+        }
+        let answer: Value = serde_json::from_slice(&body).context("the answer is not JSON")?;
+        if args.format == "json" {
+            for row in answer["rows"].as_array().into_iter().flatten() {
+                writeln!(out, "{row}")?;
+            }
+            return Ok(());
+        }
+        let columns: Vec<String> = answer["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect();
+        let rows: Vec<Vec<String>> = answer["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| columns.iter().map(|c| cell(&row[c])).collect())
+            .collect();
+        out.write_all(table(&columns, &rows).as_bytes())?;
+        eprintln!(
+            "({} rows, {} files, {:.0} ms)",
+            answer["row_count"],
+            answer["files_scanned"],
+            answer["elapsed_ms"].as_f64().unwrap_or(0.0)
+        );
+        Ok(())
+    }
+
+    fn cell(value: &Value) -> String {
+        match value {
+            Value::Null => "NULL".into(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Columns padded to their widest cell, with a rule under the header.
+    pub fn table(columns: &[String], rows: &[Vec<String>]) -> String {
+        let widths: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([c.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", padded.join(" | ").trim_end())
+        };
+        let mut out = line(columns);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        out.push_str(&format!("{}\n", rule.join("-+-")));
+        for row in rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
 }

@@ -16,7 +16,7 @@ use crate::sync::{ChangeHub, ConfigSyncService, ControlEvent};
 use crate::{api, metrics};
 
 /// Issuer of every token the control plane signs.
-pub const ISSUER: &str = "sluice";
+pub const ISSUER: &str = sluice_keys::ISSUER;
 /// Age after which the JWT signing key is replaced at start-up, in milliseconds (30 days).
 const SIGNING_KEY_MAX_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
 

@@ -387,6 +387,7 @@ async fn openapi_document_covers_every_route() {
         "DELETE /api/v1/tenants/{tenant_id}/pipelines/{pipeline_id}",
         "GET /api/v1/tenants/{tenant_id}/pipelines/{pipeline_id}/revisions",
         "POST /api/v1/tenants/{tenant_id}/pipelines/{pipeline_id}/rollback",
+        "POST /api/v1/tenants/{tenant_id}/query-token",
     ];
     expected.sort();
     assert_eq!(

@@ -70,6 +70,35 @@ pub struct RawConfig {
     /// A MaxMind GeoIP2/GeoLite2 City database (`.mmdb`) for pipelines that enrich with
     /// `geoip`. Default: none (such pipelines are refused).
     pub geoip_db: Option<PathBuf>,
+    /// The archive in a local directory. Default: `state_dir/archive` (when no S3 bucket or
+    /// archive URL is set).
+    pub archive_dir: Option<PathBuf>,
+    /// The archive at a `gs://…`, `az://…` or `s3://…` URL, credentials from the environment.
+    /// Default: unset.
+    pub archive_url: Option<String>,
+    /// S3 bucket of the archive (`S3_BUCKET`). Default: unset (local directory).
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint, `http(s)://host:port` (`S3_ENDPOINT`); path-style addressing.
+    /// Default: unset (AWS).
+    pub s3_endpoint: Option<String>,
+    /// `S3_ACCESS_KEY`. Default: unset (the AWS credential chain).
+    pub s3_access_key: Option<String>,
+    /// `S3_SECRET_KEY`. Default: unset.
+    pub s3_secret_key: Option<String>,
+    /// `S3_REGION`. Default: `us-east-1`.
+    pub s3_region: String,
+    /// Held event bytes that make the archiver write its files. Default: 134,217,728
+    /// (128 MiB).
+    pub archive_flush_bytes: u64,
+    /// Age of the oldest held event that makes the archiver write, in seconds. Default: 60.
+    pub archive_flush_secs: u64,
+    /// Longest a query may run, in seconds. Default: 30.
+    pub query_timeout_secs: u64,
+    /// Most rows a query may return. Default: 100,000.
+    pub query_max_rows: usize,
+    /// Memory a query may use for joins, sorts and aggregations, in bytes. Default:
+    /// 268,435,456 (256 MiB).
+    pub query_memory_bytes: usize,
 }
 
 impl Default for RawConfig {
@@ -95,6 +124,18 @@ impl Default for RawConfig {
             proxy_trust_forwarded_for: false,
             spool_max_bytes: 256 * 1024 * 1024,
             geoip_db: None,
+            archive_dir: None,
+            archive_url: None,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_region: "us-east-1".into(),
+            archive_flush_bytes: 128 * 1024 * 1024,
+            archive_flush_secs: 60,
+            query_timeout_secs: 30,
+            query_max_rows: 100_000,
+            query_memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -129,6 +170,8 @@ pub struct Config {
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
+    pub archiver: crate::archiver::ArchiverConfig,
+    pub query: sluice_query::Limits,
 }
 
 impl Config {
@@ -154,6 +197,19 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let roles = self.roles()?;
+        let archiver = self.archiver_config()?;
+        if self.query_timeout_secs == 0 || self.query_max_rows == 0 || self.query_memory_bytes == 0
+        {
+            return Err(invalid(
+                "query_timeout_secs",
+                "query limits must be positive",
+            ));
+        }
+        let query = sluice_query::Limits {
+            timeout: Duration::from_secs(self.query_timeout_secs),
+            max_rows: self.query_max_rows,
+            memory_bytes: self.query_memory_bytes,
+        };
         let proxy = self.proxy_config(&roles)?;
         let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {
             invalid(
@@ -203,6 +259,8 @@ impl RawConfig {
             ));
         }
         Ok(Config {
+            archiver,
+            query,
             proxy,
             geoip_db: self.geoip_db,
             roles,
@@ -223,6 +281,80 @@ impl RawConfig {
 }
 
 impl RawConfig {
+    fn archiver_config(&self) -> Result<crate::archiver::ArchiverConfig, ConfigError> {
+        use sluice_archive::store::StoreConfig;
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let store = match (set(&self.s3_bucket), set(&self.archive_url)) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "s3_bucket",
+                    "set either S3_BUCKET or SLUICE_ARCHIVE_URL, not both",
+                ));
+            }
+            (Some(bucket), None) => {
+                let endpoint = set(&self.s3_endpoint);
+                if let Some(e) = &endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return Err(invalid(
+                        "s3_endpoint",
+                        "must start with http:// or https://",
+                    ));
+                }
+                let (key, secret) = (set(&self.s3_access_key), set(&self.s3_secret_key));
+                if key.is_some() != secret.is_some() {
+                    return Err(invalid(
+                        "s3_access_key",
+                        "set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither",
+                    ));
+                }
+                StoreConfig::S3 {
+                    bucket,
+                    endpoint,
+                    access_key: key,
+                    secret_key: secret,
+                    region: self.s3_region.clone(),
+                }
+            }
+            (None, Some(url)) => {
+                if !["s3://", "gs://", "az://", "abfs://", "file://"]
+                    .iter()
+                    .any(|p| url.starts_with(p))
+                {
+                    return Err(invalid(
+                        "archive_url",
+                        "use s3://, gs://, az:// or file:// (or the S3_* settings)",
+                    ));
+                }
+                StoreConfig::Url(url)
+            }
+            (None, None) => {
+                if set(&self.s3_endpoint).is_some() {
+                    return Err(invalid(
+                        "s3_bucket",
+                        "S3_ENDPOINT is set: set S3_BUCKET too",
+                    ));
+                }
+                StoreConfig::Local(
+                    self.archive_dir
+                        .clone()
+                        .unwrap_or_else(|| self.state_dir.join("archive")),
+                )
+            }
+        };
+        if self.archive_flush_bytes == 0 || self.archive_flush_secs == 0 {
+            return Err(invalid(
+                "archive_flush_bytes",
+                "flush thresholds must be positive",
+            ));
+        }
+        Ok(crate::archiver::ArchiverConfig {
+            store,
+            flush_bytes: self.archive_flush_bytes,
+            flush_age: Duration::from_secs(self.archive_flush_secs),
+        })
+    }
+
     fn roles(&self) -> Result<Vec<String>, ConfigError> {
         let roles: Vec<String> = if self.roles.trim() == "all" {
             ROLES.iter().map(|r| (*r).to_owned()).collect()

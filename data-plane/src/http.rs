@@ -13,8 +13,17 @@ use crate::bus::AnyBus;
 use crate::metrics;
 use crate::node::NodeState;
 
-pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
+pub fn router(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    archive: Option<Arc<dyn object_store::ObjectStore>>,
+) -> Router {
     let mut app = Router::new();
+    if node.config.runs("query")
+        && let Some(store) = archive
+    {
+        app = app.merge(crate::query_api::router(node.clone(), store));
+    }
     if node.config.runs("receiver") {
         app = app.merge(crate::receiver::router(node.clone(), bus.clone()));
     }

@@ -5,6 +5,7 @@
 
 mod access;
 pub mod applied;
+pub mod archiver;
 pub mod bus;
 pub mod config;
 pub mod counters;
@@ -19,6 +20,7 @@ mod node;
 pub mod pipeline;
 pub mod processor;
 mod proxy;
+mod query_api;
 pub mod receiver;
 pub mod stages;
 mod sync;

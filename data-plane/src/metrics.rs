@@ -27,6 +27,14 @@ pub const PROXY_EVENTS_TOTAL: &str = "sluice_proxy_events_total";
 pub const PROXY_SPOOL_DEPTH: &str = "sluice_proxy_spool_depth";
 /// Proxy: receivers that passed their last health check.
 pub const PROXY_RECEIVERS_HEALTHY: &str = "sluice_proxy_receivers_healthy";
+/// Archiver: Parquet files written.
+pub const ARCHIVE_FILES_TOTAL: &str = "sluice_archive_files_total";
+/// Archiver: failed uploads (each is retried; events stay held on the bus).
+pub const ARCHIVE_UPLOAD_FAILURES_TOTAL: &str = "sluice_archive_upload_failures_total";
+/// Archiver: events held until their file is written.
+pub const ARCHIVE_BUFFERED_EVENTS: &str = "sluice_archive_buffered_events";
+/// Archiver: 1 when the object store took the last upload, 0 while uploads fail.
+pub const ARCHIVE_STORE_UP: &str = "sluice_archive_store_up";
 
 pub fn render(node: &NodeState) -> String {
     let mut out = String::new();
@@ -108,6 +116,41 @@ pub fn render(node: &NodeState) -> String {
                     "{DESTINATION_EVENTS_TOTAL}{{destination=\"{name}\",outcome=\"{outcome}\"}} {value}"
                 );
             }
+        }
+    }
+    if node.config.runs("archiver") {
+        let stats = &node.archive_stats;
+        for (name, kind, help, value) in [
+            (
+                ARCHIVE_FILES_TOTAL,
+                "counter",
+                "Parquet files written to the archive.",
+                &stats.files,
+            ),
+            (
+                ARCHIVE_UPLOAD_FAILURES_TOTAL,
+                "counter",
+                "Archive uploads that failed and are retried.",
+                &stats.upload_failures,
+            ),
+            (
+                ARCHIVE_BUFFERED_EVENTS,
+                "gauge",
+                "Events held until their archive file is written.",
+                &stats.buffered,
+            ),
+            (
+                ARCHIVE_STORE_UP,
+                "gauge",
+                "1 when the object store took the last upload.",
+                &stats.store_up,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
     }
     if node.config.runs("proxy") {

@@ -35,6 +35,8 @@ pub enum NodeError {
     Bus(#[from] crate::bus::BusError),
     #[error("{0}")]
     GeoIp(String),
+    #[error("{0}")]
+    Archive(#[from] sluice_archive::ArchiveError),
 }
 
 pub fn now_ms() -> i64 {
@@ -62,6 +64,7 @@ pub struct NodeState {
     pub rejected: AtomicU64,
     pub counters: Counters,
     pub proxy_stats: crate::proxy::ProxyStats,
+    pub archive_stats: crate::archiver::ArchiveStats,
     last_error: Mutex<Option<String>>,
 }
 
@@ -203,6 +206,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         rejected: AtomicU64::new(0),
         counters: Counters::default(),
         proxy_stats: crate::proxy::ProxyStats::default(),
+        archive_stats: crate::archiver::ArchiveStats::default(),
         last_error: Mutex::new(None),
     });
     if let Some(saved) = lkg::load(&node.config.state_dir) {
@@ -238,7 +242,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             ..EmbeddedConfig::new(node.config.state_dir.join("bus"))
         })?),
     };
-    let app = http::router(node.clone(), bus.clone());
+    let archive = if node.config.runs("archiver") || node.config.runs("query") {
+        Some(node.config.archiver.store.open()?)
+    } else {
+        None
+    };
+    let app = http::router(node.clone(), bus.clone(), archive.clone());
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -271,6 +280,17 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         roles.push(crate::delivery::start(
             node.clone(),
             bus.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    if node.config.runs("archiver")
+        && let Some(store) = &archive
+    {
+        roles.push(crate::archiver::start(
+            node.clone(),
+            bus.clone(),
+            store.clone(),
+            node.config.archiver.clone(),
             shutdown_rx.clone(),
         ));
     }

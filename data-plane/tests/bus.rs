@@ -90,6 +90,42 @@ async fn unacknowledged_messages_come_back<B: Bus>(bus: B) {
     );
 }
 
+async fn kept_alive_deliveries_are_not_redelivered<B: Bus>(bus: B) {
+    bus.publish("raw", batch("k", 2)).await.expect("publish");
+    let held = drain_held(&bus, 2).await;
+    // Three ack waits pass while the consumer keeps saying it is still working.
+    for _ in 0..6 {
+        tokio::time::sleep(ACK_WAIT / 2).await;
+        bus.keep_alive(&held).await.expect("keep alive");
+    }
+    assert!(
+        bus.fetch("raw", 10, Duration::from_millis(100))
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "held messages are not handed out again"
+    );
+    drop(held);
+    let again = bus.fetch("raw", 10, ACK_WAIT * 4).await.expect("fetch");
+    assert_eq!(again.len(), 2, "redelivered once the keep-alives stop");
+    bus.ack_all(again).await.expect("ack");
+}
+
+/// Fetches `want` deliveries without acknowledging them.
+async fn drain_held<B: Bus>(bus: &B, want: usize) -> Vec<sluice_data_plane::bus::Delivery> {
+    let mut held = Vec::new();
+    let started = Instant::now();
+    while held.len() < want && started.elapsed() < Duration::from_secs(5) {
+        held.extend(
+            bus.fetch("raw", want - held.len(), Duration::from_millis(200))
+                .await
+                .expect("fetch"),
+        );
+    }
+    assert_eq!(held.len(), want);
+    held
+}
+
 async fn consumers_share_a_stage<B: Bus + Clone>(bus: B) {
     for i in 0..20 {
         bus.publish("deliver.crm", batch(&format!("m{i}"), 10))
@@ -291,6 +327,7 @@ async fn nats_bus() -> (NatsBus, String) {
 both_back_ends!(
     publish_fetch_ack_in_order,
     unacknowledged_messages_come_back,
+    kept_alive_deliveries_are_not_redelivered,
     consumers_share_a_stage,
     nacked_messages_come_back_after_their_delay,
     ack_all_acknowledges_every_delivery,

@@ -9,6 +9,11 @@ pub mod password;
 pub mod random;
 
 pub use error::KeyError;
+
+/// The `iss` of every token the control plane signs; data planes verify it.
+pub const ISSUER: &str = "sluice";
+/// The audience of the short-lived tokens that let a person query a data plane's archive.
+pub const QUERY_AUDIENCE: &str = "query";
 pub use jwt::{Jwk, Jwks, JwtKeySet, JwtVerifier, SigningKeyMaterial};
 pub use key::{
     KeyHasher, KeyType, PUBLIC_ID_LEN, ParsedKey, generate_key, key_digest, verify_key_digest,

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     ValidationFailed,
     /// Too many requests; retry after the time the response names.
     RateLimited,
+    /// The request is valid but needs more than a limit allows (a query's time, rows or
+    /// memory).
+    LimitExceeded,
     /// A dependency (the database) is unavailable; retrying later may succeed.
     Unavailable,
     /// A bug or an unexpected failure on the server's side.
@@ -35,7 +38,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -46,6 +49,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::ValidationFailed,
         ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -63,6 +67,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ValidationFailed => "validation_failed",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -82,6 +87,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ValidationFailed => S::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
+            ErrorCode::LimitExceeded => S::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
@@ -98,7 +104,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed | ErrorCode::UnsupportedMediaType => C::Unimplemented,
             ErrorCode::Conflict => C::AlreadyExists,
             ErrorCode::PayloadTooLarge => C::OutOfRange,
-            ErrorCode::RateLimited => C::ResourceExhausted,
+            ErrorCode::RateLimited | ErrorCode::LimitExceeded => C::ResourceExhausted,
             ErrorCode::Unavailable => C::Unavailable,
             ErrorCode::Internal => C::Internal,
         }

@@ -9,6 +9,7 @@ mod health;
 mod keys;
 mod members;
 mod pipelines;
+mod query_token;
 mod tenants;
 
 use std::time::Instant;
@@ -41,6 +42,7 @@ use crate::state::AppState;
         (name = "audit", description = "Every mutation, newest first"),
         (name = "pipelines", description = "Pipelines as code, with immutable revisions"),
         (name = "fleet", description = "The tenant's data planes"),
+        (name = "query", description = "Tokens for querying the archive on data planes"),
         (name = "health", description = "Liveness, readiness, metrics and this document"),
     )
 )]
@@ -102,6 +104,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::rollback_pipeline))
         .routes(routes!(pipelines::pipeline_schema))
         .routes(routes!(fleet::list_data_planes))
+        .routes(routes!(query_token::issue_query_token))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))

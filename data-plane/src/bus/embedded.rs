@@ -299,6 +299,20 @@ impl Bus for EmbeddedBus {
             )),
         }
     }
+
+    async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        for delivery in deliveries {
+            match &delivery.token {
+                AckToken::Embedded { stage, seq } => stage.extend(*seq),
+                AckToken::Nats(_) => {
+                    return Err(BusError::Invalid(
+                        "a NATS delivery kept alive on the embedded bus".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Stage {
@@ -481,6 +495,14 @@ impl Stage {
         let count = present.len() as u64;
         self.ack_many(present.into_iter());
         count
+    }
+
+    /// Pushes an in-flight message's redelivery a full ack wait into the future.
+    fn extend(&self, seq: u64) {
+        let due = Instant::now() + self.ack_wait;
+        if let Some(entry) = self.lock().in_flight.get_mut(&seq) {
+            entry.2 = due;
+        }
     }
 
     /// Makes an in-flight message due again after `delay`, and wakes a fetch waiting for it.

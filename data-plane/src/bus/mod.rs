@@ -133,6 +133,13 @@ pub trait Bus: Send + Sync + 'static {
         delivery: Delivery,
         delay: Duration,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Says these deliveries are still being worked on: each is not redelivered until a full
+    /// ack wait from now (the archiver holds events until their file exists).
+    fn keep_alive(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// Stage names: `raw`, `archive`, `deliver.<name>`, `dlq.<name>`, …: lowercase letters,
@@ -224,6 +231,13 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.nack(delivery, delay).await,
             AnyBus::Nats(bus) => bus.nack(delivery, delay).await,
+        }
+    }
+
+    async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.keep_alive(deliveries).await,
+            AnyBus::Nats(bus) => bus.keep_alive(deliveries).await,
         }
     }
 }

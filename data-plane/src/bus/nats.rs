@@ -305,4 +305,21 @@ impl Bus for NatsBus {
             )),
         }
     }
+
+    async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        for delivery in deliveries {
+            match &delivery.token {
+                AckToken::Nats(message) => message
+                    .ack_with(jetstream::AckKind::Progress)
+                    .await
+                    .map_err(unavailable)?,
+                AckToken::Embedded { .. } => {
+                    return Err(BusError::Invalid(
+                        "an embedded delivery kept alive on the NATS bus".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,69 @@
+//! Short-lived tokens that let a signed-in person query their data planes' archives straight
+//! from the browser: the data plane verifies them with the public keys in its configuration,
+//! so the query and its results never pass through the control plane.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::common::require_role;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::role::Role;
+use crate::state::AppState;
+
+/// How long a query token lives, in seconds.
+pub const QUERY_TOKEN_TTL_SECS: i64 = 600;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct QueryClaims {
+    sub: String,
+    tenant: String,
+    aud: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryToken {
+    /// Send as `Authorization: Bearer` to a data plane's `POST /v1/query`.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    pub tenant_id: String,
+}
+
+/// A token for querying the tenant's archive on its data planes (audience `query`).
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/query-token", tag = "query", security(("bearer" = [])),
+    params(("tenant_id" = String, Path)),
+    responses((status = 200, body = QueryToken)))]
+pub async fn issue_query_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> Result<axum::Json<QueryToken>, ApiError> {
+    let Principal::User { id, .. } = &principal else {
+        return Err(ApiError::forbidden(
+            "query tokens are for people; a key queries the data plane directly",
+        ));
+    };
+    require_role(&state, &principal, &tenant_id, Role::Viewer).await?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let claims = QueryClaims {
+        sub: id.clone(),
+        tenant: tenant_id.clone(),
+        aud: sluice_keys::QUERY_AUDIENCE.to_owned(),
+        iss: state.jwt.issuer().to_owned(),
+        iat: now,
+        exp: now + QUERY_TOKEN_TTL_SECS,
+    };
+    let token = state.jwt.sign(&claims)?;
+    Ok(axum::Json(QueryToken {
+        token,
+        expires_in: QUERY_TOKEN_TTL_SECS,
+        tenant_id,
+    }))
+}

@@ -1,0 +1,239 @@
+//! One session per query, seeing one tenant's archive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures_util::StreamExt as _;
+use object_store::ObjectStore;
+use sluice_archive::layout::PARTITION_COLUMNS;
+
+use crate::QueryError;
+
+/// The one URL the session can resolve: the tenant's view of the archive.
+const ARCHIVE_URL: &str = "sluice-archive://tenant/";
+
+/// What one query may use.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock time for planning and running. Default: 30 s.
+    pub timeout: Duration,
+    /// Rows returned at most; more is an error, never a silent cut. Default: 100,000.
+    pub max_rows: usize,
+    /// Memory for joins, sorts and aggregations; no spilling to disk. Default: 256 MiB.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_rows: 100_000,
+            memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A finished query.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    /// Parquet files the plan reads, after partition pruning.
+    pub files_scanned: usize,
+    pub elapsed: Duration,
+}
+
+/// Runs queries over the archive in `store`.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    store: Arc<dyn ObjectStore>,
+    limits: Limits,
+}
+
+/// A registry that knows exactly one store: neither the local file system nor anything else
+/// a URL could name.
+#[derive(Debug)]
+struct OnlyArchive(Arc<dyn ObjectStore>);
+
+impl ObjectStoreRegistry for OnlyArchive {
+    fn register_store(
+        &self,
+        _url: &url::Url,
+        _store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        None
+    }
+
+    fn get_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if url.scheme() == "sluice-archive" && url.host_str() == Some("tenant") {
+            Ok(self.0.clone())
+        } else {
+            Err(DataFusionError::Plan(format!(
+                "only the events table can be read, not {url}"
+            )))
+        }
+    }
+}
+
+fn classify(error: DataFusionError) -> QueryError {
+    match error {
+        DataFusionError::ResourcesExhausted(m) => QueryError::Limit(format!(
+            "the query needs more than the memory limit allows ({m}); aggregate, filter or narrow dt/hour"
+        )),
+        DataFusionError::SQL(e, _) => QueryError::Invalid(format!("sql: {e}")),
+        DataFusionError::Plan(m) if m_is_permission(&m) => QueryError::NotAllowed(m),
+        DataFusionError::Plan(m) => QueryError::Invalid(m),
+        DataFusionError::SchemaError(e, _) => QueryError::Invalid(e.to_string()),
+        DataFusionError::NotImplemented(m) => QueryError::Invalid(format!("not supported: {m}")),
+        DataFusionError::ObjectStore(e) => QueryError::Unavailable(e.to_string()),
+        DataFusionError::Execution(m) if m.contains("Unsupported SQL statement") => {
+            QueryError::NotAllowed(m)
+        }
+        DataFusionError::Execution(m) => QueryError::Invalid(m),
+        DataFusionError::Diagnostic(_, inner) => classify(*inner),
+        DataFusionError::Collection(mut errors) if !errors.is_empty() => classify(errors.remove(0)),
+        DataFusionError::Configuration(m) => QueryError::Invalid(m),
+        DataFusionError::Context(context, inner) => match classify(*inner) {
+            QueryError::Invalid(m) => QueryError::Invalid(format!("{context}: {m}")),
+            other => other,
+        },
+        other => QueryError::Internal(other.to_string()),
+    }
+}
+
+fn m_is_permission(message: &str) -> bool {
+    message.contains("not supported") && message.contains("SQLOptions")
+}
+
+impl QueryEngine {
+    pub fn new(store: Arc<dyn ObjectStore>, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn session(&self, tenant_id: &str) -> Result<SessionContext, QueryError> {
+        let view = sluice_archive::store::tenant_view(self.store.clone(), tenant_id);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(OnlyArchive(view)))
+            .with_memory_limit(self.limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(classify)?;
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_information_schema(false)
+            .with_default_catalog_and_schema("sluice", "archive");
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_table_functions(Default::default())
+            .build();
+        datafusion_functions_json::register_all(&mut state).map_err(classify)?;
+        let ctx = SessionContext::new_with_state(state);
+        let partition_cols = PARTITION_COLUMNS
+            .iter()
+            .map(|c| ((*c).to_owned(), DataType::Utf8))
+            .collect();
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(partition_cols);
+        let url = ListingTableUrl::parse(ARCHIVE_URL).map_err(classify)?;
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(sluice_archive::record::schema());
+        let table = ListingTable::try_new(config).map_err(classify)?;
+        ctx.register_table("events", Arc::new(table))
+            .map_err(classify)?;
+        Ok(ctx)
+    }
+
+    /// Runs `sql` over `tenant_id`'s archive within the limits.
+    pub async fn run(&self, tenant_id: &str, sql: &str) -> Result<QueryResult, QueryError> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.limits.timeout, self.run_unbounded(tenant_id, sql)).await {
+            Ok(result) => result.map(|mut r| {
+                r.elapsed = started.elapsed();
+                r
+            }),
+            Err(_) => Err(QueryError::Limit(format!(
+                "the query ran longer than the {} s limit; filter on dt and hour to read less",
+                self.limits.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    async fn run_unbounded(&self, tenant_id: &str, sql: &str) -> Result<QueryResult, QueryError> {
+        if !sluice_archive::layout::is_safe_segment(tenant_id) {
+            return Err(QueryError::Internal("not a tenant id".into()));
+        }
+        let ctx = self.session(tenant_id)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| match e {
+                DataFusionError::Plan(m) if m.contains("not supported") => {
+                    QueryError::NotAllowed(format!("only read-only queries of events: {m}"))
+                }
+                other => classify(other),
+            })?;
+        let plan = frame.create_physical_plan().await.map_err(classify)?;
+        let files_scanned = files_in(&plan);
+        let schema = plan.schema();
+        let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(classify)?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(classify)?;
+            rows += batch.num_rows();
+            if rows > self.limits.max_rows {
+                return Err(QueryError::Limit(format!(
+                    "the result has more than {} rows; add a LIMIT or aggregate",
+                    self.limits.max_rows
+                )));
+            }
+            batches.push(batch);
+        }
+        Ok(QueryResult {
+            schema,
+            batches,
+            rows,
+            files_scanned,
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
+/// Parquet files every scan in `plan` reads.
+fn files_in(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+        .map_or(0, |scan| scan.file_groups.iter().map(|g| g.len()).sum());
+    own + plan.children().into_iter().map(files_in).sum::<usize>()
+}
