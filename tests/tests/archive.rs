@@ -4,6 +4,7 @@
 //! it. An independent reader (pyarrow, `SLUICE_TEST_PYTHON`) reads the same files.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -22,7 +23,7 @@ fn python() -> String {
 /// Where the node archives.
 enum Store<'a> {
     Local(&'a Path),
-    S3 { bucket: &'a str },
+    S3 { bucket: &'a str, endpoint: String },
 }
 
 struct World {
@@ -48,9 +49,9 @@ async fn world(store: Store<'_>, limits: Option<(u64, usize, usize)>) -> World {
         raw.archive_flush_secs = 1;
         match store {
             Store::Local(dir) => raw.archive_dir = Some(dir.to_path_buf()),
-            Store::S3 { bucket } => {
+            Store::S3 { bucket, endpoint } => {
                 raw.s3_bucket = Some(bucket.to_owned());
-                raw.s3_endpoint = Some(s3_url());
+                raw.s3_endpoint = Some(endpoint);
                 raw.s3_access_key = Some("test".into());
                 raw.s3_secret_key = Some("test".into());
             }
@@ -226,8 +227,8 @@ print(json.dumps({"rows": t.num_rows, "ids": sorted(set(t.column("event_id").to_
     world.node.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_archived_to_a_real_s3_server_and_queried() {
+/// A fresh bucket on the S3 server (a path-style PUT, as MinIO and moto take it).
+async fn new_bucket() -> String {
     let bucket = format!("sluice-test-{}", uuid::Uuid::now_v7().simple());
     let created = reqwest::Client::new()
         .put(format!("{}/{bucket}", s3_url()))
@@ -244,7 +245,20 @@ async fn events_are_archived_to_a_real_s3_server_and_queried() {
         "create bucket: {}",
         created.status()
     );
-    let world = world(Store::S3 { bucket: &bucket }, None).await;
+    bucket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_archived_to_a_real_s3_server_and_queried() {
+    let bucket = new_bucket().await;
+    let world = world(
+        Store::S3 {
+            bucket: &bucket,
+            endpoint: s3_url(),
+        },
+        None,
+    )
+    .await;
     round_trip(&world).await;
     // The objects are where the layout says, read back over HTTP.
     let listing = reqwest::get(format!(
@@ -441,4 +455,71 @@ async fn query_tokens_open_only_their_own_tenants_archive() {
         .expect("preflight");
     assert!(preflight.status().is_success());
     world.node.shutdown().await;
+}
+
+/// The S3 server is unreachable for a while: the archiver holds the events (nothing is
+/// acknowledged, nothing lost), says so in its metrics, and writes them once the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_an_unreachable_store_and_arrive_when_it_is_back() {
+    let bucket = new_bucket().await;
+    // A port that refuses connections until the gateway below opens it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let world = world(
+        Store::S3 {
+            bucket: &bucket,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        },
+        None,
+    )
+    .await;
+    world.send(&ids("o", 25)).await;
+    let stats = &world.node.state.archive_stats;
+    eventually(Duration::from_secs(20), "failed uploads", || async {
+        (stats.upload_failures.load(Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", world.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("sluice_archive_store_up 0"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_archive_buffered_events 25"),
+        "{metrics}"
+    );
+    // The query role cannot list the archive either: a 503 that says why, not a 500.
+    let (status, body) = world.query("SELECT count(*) FROM events").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    // The store comes back: a gateway on that port to the real server.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the reserved port");
+    let target = s3_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let gateway = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    world.archived(25).await;
+    assert_eq!(stats.buffered.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.store_up.load(Ordering::Relaxed), 1);
+    let (_, body) = world.query("SELECT count(*) AS n FROM events").await;
+    assert_eq!(body["rows"][0]["n"], 25, "each event once: {body}");
+    world.node.shutdown().await;
+    gateway.abort();
 }
