@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod dev;
+
 /// mimalloc: the data plane allocates per request and per event on every core; glibc's
 /// malloc cost about a tenth of the receiver's CPU in profiles (BENCHMARKS.md).
 #[global_allocator]
@@ -27,6 +29,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try Sluice on one machine: the control plane and a data plane with every role in one
+    /// process, talking over real gRPC on loopback.
+    ///
+    /// The first run creates an owner, a demo tenant, a service key, a pipeline delivering to
+    /// a built-in echo endpoint and an ingest key, and prints how to send an event and find it
+    /// delivered, counted and archived. State persists under --data-dir.
+    Dev(dev::DevArgs),
     /// Run the control plane: REST API, web UI and gRPC config sync.
     ///
     /// Without --database-url, state lives in SQLite under --data-dir. The first owner comes
@@ -322,6 +331,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .context("data plane failed")?;
         }
         Command::Query(args) => query::run(args).await?,
+        Command::Dev(args) => dev::run(args).await?,
     }
     Ok(())
 }

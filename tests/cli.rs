@@ -853,3 +853,185 @@ async fn a_delivery_killed_mid_batch_redelivers_with_the_same_idempotency_keys()
     );
     assert!(cp.terminate().await.success());
 }
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// Starts `sluice dev` and reads its banner: (child, the banner's `name  value` lines).
+async fn start_dev(data_dir: &Path, ports: &[u16; 5]) -> (Child, Vec<(String, String)>) {
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let mut child = Command::new(SLUICE)
+        .arg("dev")
+        .args(["--data-dir", data_dir.to_str().expect("utf-8 path")])
+        .args(["--http-addr", &addr(0), "--grpc-addr", &addr(1)])
+        .args(["--node-addr", &addr(2), "--proxy-addr", &addr(3)])
+        .args(["--echo-addr", &addr(4)])
+        .env("SLUICE_LOG_FORMAT", "json")
+        .env_remove("SLUICE_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sluice dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.starts_with("Query the archive") {
+                return;
+            }
+            if let Some((name, value)) = line.trim().split_once("   ") {
+                banner.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        panic!("sluice dev exited before its banner");
+    })
+    .await
+    .expect("sluice dev starts within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, banner)
+}
+
+/// The README's first command: `sluice dev` brings up both planes, and the event its banner
+/// tells a newcomer to send is delivered, counted in the fleet and found in the archive; a
+/// restart keeps all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_dev_runs_the_whole_product_and_its_printed_curl_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("sluice-data");
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
+    let (mut child, banner) = start_dev(&data_dir, &ports).await;
+    let field = |name: &str| {
+        banner
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("{name} in the banner: {banner:?}"))
+    };
+    let (write_key, service_key, api_key, tenant) = (
+        field("write key"),
+        field("service key"),
+        field("api key"),
+        field("demo tenant"),
+    );
+    assert!(write_key.starts_with("slk_"), "{banner:?}");
+    let api = format!("http://127.0.0.1:{}", ports[0]);
+    let node = format!("http://127.0.0.1:{}", ports[2]);
+    let echo = format!("http://127.0.0.1:{}/echo", ports[4]);
+
+    // The banner's curl.
+    let http = reqwest::Client::new();
+    let sent = http
+        .post(format!("{node}/v1/track"))
+        .basic_auth(&write_key, Some(""))
+        .json(&json!({"type": "track", "event": "Signed Up", "userId": "u-1", "properties": {"plan": "pro"}}))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(sent.status(), StatusCode::OK);
+
+    let mut delivered = Value::Null;
+    for _ in 0..200 {
+        delivered = reqwest::get(&echo)
+            .await
+            .expect("echo")
+            .json()
+            .await
+            .expect("json");
+        if delivered["deliveries"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered["last"].to_string().contains("Signed Up"),
+        "the echo destination got the event: {delivered}"
+    );
+
+    // The node's status report carries the event into the fleet's counters.
+    let mut fleet = Value::Null;
+    for _ in 0..100 {
+        fleet = http
+            .get(format!("{api}/api/v1/tenants/{tenant}/data-planes"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .expect("fleet")
+            .json()
+            .await
+            .expect("json");
+        if fleet["data"][0]["counters"]
+            .to_string()
+            .contains("\"delivered\":1")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fleet["data"][0]["connected"], true, "{fleet}");
+    assert!(
+        fleet["data"][0]["counters"]
+            .to_string()
+            .contains("\"delivered\":1"),
+        "the delivery is counted in the fleet: {fleet}"
+    );
+
+    let query = |sql: &'static str| {
+        let http = http.clone();
+        let (node, key) = (node.clone(), service_key.clone());
+        async move {
+            let response = http
+                .post(format!("{node}/v1/query"))
+                .bearer_auth(key)
+                .json(&json!({"sql": sql}))
+                .send()
+                .await
+                .expect("query");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let sql = "SELECT event, count(*) AS n FROM events GROUP BY event";
+    let mut answer = Value::Null;
+    for _ in 0..150 {
+        answer = query(sql).await;
+        if answer["row_count"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        answer["rows"],
+        json!([{"event": "Signed Up", "n": 1}]),
+        "{answer}"
+    );
+
+    // Ctrl-C, then a restart: the same demo, the same archive.
+    let pid = child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill -INT");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops within 30 s")
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+    let (_child, again) = start_dev(&data_dir, &ports).await;
+    assert_eq!(again, banner, "a restart keeps the demo");
+    assert_eq!(
+        query(sql).await["rows"],
+        json!([{"event": "Signed Up", "n": 1}])
+    );
+}

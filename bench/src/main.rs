@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod archive;
 mod bus;
 mod pipeline;
 mod processor;
@@ -79,6 +80,31 @@ enum Scenario {
         /// Events per request.
         #[arg(long, default_value_t = 10)]
         batch: usize,
+    },
+    /// Archive write throughput on one core, then SQL over an archived data set from local
+    /// disk, from an S3 server (`--s3-url`) and in DuckDB (`--python` with duckdb installed).
+    Archive {
+        /// Events in the query data set.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Days the data set spans (one file per hour).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Events for the one-core write measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        write_events: usize,
+        /// Timed runs per query (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where to write the archive (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// An S3-compatible server to copy the archive to and query it there.
+        #[arg(long)]
+        s3_url: Option<String>,
+        /// A Python with `duckdb` installed, to run the same queries on the same files.
+        #[arg(long)]
+        python: Option<String>,
     },
     /// Processor throughput on one core: five governance steps, three destinations.
     Processor {
@@ -174,6 +200,28 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Scenario::Archive {
+        events,
+        days,
+        write_events,
+        runs,
+        dir,
+        s3_url,
+        python,
+    } = &cli.scenario
+    {
+        let args = archive::ArchiveArgs {
+            events: *events,
+            days: *days,
+            write_events: *write_events,
+            runs: *runs,
+            dir: dir.clone(),
+            s3_url: s3_url.clone(),
+            python: python.clone(),
+        };
+        print!("{}", archive::run(args)?);
+        return Ok(());
+    }
     if let Scenario::Processor { events } = &cli.scenario {
         println!(
             "{}",
@@ -260,6 +308,7 @@ fn main() -> anyhow::Result<()> {
         | Scenario::Bus { .. }
         | Scenario::Receiver { .. }
         | Scenario::Processor { .. }
+        | Scenario::Archive { .. }
         | Scenario::Pipeline { .. } => {
             unreachable!("handled above")
         }
