@@ -140,6 +140,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admin_password: Some(password.clone()),
         // Plain HTTP on loopback: a Secure cookie would never come back.
         secure_cookies: false,
+        ui_query_url: Some(format!("http://{}", args.node_addr)),
         ..Default::default()
     }
     .validate()
@@ -341,7 +342,7 @@ fn banner(
         "
 Sluice is running. State is in {dir} (kept across restarts; dev.json has these secrets).
 
-  control plane   {api}  (REST API; gRPC config sync on {grpc})
+  console         {api}/  (web UI and REST API; gRPC config sync on {grpc})
   sign in         {EMAIL} / {password}
   data plane      {node}  (receiver, processor, delivery, archiver, query)
   proxy           http://{proxy_addr}  (first-party edge, serves /sluice.js)

@@ -121,6 +121,11 @@ struct ControlPlaneArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// A data plane's query role as your browsers reach it (http://dataplane.internal:8090):
+    /// the console's archive page starts there, and its Content-Security-Policy admits it.
+    #[arg(long, env = "SLUICE_UI_QUERY_URL")]
+    ui_query_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +291,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 nats_url: non_empty(args.nats_url),
                 tls_cert: args.tls_cert,
                 tls_key: args.tls_key,
+                ui_query_url: non_empty(args.ui_query_url),
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;

@@ -392,47 +392,9 @@ async fn operator_flow_with_a_service_key_on_sqlite() {
 #[tokio::test]
 async fn without_admin_variables_a_setup_token_is_logged_never_a_password() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(SLUICE)
-        .args([
-            "control-plane",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ])
-        .env("SLUICE_DATA_DIR", dir.path())
-        .env("SLUICE_LOG_FORMAT", "json")
-        .env_remove("SLUICE_ADMIN_EMAIL")
-        .env_remove("SLUICE_ADMIN_PASSWORD")
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let (mut token, mut addr) = (None, None);
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("read") {
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if let Some(t) = entry["fields"]["setup_token"].as_str() {
-                token = Some(t.to_owned());
-            }
-            if let Some(a) = entry["fields"]["http_addr"].as_str() {
-                addr = Some(a.to_owned());
-                break;
-            }
-        }
-    })
-    .await
-    .expect("listening");
-    let (token, addr) = (
-        token.expect("setup token in the log"),
-        addr.expect("address"),
-    );
+    let (mut child, base, token) = start_awaiting_setup(dir.path()).await;
     let response = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/auth/setup"))
+        .post(format!("{base}/api/v1/auth/setup"))
         .json(&json!({"token": token, "email": ADMIN, "password": PASSWORD}))
         .send()
         .await
@@ -1033,5 +995,191 @@ async fn sluice_dev_runs_the_whole_product_and_its_printed_curl_works() {
     assert_eq!(
         query(sql).await["rows"],
         json!([{"event": "Signed Up", "n": 1}])
+    );
+}
+
+/// Starts `sluice control-plane` without admin variables; returns it and its setup token.
+async fn start_awaiting_setup(data_dir: &Path) -> (Child, String, String) {
+    let mut child = Command::new(SLUICE)
+        .args([
+            "control-plane",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--insecure-cookies",
+        ])
+        .env("SLUICE_DATA_DIR", data_dir)
+        .env("SLUICE_LOG_FORMAT", "json")
+        .env_remove("SLUICE_ADMIN_EMAIL")
+        .env_remove("SLUICE_ADMIN_PASSWORD")
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut token, mut addr) = (None, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if let Some(t) = entry["fields"]["setup_token"].as_str() {
+                token = Some(t.to_owned());
+            }
+            if let Some(a) = entry["fields"]["http_addr"].as_str() {
+                addr = Some(a.to_owned());
+                break;
+            }
+        }
+    })
+    .await
+    .expect("listening");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (
+        child,
+        format!("http://{}", addr.expect("address")),
+        token.expect("setup token in the log"),
+    )
+}
+
+/// The web console in Debian's Chromium (tests/browser/console.mjs): setup, sign-in, a key
+/// generated with the keyboard and shown once, a data plane started with it and seen
+/// connected, a pipeline edit applied, a query answered straight to the browser, a read-only
+/// viewer, the key revoked and the node disconnected, the audit log. Afterwards the REST API
+/// must agree with what the browser showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_console_walks_through_key_provisioning_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node_port = free_port();
+    let query_url = format!("http://127.0.0.1:{node_port}");
+    let cp = start(
+        &dir.path().join("cp"),
+        &[
+            ("SLUICE_ADMIN_EMAIL", ADMIN),
+            ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+            ("SLUICE_INSECURE_COOKIES", "true"),
+            ("SLUICE_UI_QUERY_URL", &query_url),
+        ],
+    )
+    .await;
+    let (_fresh, fresh_base, setup_token) = start_awaiting_setup(&dir.path().join("fresh")).await;
+
+    // The console's own responses carry the strict policy.
+    let index = reqwest::get(format!("{}/", cp.base)).await.expect("index");
+    assert_eq!(index.status(), StatusCode::OK);
+    let csp = index.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'")
+            && !csp.contains("unsafe-inline")
+            && csp.contains("frame-ancestors 'none'")
+            && csp.contains(&query_url),
+        "{csp}"
+    );
+    let missing = reqwest::get(format!("{}/ui/nope.js", cp.base))
+        .await
+        .expect("asset");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // A sign-in posted from another site is refused (login CSRF).
+    let cross = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", cp.base))
+        .header("origin", "https://evil.example")
+        .json(&json!({"email": ADMIN, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+
+    let (base, grpc, port) = (cp.base.clone(), cp.grpc.clone(), node_port.to_string());
+    let seen = tokio::task::spawn_blocking(move || {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").is_dir(),
+            "browser tests need playwright-core: run `npm ci --prefix tests/browser` (bash .ci/run does) and install Debian's chromium"
+        );
+        let output = std::process::Command::new("node")
+            .arg(dir.join("console.mjs"))
+            .args([
+                &base,
+                &grpc,
+                SLUICE,
+                &port,
+                ADMIN,
+                PASSWORD,
+                &fresh_base,
+                &setup_token,
+            ])
+            .output()
+            .expect("node runs (install Node.js)");
+        assert!(
+            output.status.success(),
+            "console.mjs failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).expect("the script prints JSON")
+    })
+    .await
+    .expect("join");
+    assert!(seen["screenshotCount"].as_u64() >= Some(15), "{seen}");
+
+    // The API agrees with the browser: the key it generated is revoked, the node is gone.
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/api/v1/auth/login", cp.base))
+        .json(&json!({"email": ADMIN, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+    let tenant = seen["tenantId"].as_str().expect("tenant id");
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            http.get(path)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let keys = get(format!("{}/api/v1/tenants/{tenant}/keys", cp.base)).await;
+    let service = keys["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["type"] == "service")
+        .expect("the service key")
+        .clone();
+    assert_eq!(service["status"], "revoked", "{service}");
+    assert_eq!(service["prefix"], seen["keyPrefix"], "{service}");
+    assert!(
+        !service["last_used_at"].is_null(),
+        "the node used it: {service}"
+    );
+    let fleet = get(format!("{}/api/v1/tenants/{tenant}/data-planes", cp.base)).await;
+    assert_eq!(fleet["data"][0]["connected"], false, "{fleet}");
+    assert_eq!(
+        fleet["data"][0]["applied_version"], seen["appliedVersion"],
+        "{fleet}"
+    );
+    let members = get(format!("{}/api/v1/tenants/{tenant}/members", cp.base)).await;
+    assert!(
+        members["data"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m["email"] == "viewer@example.com" && m["role"] == "viewer"),
+        "{members}"
     );
 }

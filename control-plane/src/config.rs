@@ -62,6 +62,10 @@ pub struct RawConfig {
     pub sync_idle_timeout_secs: u64,
     /// Largest message accepted from a data plane, in bytes. Default: 262,144 (256 KiB).
     pub max_sync_message_bytes: usize,
+    /// Base URL of a data plane's query role as browsers reach it; the console's archive page
+    /// starts with it, and the Content-Security-Policy lets pages call it even over plain
+    /// HTTP (any `https:` origin is always allowed). Default: unset.
+    pub ui_query_url: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -90,6 +94,7 @@ impl Default for RawConfig {
             sync_heartbeat_secs: 15,
             sync_idle_timeout_secs: 60,
             max_sync_message_bytes: 256 * 1024,
+            ui_query_url: None,
         }
     }
 }
@@ -126,6 +131,28 @@ pub struct Config {
     pub sync_heartbeat: Duration,
     pub sync_idle_timeout: Duration,
     pub max_sync_message_bytes: usize,
+    /// The query role's URL for the console, and its origin (`scheme://host:port`).
+    pub ui_query: Option<UiQuery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UiQuery {
+    pub url: String,
+    pub origin: String,
+}
+
+/// `scheme://host[:port]` of an http(s) URL with nothing a CSP source could misread.
+fn web_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split('/').next()?;
+    let valid = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    valid.then(|| format!("{scheme}://{authority}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +268,19 @@ impl RawConfig {
                 "must be between 100 and 600000",
             ));
         }
+        let ui_query = match self.ui_query_url {
+            None => None,
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_owned();
+                let origin = web_origin(&url).ok_or_else(|| {
+                    invalid(
+                        "ui_query_url",
+                        "must be an http:// or https:// URL, e.g. http://dataplane.internal:8090",
+                    )
+                })?;
+                Some(UiQuery { url, origin })
+            }
+        };
         Ok(Config {
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
@@ -263,6 +303,7 @@ impl RawConfig {
             sync_heartbeat: Duration::from_secs(self.sync_heartbeat_secs),
             sync_idle_timeout: Duration::from_secs(self.sync_idle_timeout_secs),
             max_sync_message_bytes: self.max_sync_message_bytes,
+            ui_query,
         })
     }
 }
@@ -270,6 +311,26 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ui_query_url_must_be_a_plain_web_origin() {
+        assert_eq!(
+            web_origin("http://10.0.0.5:8090/base").as_deref(),
+            Some("http://10.0.0.5:8090")
+        );
+        assert_eq!(
+            web_origin("https://q.example.com").as_deref(),
+            Some("https://q.example.com")
+        );
+        assert_eq!(web_origin("javascript:alert(1)"), None);
+        assert_eq!(web_origin("http://a.example; script-src *"), None);
+        assert_eq!(web_origin("ftp://x"), None);
+        let raw = RawConfig {
+            ui_query_url: Some("nope".into()),
+            ..RawConfig::default()
+        };
+        assert!(raw.validate().is_err());
+    }
 
     #[test]
     fn defaults_validate() {

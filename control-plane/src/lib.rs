@@ -12,6 +12,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod ui;
 pub mod validate;
 
 pub use config::{Config, RawConfig};

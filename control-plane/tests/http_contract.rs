@@ -359,6 +359,7 @@ async fn openapi_document_covers_every_route() {
         "POST /api/v1/auth/signup",
         "GET /api/v1/auth/me",
         "GET /api/v1/auth/jwks.json",
+        "GET /api/v1/auth/status",
         "GET /api/v1/tenants",
         "POST /api/v1/tenants",
         "GET /api/v1/tenants/{tenant_id}",

@@ -436,6 +436,29 @@ pub async fn me(principal: Principal) -> axum::Json<MeResponse> {
     })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthStatus {
+    /// No account exists yet: the first owner is created with the setup token from the log.
+    pub setup_required: bool,
+    /// Anyone may create an account with `POST /api/v1/auth/signup`.
+    pub signup_allowed: bool,
+}
+
+/// What a sign-in page needs to know before anyone is signed in.
+#[utoipa::path(get, path = "/api/v1/auth/status", tag = "auth",
+    responses((status = 200, body = AuthStatus)))]
+pub async fn status(State(state): State<AppState>) -> axum::Json<AuthStatus> {
+    let setup_required = state
+        .setup_token_hash
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    axum::Json(AuthStatus {
+        setup_required,
+        signup_allowed: state.config.allow_signup,
+    })
+}
+
 /// The public keys access and query tokens are signed with (RFC 7517).
 #[utoipa::path(get, path = "/api/v1/auth/jwks.json", tag = "auth",
     responses((status = 200, description = "JSON Web Key Set", body = Object)))]

@@ -77,6 +77,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::accept_invite))
         .routes(routes!(auth::signup))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::status))
         .routes(routes!(auth::jwks))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(
@@ -186,11 +187,13 @@ pub fn app(state: AppState) -> Router {
     let json = doc.to_pretty_json().unwrap_or_default();
     let _ = state.openapi_json.set(json);
     router
+        .merge(crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
         .layer(middleware::from_fn(reject_control_characters))
+        .layer(middleware::from_fn(refuse_cross_site_auth))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(
@@ -217,6 +220,37 @@ async fn reject_control_characters(request: Request, next: Next) -> Response {
         return ApiError::not_found("no such resource").into_response();
     }
     next.run(request).await
+}
+
+/// The sign-in endpoints set and read the refresh cookie, so a page on another site must not
+/// be able to call them with the visitor's browser (login CSRF, forced sign-out). Browsers say
+/// where a request comes from in `Sec-Fetch-Site` and `Origin`; clients that send neither
+/// (curl, SDKs) hold no cookie of a victim and pass.
+async fn refuse_cross_site_auth(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST
+        && request.uri().path().starts_with("/api/v1/auth/")
+        && is_cross_site(request.headers())
+    {
+        return ApiError::forbidden(
+            "cross-site request refused: sign in from the Sluice console's own origin",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (None, _) => false,
+        (Some(origin), Some(host)) => {
+            origin != format!("http://{host}") && origin != format!("https://{host}")
+        }
+        (Some(_), None) => true,
+    }
 }
 
 fn has_encoded_control_character(path: &str) -> bool {
@@ -252,7 +286,37 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::has_encoded_control_character;
+    use super::{has_encoded_control_character, is_cross_site};
+
+    #[test]
+    fn auth_calls_from_another_site_are_spotted() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, axum::http::HeaderValue::from_static(v));
+            }
+            map
+        };
+        assert!(!is_cross_site(&headers(&[])));
+        assert!(!is_cross_site(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
+        assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(is_cross_site(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(!is_cross_site(&headers(&[
+            ("origin", "https://cp.example.com"),
+            ("host", "cp.example.com")
+        ])));
+        assert!(is_cross_site(&headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "cp.example.com")
+        ])));
+        assert!(is_cross_site(&headers(&[
+            ("origin", "null"),
+            ("host", "cp.example.com")
+        ])));
+    }
 
     #[test]
     fn control_characters_in_paths_are_spotted_encoded_or_not() {

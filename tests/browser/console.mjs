@@ -1,0 +1,316 @@
+// The web console in a real browser, as a platform engineer walks through it: first-run setup,
+// sign-in, a tenant, a service key generated with the keyboard alone and copied, a data plane
+// started with that key and seen connected, a pipeline edited (an error shown at its line, then
+// saved and applied by the node), an archive query answered by the data plane straight to the
+// browser, a viewer who cannot change anything, the key revoked and the node seen
+// disconnected, the audit log filtered. A screenshot of every page lands in
+// tests/browser/screenshots/ (or $SLUICE_SCREENSHOTS). Prints what it saw as JSON; any failed
+// expectation exits non-zero with the reason.
+//   node console.mjs <console url> <grpc url> <sluice binary> <data-plane port> <email> <password> <setup url> <setup token>
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { launch, fail } from "./lib.mjs";
+
+const [base, grpc, sluice, nodePort, email, password, setupBase, setupToken] = process.argv.slice(2);
+if (!setupToken) fail("usage: console.mjs <console url> <grpc url> <sluice> <node port> <email> <password> <setup url> <setup token>");
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const shots = process.env.SLUICE_SCREENSHOTS || path.join(here, "screenshots");
+rmSync(shots, { recursive: true, force: true });
+mkdirSync(shots, { recursive: true });
+let shotNumber = 0;
+const shot = (page, name) =>
+  page.screenshot({ path: path.join(shots, `${String(++shotNumber).padStart(2, "0")}-${name}.png`), fullPage: true });
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** Problems the page itself reports: script errors, CSP refusals, failed loads. */
+function watch(page, problems) {
+  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
+  page.on("console", (m) => {
+    // Expected: 4xx answers the page handles, and the deliberately unreachable query URL
+    // (refused by the CSP, which admits only the configured query role over plain HTTP).
+    if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())
+      && !m.text().includes("127.0.0.1:9/")) {
+      problems.push(`console: ${m.text()}`);
+    }
+  });
+}
+
+const text = (page, selector) => page.locator(selector).first().innerText();
+const seen = {};
+let dataPlane = null;
+const state = mkdtempSync(path.join(tmpdir(), "sluice-console-node-"));
+
+function startDataPlane(serviceKey) {
+  const child = spawn(sluice, ["data-plane", "--roles", "all", "--http-addr", `127.0.0.1:${nodePort}`,
+    "--proxy-addr", "127.0.0.1:0", "--state-dir", state], {
+    env: { ...process.env, SLUICE_CONTROL_URL: grpc, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge",
+      SLUICE_ARCHIVE_FLUSH_SECS: "1", SLUICE_LOG_FORMAT: "json" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  child.log = "";
+  child.stderr.on("data", (chunk) => { child.log = (child.log + chunk).slice(-20000); });
+  return child;
+}
+
+let failure = null;
+const browser = await launch();
+try {
+  // First-run setup on a fresh control plane: the owner from the one-time token.
+  {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const problems = [];
+    watch(page, problems);
+    await page.goto(`${setupBase}/`);
+    await page.getByRole("link", { name: "Create the owner account" }).click();
+    await page.getByLabel("Setup token").fill("not-the-token");
+    await page.getByLabel("Your e-mail").fill("first@example.com");
+    await page.getByLabel("Password").fill("a first owner password");
+    await page.getByRole("button", { name: "Create owner" }).click();
+    await page.getByRole("alert").filter({ hasText: "wrong setup token" }).waitFor();
+    await shot(page, "setup-wrong-token");
+    await page.getByLabel("Setup token").fill(setupToken);
+    await page.getByRole("button", { name: "Create owner" }).click();
+    await page.getByRole("heading", { name: "No tenants yet" }).waitFor();
+    await shot(page, "setup-done-empty-tenants");
+    expect(problems.length === 0, `setup: ${problems.join("; ")}`);
+    seen.setup = "owner created";
+    await context.close();
+  }
+
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 800 },
+    permissions: ["clipboard-read", "clipboard-write"],
+  });
+  const page = await context.newPage();
+  const problems = [];
+  watch(page, problems);
+
+  // Sign in: a wrong password is refused with a message, the right one gets in.
+  await page.goto(`${base}/`);
+  await page.getByRole("heading", { name: "Sign in to Sluice" }).waitFor();
+  await shot(page, "sign-in");
+  await page.getByLabel("E-mail").fill(email);
+  await page.getByLabel("Password").fill("wrong password!");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").waitFor();
+  seen.wrongPassword = await text(page, "[role=alert]");
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+
+  // A new owner has no tenant: the empty state says what to do.
+  await page.getByRole("heading", { name: "No tenants yet" }).waitFor();
+  await page.click("#create-tenant");
+  await page.getByLabel("Name").fill("acme");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.getByRole("heading", { name: "No keys yet" }).waitFor();
+  await shot(page, "keys-empty");
+  const tenantId = decodeURIComponent(new URL(page.url()).hash.split("/")[2]);
+  seen.tenantId = tenantId;
+
+  // The key dialog with the keyboard alone.
+  await page.focus("#generate-key");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.activeElement?.name === "name");
+  await page.keyboard.type("dc1 data plane");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#new-key");
+  await page.waitForFunction(() => document.activeElement?.id === "new-key");
+  const serviceKey = await page.inputValue("#new-key");
+  expect(serviceKey.startsWith("slk_svc_"), `a service key: ${serviceKey}`);
+  expect((await text(page, "dialog [role=alert]")).includes("You will not see it again"), "the once-only warning");
+  await page.keyboard.press("Tab");
+  expect(await page.evaluate(() => document.activeElement?.id) === "copy-key", "Tab reaches Copy");
+  await page.keyboard.press("Enter");
+  await page.getByText("Copied to the clipboard.").waitFor();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied === serviceKey, "the clipboard holds the key");
+  await shot(page, "key-shown-once");
+  await page.keyboard.press("Tab");
+  expect(await page.evaluate(() => document.activeElement?.textContent) === "I have copied it", "Tab reaches the close button");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("dialog", { state: "detached" });
+  await page.locator("tr[data-key-id]").first().waitFor();
+  expect(!(await page.content()).includes(serviceKey), "the key is gone from the page once the dialog closes");
+  const prefix = await text(page, "tr[data-key-id] code");
+  expect(serviceKey.startsWith(prefix), `the list shows the key's prefix ${prefix}`);
+  await page.reload();
+  await page.locator("tr[data-key-id]").first().waitFor();
+  expect(!(await page.content()).includes(serviceKey), "a reload never shows the key again");
+  seen.keyPrefix = prefix;
+  await shot(page, "keys-list");
+
+  // A pipeline: created from the template, an error shown at its line, then fixed.
+  await page.getByRole("link", { name: "Pipelines" }).click();
+  await page.getByRole("heading", { name: "No pipelines yet" }).waitFor();
+  await shot(page, "pipelines-empty");
+  await page.click("#new-pipeline");
+  await page.getByLabel("Name").fill("web");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.waitForSelector("#spec-editor");
+  const broken = `sources:\n  - name: web\narchive:\n  dataset: events\n  retention: forever\n`;
+  await page.fill("#spec-editor", broken);
+  await page.click("#save-pipeline");
+  await page.locator("#spec-errors li").first().waitFor();
+  seen.specError = await text(page, "#spec-errors li");
+  expect(/^Line 5/.test(seen.specError), `the error points at line 5: ${seen.specError}`);
+  expect(await page.locator(".gutter .bad").count() === 1, "the gutter marks the line");
+  await shot(page, "pipeline-error-at-line");
+  await page.fill("#spec-editor", `{\n  "sources": [{ "name": "web" }],\n  "archive": { "dataset": "events" }\n}\n`);
+  await page.click("#save-pipeline");
+  await page.locator("#save-status").getByText("Saved revision 2").waitFor();
+  await shot(page, "pipeline-saved");
+
+  // An ingest key for the web source.
+  await page.getByRole("link", { name: "Service keys" }).click();
+  await page.click("#generate-key");
+  await page.getByLabel("Name").fill("website");
+  await page.getByLabel("Type").selectOption("ingest");
+  await page.getByLabel("Source").locator("option[value=web]").waitFor({ state: "attached" });
+  await page.getByRole("button", { name: "Generate", exact: true }).click();
+  const writeKey = await page.inputValue("#new-key");
+  expect(writeKey.startsWith("slk_ing_"), `an ingest key: ${writeKey}`);
+  await page.getByRole("button", { name: "I have copied it" }).click();
+
+  // The data plane, started with the key from the clipboard, shows up connected.
+  dataPlane = startDataPlane(copied);
+  await page.getByRole("link", { name: "Data planes" }).click();
+  await page.locator("tr[data-node-id] .badge.ok", { hasText: "connected" }).waitFor({ timeout: 30000 });
+  seen.connected = await text(page, "tr[data-node-id]");
+  expect(seen.connected.includes("dc1-edge"), `the node's name: ${seen.connected}`);
+  await shot(page, "fleet-connected");
+
+  // Edit the pipeline; the node applies the new version.
+  await page.getByRole("link", { name: "Pipelines" }).click();
+  await page.getByRole("link", { name: "web" }).click();
+  await page.waitForSelector("#spec-editor");
+  await page.fill("#spec-editor", `{\n  "sources": [{ "name": "web" }, { "name": "app" }],\n  "archive": { "dataset": "events" }\n}\n`);
+  await page.keyboard.press("Control+s");
+  await page.locator("#save-status").getByText("Saved revision 3").waitFor();
+  const version = (await text(page, "#save-status")).match(/config version (\d+)/)[1];
+  await page.getByRole("button", { name: "Diff" }).first().click();
+  await page.locator("#revision-diff .add").first().waitFor();
+  await shot(page, "pipeline-revisions-diff");
+  await page.getByRole("link", { name: "Data planes" }).click();
+  await page.locator("tr[data-node-id] .badge.ok", { hasText: `v${version}` }).waitFor({ timeout: 30000 });
+  seen.appliedVersion = Number(version);
+  await shot(page, "fleet-applied");
+
+  // An event through the receiver, then SQL from this browser straight to the data plane.
+  const sent = await fetch(`http://127.0.0.1:${nodePort}/v1/track`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Basic ${Buffer.from(`${writeKey}:`).toString("base64")}` },
+    body: JSON.stringify({ type: "track", event: "Signed Up", userId: "u-1", properties: { plan: "pro" } }),
+  });
+  expect(sent.status === 200, `the receiver took the event: ${sent.status}`);
+  await page.getByRole("link", { name: "Archive query" }).click();
+  expect(await page.inputValue("input[name=url]") === `http://127.0.0.1:${nodePort}`, "the configured query URL is the default");
+  await page.fill("textarea[name=sql]", "SELECT event, count(*) AS n FROM events GROUP BY event");
+  for (let attempt = 0; attempt < 40; attempt++) {
+    await page.click("#run-query");
+    await page.waitForFunction(() => !document.querySelector("#run-query").disabled);
+    if ((await page.locator("#query-rows").count()) && (await text(page, "#query-rows")) === "1 row") break;
+    await page.waitForTimeout(500);
+  }
+  expect((await text(page, "#query-rows")) === "1 row", "the query returned the event");
+  seen.queryRow = await text(page, "table tbody tr");
+  expect(seen.queryRow.includes("Signed Up"), `the row: ${seen.queryRow}`);
+  seen.queryTime = await text(page, "#query-time");
+  const download = page.waitForEvent("download");
+  await page.click("#download-csv");
+  seen.csvName = (await download).suggestedFilename();
+  await shot(page, "query-rows");
+  await page.fill("input[name=url]", "http://127.0.0.1:9");
+  await page.click("#run-query");
+  await page.getByRole("alert").filter({ hasText: "cannot reach the query role" }).waitFor();
+  await shot(page, "query-unreachable");
+  await page.fill("input[name=url]", `http://127.0.0.1:${nodePort}`);
+
+  // A viewer, invited through the members page, reads but cannot change anything.
+  await page.getByRole("link", { name: "Members" }).click();
+  await page.click("#add-member");
+  await page.getByLabel("E-mail").fill("viewer@example.com");
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  const invite = await page.inputValue("input[aria-label='Invitation link']");
+  await page.getByRole("button", { name: "Done" }).click();
+  await shot(page, "members");
+  {
+    const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const viewer = await viewerContext.newPage();
+    watch(viewer, problems);
+    await viewer.goto(invite);
+    await viewer.getByLabel("Choose a password").fill("a viewer password");
+    await viewer.getByRole("button", { name: "Create account" }).click();
+    await viewer.getByRole("heading", { name: "Data planes" }).waitFor();
+    await viewer.getByRole("link", { name: "Service keys" }).click();
+    await viewer.locator("tr[data-key-id]").first().waitFor();
+    expect(await viewer.locator("#generate-key").count() === 0, "a viewer has no Generate button");
+    expect(await viewer.getByRole("button", { name: /^Revoke/ }).count() === 0, "a viewer has no Revoke button");
+    await shot(viewer, "viewer-keys");
+    await viewer.getByRole("link", { name: "Pipelines" }).click();
+    await viewer.getByRole("link", { name: "web" }).click();
+    await viewer.waitForSelector("#spec-editor");
+    expect(await viewer.locator("#spec-editor").getAttribute("readonly") !== null, "a viewer's editor is read-only");
+    expect(await viewer.locator("#save-pipeline").count() === 0, "a viewer has no Save button");
+    expect(await viewer.getByRole("button", { name: "Roll back" }).count() === 0, "a viewer cannot roll back");
+    await shot(viewer, "viewer-pipeline");
+    await viewer.getByRole("link", { name: "Members" }).click();
+    await viewer.getByRole("heading", { name: "Members" }).waitFor();
+    expect(await viewer.locator("#add-member").count() === 0, "a viewer cannot add members");
+    seen.viewer = "read-only";
+    await viewerContext.close();
+  }
+
+  // Revoke the service key: the running data plane is disconnected at once.
+  await page.getByRole("link", { name: "Service keys" }).click();
+  await page.getByRole("button", { name: "Revoke dc1 data plane" }).click();
+  await page.getByRole("button", { name: "Revoke key" }).click();
+  await page.locator("tr[data-key-id] .badge.danger", { hasText: "revoked" }).waitFor();
+  await shot(page, "key-revoked");
+  await page.getByRole("link", { name: "Data planes" }).click();
+  await page.locator("tr[data-node-id] .badge.danger", { hasText: "disconnected" }).waitFor({ timeout: 30000 });
+  await shot(page, "fleet-disconnected");
+
+  // The audit log, filtered to revocations.
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.locator("table tbody tr").first().waitFor();
+  await page.getByLabel("Action").fill("key.revoke");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.waitForFunction(() => {
+    const actions = [...document.querySelectorAll("table tbody tr td:nth-child(3)")].map((td) => td.textContent);
+    return actions.length > 0 && actions.every((a) => a === "key.revoke");
+  });
+  seen.auditRows = await page.locator("table tbody tr").count();
+  expect(seen.auditRows === 1, `one revocation in the log, not ${seen.auditRows}`);
+  await shot(page, "audit-filtered");
+
+  // A reload keeps the page and the session; signing out ends it.
+  await page.reload();
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+  await page.setViewportSize({ width: 1024, height: 700 });
+  await shot(page, "audit-laptop-width");
+  await page.click("#sign-out");
+  await page.getByRole("heading", { name: "Sign in to Sluice" }).waitFor();
+  await page.reload();
+  await page.getByRole("heading", { name: "Sign in to Sluice" }).waitFor();
+
+  expect(problems.length === 0, problems.join("; "));
+  seen.screenshots = shots;
+  seen.screenshotCount = shotNumber;
+  console.log(JSON.stringify(seen));
+} catch (e) {
+  const log = dataPlane ? `\ndata plane log (tail):\n${dataPlane.log.slice(-3000)}` : "";
+  failure = `${e.stack || e}${log}`;
+} finally {
+  dataPlane?.kill("SIGKILL");
+  await browser.close();
+  rmSync(state, { recursive: true, force: true });
+}
+if (failure) fail(failure);

@@ -1,0 +1,66 @@
+import * as api from '../api.js';
+import { h, replace, table, empty, when, badge, loading, alert } from '../dom.js';
+import { ctx } from '../app.js';
+
+const REFRESH_MS = 5000;
+
+export async function fleetPage(page) {
+  const tid = encodeURIComponent(ctx.tenant.id);
+  const status = h('span', { class: 'muted', role: 'status' });
+  const body = h('div', {}, loading());
+  replace(page, h('div', { class: 'page-head' }, h('h1', {}, 'Data planes'), status),
+    h('p', { class: 'muted' }, 'Every node that has connected with one of this tenant\'s service keys. Counts only: event data never leaves your network.'),
+    body);
+
+  let timer;
+  const load = async () => {
+    try {
+      const nodes = await api.get(`/api/v1/tenants/${tid}/data-planes`).then((r) => r.data);
+      render(body, nodes);
+      status.textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
+    } catch (e) {
+      replace(body, alert('error', `Could not load the data planes: ${e.message}`));
+    }
+    timer = setTimeout(load, REFRESH_MS);
+  };
+  ctx.stop.push(() => clearTimeout(timer));
+  await load();
+}
+
+function render(body, nodes) {
+  if (nodes.length === 0) {
+    return replace(body, empty('No data planes yet',
+      'Generate a service key under Service keys, then run `sluice data-plane` with SLUICE_CONTROL_URL and SLUICE_SERVICE_KEY. The node appears here as soon as it connects.',
+      h('a', { class: 'button', href: `#/t/${encodeURIComponent(ctx.tenant.id)}/keys` }, 'Go to service keys')));
+  }
+  replace(body, table(['Node', 'Status', 'Version', 'Roles', 'Config', 'Last seen', 'Last error', 'Counters'],
+    nodes.map((n) => {
+      const current = n.applied_version === n.config_version;
+      return h('tr', { 'data-node-id': n.id },
+        h('td', {}, h('strong', {}, n.name), h('div', { class: 'muted mono' }, n.id.slice(0, 8))),
+        h('td', {}, n.connected ? badge('ok', 'connected') : badge('danger', 'disconnected')),
+        h('td', {}, n.agent_version),
+        h('td', {}, n.roles.join(', ')),
+        h('td', {}, badge(current ? 'ok' : 'warn', `v${n.applied_version}`),
+          current ? null : h('span', { class: 'muted' }, ` of v${n.config_version}`)),
+        h('td', {}, when(n.last_seen_at)),
+        h('td', {}, n.last_error
+          ? h('span', { class: 'badge danger', title: n.last_error }, n.nacked_version ? `NACK v${n.nacked_version}: ` : '', n.last_error)
+          : h('span', { class: 'muted' }, '—')),
+        h('td', {}, counters(n.counters)));
+    }), 'Data planes of this tenant'));
+}
+
+function counters(value) {
+  const flat = [];
+  const walk = (prefix, v) => {
+    if (v && typeof v === 'object') {
+      for (const [k, inner] of Object.entries(v)) walk(prefix ? `${prefix}.${k}` : k, inner);
+    } else if (v !== null && v !== undefined) {
+      flat.push([prefix, v]);
+    }
+  };
+  walk('', value);
+  if (flat.length === 0) return h('span', { class: 'muted' }, 'none yet');
+  return h('div', { class: 'counters' }, flat.map(([k, v]) => h('span', { title: k }, `${k} ${typeof v === 'number' ? v.toLocaleString() : v}`)));
+}

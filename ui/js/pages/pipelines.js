@@ -1,0 +1,174 @@
+import * as api from '../api.js';
+import { h, replace, field, table, empty, when, badge, loading, alert, modal, confirmDialog, toast } from '../dom.js';
+import { ctx, can, go } from '../app.js';
+import { lineDiff, lineOfPath } from '../diff.js';
+
+const TEMPLATE = `{
+  "sources": [{ "name": "web", "allowed_origins": ["https://www.example.com"] }],
+  "governance": [],
+  "destinations": [],
+  "archive": { "dataset": "events" }
+}
+`;
+
+const base = () => `/api/v1/tenants/${encodeURIComponent(ctx.tenant.id)}/pipelines`;
+
+export async function pipelinesPage(page) {
+  const create = can('member')
+    ? h('button', { type: 'button', class: 'primary', id: 'new-pipeline', onclick: newPipeline }, 'New pipeline')
+    : null;
+  const body = h('div', {}, loading());
+  replace(page, h('div', { class: 'page-head' }, h('h1', {}, 'Pipelines'), create),
+    h('p', { class: 'muted' }, 'A pipeline is code: sources, governance, destinations and archiving in one spec. Every save is a revision you can compare and roll back to; data planes apply it without a restart.'),
+    body);
+  let pipelines;
+  try {
+    pipelines = await api.get(base()).then((r) => r.data);
+  } catch (e) {
+    return replace(body, alert('error', `Could not load the pipelines: ${e.message}`));
+  }
+  if (pipelines.length === 0) {
+    return replace(body, empty('No pipelines yet',
+      'Create a pipeline to say where events come from, how they are governed and where they go.',
+      create && h('button', { type: 'button', class: 'primary', onclick: newPipeline }, 'Create your first pipeline')));
+  }
+  replace(body, table(['Name', 'Revision', 'Sources', 'Destinations', 'Archive', 'Updated'], pipelines.map((p) => h('tr', {},
+    h('td', {}, h('a', { href: `#/t/${encodeURIComponent(ctx.tenant.id)}/pipelines/${encodeURIComponent(p.id)}` }, p.name)),
+    h('td', { class: 'num' }, p.revision),
+    h('td', {}, (p.spec.sources || []).map((s) => s.name).join(', ') || '—'),
+    h('td', {}, (p.spec.destinations || []).map((d) => d.name).join(', ') || '—'),
+    h('td', {}, p.spec.archive?.dataset || '—'),
+    h('td', {}, when(p.updated_at)))), 'Pipelines of this tenant'));
+}
+
+async function newPipeline() {
+  const name = h('input', { name: 'name', required: true, pattern: '[a-z0-9][a-z0-9_\\-]*', maxlength: 64, autocomplete: 'off' });
+  setTimeout(() => name.focus());
+  const created = await modal('New pipeline', field('Name', name, 'Lowercase letters, digits, - and _. You edit the spec next.'), {
+    submitLabel: 'Create',
+    onSubmit: () => api.api('POST', `${base()}?name=${encodeURIComponent(name.value.trim())}`, { body: TEMPLATE, contentType: 'application/yaml' }),
+  });
+  if (created) go(`#/t/${encodeURIComponent(ctx.tenant.id)}/pipelines/${encodeURIComponent(created.id)}`);
+}
+
+export async function pipelinePage(page, id, notice) {
+  replace(page, loading());
+  const url = `${base()}/${encodeURIComponent(id)}`;
+  let pipeline;
+  let revisions;
+  try {
+    [pipeline, revisions] = await Promise.all([api.get(url), api.get(`${url}/revisions`).then((r) => r.data)]);
+  } catch (e) {
+    return replace(page, alert('error', `Could not load the pipeline: ${e.message}`));
+  }
+  const editable = can('member');
+  const saved = pretty(pipeline.spec);
+  const text = h('textarea', {
+    class: 'code', id: 'spec-editor', spellcheck: 'false', 'aria-label': 'Pipeline spec (JSON or YAML)',
+    readonly: !editable, wrap: 'off',
+  });
+  text.value = saved;
+  const gutter = h('pre', { class: 'gutter', 'aria-hidden': 'true' });
+  const errors = h('ul', { class: 'errors', id: 'spec-errors', 'aria-live': 'polite' });
+  const status = h('div', { role: 'status', id: 'save-status' }, notice && alert('ok', notice));
+  const save = h('button', { type: 'button', class: 'primary', id: 'save-pipeline', disabled: true }, 'Save');
+  const reset = h('button', { type: 'button', disabled: true }, 'Discard changes');
+  let bad = new Set();
+
+  const paintGutter = () => {
+    const lines = text.value.split('\n').length;
+    replace(gutter, Array.from({ length: lines }, (_, i) => [
+      bad.has(i + 1) ? h('span', { class: 'bad', title: 'See the error below' }, String(i + 1)) : String(i + 1), '\n']));
+    gutter.scrollTop = text.scrollTop;
+  };
+  const dirty = () => {
+    const changed = text.value !== saved;
+    save.disabled = !changed || !editable;
+    reset.disabled = !changed;
+  };
+  text.addEventListener('input', () => { paintGutter(); dirty(); });
+  text.addEventListener('scroll', () => { gutter.scrollTop = text.scrollTop; });
+  text.addEventListener('keydown', (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === 's') { e.preventDefault(); if (!save.disabled) save.click(); }
+  });
+  reset.addEventListener('click', () => { text.value = saved; bad = new Set(); replace(errors); paintGutter(); dirty(); });
+
+  const jumpTo = (line) => {
+    const starts = text.value.split('\n');
+    const offset = starts.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    text.focus();
+    text.setSelectionRange(offset, offset + (starts[line - 1] || '').length);
+    text.scrollTop = Math.max(0, (line - 5) * 20);
+  };
+
+  save.addEventListener('click', async () => {
+    save.disabled = true;
+    replace(status, loading('Validating and saving…'));
+    replace(errors);
+    bad = new Set();
+    try {
+      const updated = await api.put(url, text.value, 'application/yaml');
+      toast(`Saved revision ${updated.revision}.`);
+      return pipelinePage(page, id, `Saved revision ${updated.revision} as config version ${updated.config_version}. Connected data planes apply it within seconds; watch them on Data planes.`);
+    } catch (e) {
+      const details = e.details?.length ? e.details : [{ path: '', message: e.message }];
+      replace(status, alert('error', details.length === 1 ? 'The spec has a problem; nothing was saved.' : `The spec has ${details.length} problems; nothing was saved.`));
+      replace(errors, details.map((d) => {
+        const line = d.line || lineOfPath(text.value, d.path);
+        if (line) bad.add(line);
+        return h('li', {},
+          line ? h('button', { type: 'button', class: 'link', onclick: () => jumpTo(line) }, `Line ${line}`) : null,
+          line ? ': ' : null, d.path ? h('code', {}, d.path) : null, d.path ? ' — ' : null, d.message);
+      }));
+      paintGutter();
+      dirty();
+    }
+  });
+  paintGutter();
+
+  const current = revisions.find((r) => r.revision === pipeline.revision);
+  const diffBox = h('div', { id: 'revision-diff' });
+  const showDiff = (rev) => {
+    const from = pretty(rev.spec);
+    replace(diffBox, h('h3', {}, `Revision ${rev.revision} → current (${pipeline.revision})`),
+      h('pre', { class: 'diff' }, lineDiff(from, pretty(current?.spec ?? pipeline.spec)).map(([op, line]) =>
+        h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : '' }, `${op === '=' ? ' ' : op} ${line}`))));
+  };
+  const rollback = async (rev) => {
+    const ok = await confirmDialog(`Roll back to revision ${rev.revision}?`,
+      `This saves revision ${rev.revision}'s spec as a new revision; data planes apply it at once.`, 'Roll back');
+    if (!ok) return;
+    try {
+      const updated = await api.post(`${url}/rollback`, { revision: rev.revision });
+      toast(`Rolled back: revision ${updated.revision} now has revision ${rev.revision}'s spec.`);
+      pipelinePage(page, id);
+    } catch (e) {
+      toast(`Could not roll back: ${e.message}`);
+    }
+  };
+
+  replace(page,
+    h('div', { class: 'page-head' },
+      h('h1', {}, h('a', { href: `#/t/${encodeURIComponent(ctx.tenant.id)}/pipelines` }, 'Pipelines'), ' / ', pipeline.name),
+      h('span', {}, badge('info', `revision ${pipeline.revision}`), ' ', badge('', `config v${pipeline.config_version}`))),
+    !editable && alert('info', 'You can read this pipeline but not change it: that needs the member role.'),
+    h('div', { class: 'split' },
+      h('section', { 'aria-label': 'Spec' },
+        h('div', { class: 'editor' }, gutter, text),
+        errors, status,
+        editable && h('div', { class: 'toolbar' }, save, reset,
+          h('span', { class: 'muted' }, 'JSON or YAML. Ctrl+S saves. '),
+          h('a', { href: '/api/v1/schemas/pipeline.json', target: '_blank', rel: 'noopener' }, 'Spec schema'))),
+      h('section', { 'aria-label': 'Revisions' },
+        h('h2', {}, 'Revisions'),
+        h('ul', { class: 'revisions' }, revisions.map((r) => h('li', { 'aria-current': r.revision === pipeline.revision ? 'true' : false },
+          h('span', {}, h('strong', {}, `#${r.revision}`), ' ', h('span', { class: 'muted' }, r.created_by, ' · '), when(r.created_at)),
+          r.revision === pipeline.revision ? badge('ok', 'current') : h('span', {},
+            h('button', { type: 'button', onclick: () => showDiff(r) }, 'Diff'), ' ',
+            editable && h('button', { type: 'button', onclick: () => rollback(r) }, 'Roll back'))))),
+        diffBox)));
+}
+
+function pretty(spec) {
+  return `${JSON.stringify(spec, null, 2)}\n`;
+}
