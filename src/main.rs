@@ -168,6 +168,11 @@ struct DataPlaneArgs {
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
 
+    /// Prefix of the NATS stream and subject names, so several data planes can share one
+    /// NATS server.
+    #[arg(long, env = "SLUICE_NATS_PREFIX", default_value = "sluice")]
+    nats_prefix: String,
+
     /// The proxy's public listener for browsers and SDKs (/sluice.js, /v1/*); health and
     /// metrics stay on --http-addr.
     #[arg(long, env = "SLUICE_PROXY_ADDR", default_value = "127.0.0.1:8088")]
@@ -311,6 +316,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ca_file: args.ca_file,
                 secrets_dir: args.secrets_dir,
                 nats_url: non_empty(args.nats_url),
+                nats_prefix: args.nats_prefix,
                 proxy_addr: args.proxy_addr,
                 receiver_urls: args.receiver_urls,
                 proxy_cookie_name: args.proxy_cookie_name,

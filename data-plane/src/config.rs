@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// NATS JetStream for the bus (`nats://…`); unset means the embedded bus in
     /// `state_dir/bus`. Default: unset.
     pub nats_url: Option<String>,
+    /// Prefix of the NATS stream and subject names, so several data planes can share one
+    /// server: lowercase letters, digits and `_`. Default: `sluice`.
+    pub nats_prefix: String,
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
     /// Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
@@ -116,6 +119,7 @@ impl Default for RawConfig {
             heartbeat_secs: 15,
             max_backoff_secs: 30,
             nats_url: None,
+            nats_prefix: "sluice".into(),
             bus_max_bytes: 256 * 1024 * 1024,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
@@ -167,6 +171,7 @@ pub struct Config {
     pub heartbeat: Duration,
     pub max_backoff: Duration,
     pub nats_url: Option<String>,
+    pub nats_prefix: String,
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
@@ -198,6 +203,18 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let roles = self.roles()?;
         let archiver = self.archiver_config()?;
+        let prefix_ok = !self.nats_prefix.is_empty()
+            && self.nats_prefix.len() <= 64
+            && self
+                .nats_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !prefix_ok {
+            return Err(invalid(
+                "nats_prefix",
+                "1 to 64 lowercase letters, digits and _",
+            ));
+        }
         if self.query_timeout_secs == 0 || self.query_max_rows == 0 || self.query_memory_bytes == 0
         {
             return Err(invalid(
@@ -275,6 +292,7 @@ impl RawConfig {
             heartbeat: Duration::from_secs(self.heartbeat_secs),
             max_backoff: Duration::from_secs(self.max_backoff_secs),
             nats_url: self.nats_url.filter(|u| !u.is_empty()),
+            nats_prefix: self.nats_prefix,
             bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
         })
     }

@@ -235,7 +235,11 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let bus = match &node.config.nats_url {
         Some(url) => AnyBus::Nats(Box::new(
-            NatsBus::connect(NatsConfig::new(url.clone())).await?,
+            NatsBus::connect(NatsConfig {
+                prefix: node.config.nats_prefix.clone(),
+                ..NatsConfig::new(url.clone())
+            })
+            .await?,
         )),
         None => AnyBus::Embedded(EmbeddedBus::open(EmbeddedConfig {
             max_bytes: node.config.bus_max_bytes,
