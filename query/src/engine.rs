@@ -1,6 +1,7 @@
 //! One session per query, seeing one tenant's archive.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -13,6 +14,12 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileMetadata, CachedFileMetadataEntry, FileMetadataCache,
+    FileStatisticsCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -64,7 +71,33 @@ pub struct QueryResult {
 pub struct QueryEngine {
     store: Arc<dyn ObjectStore>,
     limits: Limits,
+    caches: SharedCaches,
 }
+
+#[derive(Clone, Default)]
+struct SharedCaches(Arc<Mutex<HashMap<String, TenantCaches>>>);
+
+impl std::fmt::Debug for SharedCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCaches")
+    }
+}
+
+/// Parquet footers and file statistics, kept across a tenant's queries: archive files never
+/// change once written, and every entry is checked against the file's size and modification
+/// time before use. Per tenant, so no query ever sees another tenant's entries.
+#[derive(Clone)]
+struct TenantCaches {
+    metadata: Arc<FileMetadataCache>,
+    statistics: Arc<FileStatisticsCache>,
+}
+
+/// Bytes each tenant's footer cache may hold.
+const METADATA_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes each tenant's statistics cache may hold.
+const STATISTICS_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Tenants whose caches are kept; a data plane serves one, tests and tools a few.
+const CACHED_TENANTS: usize = 16;
 
 /// A registry that knows exactly one store: neither the local file system nor anything else
 /// a URL could name.
@@ -123,7 +156,30 @@ fn m_is_permission(message: &str) -> bool {
 
 impl QueryEngine {
     pub fn new(store: Arc<dyn ObjectStore>, limits: Limits) -> Self {
-        Self { store, limits }
+        Self {
+            store,
+            limits,
+            caches: SharedCaches::default(),
+        }
+    }
+
+    fn caches(&self, tenant_id: &str) -> TenantCaches {
+        let mut caches = self.caches.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !caches.contains_key(tenant_id) && caches.len() >= CACHED_TENANTS {
+            caches.clear();
+        }
+        caches
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| TenantCaches {
+                metadata: Arc::new(DefaultCache::<
+                    object_store::path::Path,
+                    CachedFileMetadataEntry,
+                >::new(METADATA_CACHE_BYTES)),
+                statistics: Arc::new(DefaultCache::<TableScopedPath, CachedFileMetadata>::new(
+                    STATISTICS_CACHE_BYTES,
+                )),
+            })
+            .clone()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -132,18 +188,31 @@ impl QueryEngine {
 
     fn session(&self, tenant_id: &str) -> Result<SessionContext, QueryError> {
         let view = sluice_archive::store::tenant_view(self.store.clone(), tenant_id);
+        let caches = self.caches(tenant_id);
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(OnlyArchive(view)))
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(caches.metadata))
+                    .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+                    .with_file_statistics_cache(Some(caches.statistics))
+                    .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES),
+            )
             .with_memory_limit(self.limits.memory_bytes, 1.0)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()
             .map_err(classify)?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(2)
             .with_information_schema(false)
             .with_default_catalog_and_schema("sluice", "archive");
+        // Evaluate filters while decoding (late materialization): a query on one event never
+        // decodes the JSON columns of the others.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
