@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt as _};
-use serde_json::{Map, Value, json};
-use sluice_archive::record::{BatchBuilder, parse_time};
+use serde_json::{Value, json};
+use sluice_archive::record::{BatchBuilder, Envelope};
 use sluice_archive::store::StoreConfig;
 use sluice_archive::{encode, layout};
 use sluice_data_plane::stages::ArchiveRecord;
@@ -120,12 +120,8 @@ fn archive_file(records: &[Vec<u8>]) -> anyhow::Result<((String, String), Bytes)
     let mut partition = None;
     for payload in records {
         let record: ArchiveRecord = serde_json::from_slice(payload)?;
-        let event: Map<String, Value> = serde_json::from_str(record.event.get())?;
-        let received = event
-            .get("received_at")
-            .and_then(Value::as_str)
-            .and_then(parse_time)
-            .context("received_at")?;
+        let event = Envelope::parse(record.event.get())?;
+        let received = event.received_at().context("received_at")?;
         partition.get_or_insert_with(|| layout::partition(received));
         rows.push(&event, received);
     }

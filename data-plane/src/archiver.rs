@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use serde_json::{Map, Value};
 use sluice_archive::layout;
-use sluice_archive::record::{BatchBuilder, parse_time};
+use sluice_archive::record::{BatchBuilder, Envelope};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -143,13 +142,12 @@ async fn run(
 
 /// Adds one delivery to what is held.
 fn hold(held: &mut Held, delivery: Delivery) {
-    let parsed = serde_json::from_slice::<ArchiveRecord>(&delivery.message.payload)
-        .ok()
-        .and_then(|r| {
-            serde_json::from_str::<Map<String, Value>>(r.event.get())
-                .ok()
-                .map(|e| (r.dataset, e))
-        });
+    let record = serde_json::from_slice::<ArchiveRecord>(&delivery.message.payload).ok();
+    let parsed = record.as_ref().and_then(|r| {
+        Envelope::parse(r.event.get())
+            .ok()
+            .map(|e| (r.dataset.as_str(), e))
+    });
     let Some((dataset, event)) = parsed else {
         // Only the processor writes this stage; a record it cannot have written is a bug,
         // and keeping it would block the stage forever.
@@ -157,16 +155,12 @@ fn hold(held: &mut Held, delivery: Delivery) {
         held.deliveries.push(delivery);
         return;
     };
-    let dataset = if layout::is_safe_segment(&dataset) {
-        dataset
+    let dataset = if layout::is_safe_segment(dataset) {
+        dataset.to_owned()
     } else {
         "events".to_owned()
     };
-    let received = event
-        .get("received_at")
-        .and_then(Value::as_str)
-        .and_then(parse_time)
-        .unwrap_or_else(now_ms);
+    let received = event.received_at().unwrap_or_else(now_ms);
     let (dt, hour) = layout::partition(received);
     held.partitions
         .entry((dataset, dt, hour))

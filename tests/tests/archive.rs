@@ -290,13 +290,14 @@ async fn partitions_prune_and_hostile_sql_is_refused() {
             .expect("store");
         let mut rows = sluice_archive::record::BatchBuilder::default();
         for i in 0..n {
-            let Value::Object(event) = json!({"message_id": format!("old-{day}-{i}"), "type": "track",
+            let event = json!({"message_id": format!("old-{day}-{i}"), "type": "track",
                 "event": "Old", "source": "web", "pipeline_id": "p"})
-            else {
-                unreachable!()
-            };
+            .to_string();
             let at = sluice_archive::record::parse_time(&format!("{day}T10:00:00Z")).expect("time");
-            rows.push(&event, at);
+            rows.push(
+                &sluice_archive::record::Envelope::parse(&event).expect("event"),
+                at,
+            );
         }
         let bytes =
             sluice_archive::encode::parquet(&rows.finish().expect("batch")).expect("parquet");
