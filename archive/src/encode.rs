@@ -72,7 +72,10 @@ mod tests {
         let bytes = super::parquet(&rows.finish().expect("batch")).expect("parquet");
         let options = ReadOptionsBuilder::new().with_page_index().build();
         let file = SerializedFileReader::new_with_options(bytes, options).expect("read back");
-        let index = file.metadata().column_index().expect("a page index is written");
+        let index = file
+            .metadata()
+            .column_index()
+            .expect("a page index is written");
         let column = &index[0][2];
         assert_eq!(column.get_boundary_order(), Some(BoundaryOrder::ASCENDING));
         let ColumnIndexMetaData::BYTE_ARRAY(event) = column else {
@@ -84,6 +87,9 @@ mod tests {
             .count();
         assert!(pages >= 3, "{pages} pages");
         // Sorted, at most one page per event boundary holds two events; a reader skips the rest.
-        assert!(mixed <= 2, "{mixed} of {pages} pages hold more than one event");
+        assert!(
+            mixed <= 2,
+            "{mixed} of {pages} pages hold more than one event"
+        );
     }
 }

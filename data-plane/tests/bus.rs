@@ -11,6 +11,8 @@ use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
 use sluice_data_plane::bus::{Bus, BusError, Message};
 
 const ACK_WAIT: Duration = Duration::from_millis(800);
+/// The shared suite's stage: settled message by message on both back ends (NATS packs `raw`).
+const STAGE: &str = "deliver.crm";
 
 fn batch(prefix: &str, n: usize) -> Vec<Message> {
     (0..n)
@@ -36,12 +38,12 @@ async fn drain<B: Bus>(bus: &B, stage: &str, want: usize, within: Duration) -> V
 }
 
 async fn publish_fetch_ack_in_order<B: Bus>(bus: B) {
-    bus.publish("raw", batch("a", 3)).await.expect("publish");
-    bus.publish("raw", batch("b", 7)).await.expect("publish");
-    bus.publish("raw", Vec::new())
+    bus.publish(STAGE, batch("a", 3)).await.expect("publish");
+    bus.publish(STAGE, batch("b", 7)).await.expect("publish");
+    bus.publish(STAGE, Vec::new())
         .await
         .expect("an empty publish is a no-op");
-    let got = drain(&bus, "raw", 10, Duration::from_secs(5)).await;
+    let got = drain(&bus, STAGE, 10, Duration::from_secs(5)).await;
     let ids: Vec<_> = got.iter().map(|m| m.id.clone()).collect();
     let expected: Vec<_> = batch("a", 3)
         .into_iter()
@@ -51,7 +53,7 @@ async fn publish_fetch_ack_in_order<B: Bus>(bus: B) {
     assert_eq!(ids, expected);
     assert_eq!(got[4].payload, "payload b 1");
     assert!(
-        bus.fetch("raw", 10, Duration::from_millis(300))
+        bus.fetch(STAGE, 10, Duration::from_millis(300))
             .await
             .expect("fetch")
             .is_empty(),
@@ -60,22 +62,22 @@ async fn publish_fetch_ack_in_order<B: Bus>(bus: B) {
 }
 
 async fn unacknowledged_messages_come_back<B: Bus>(bus: B) {
-    bus.publish("raw", batch("x", 1)).await.expect("publish");
+    bus.publish(STAGE, batch("x", 1)).await.expect("publish");
     let first = bus
-        .fetch("raw", 10, Duration::from_secs(2))
+        .fetch(STAGE, 10, Duration::from_secs(2))
         .await
         .expect("fetch");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].redeliveries, 0);
     drop(first);
     assert!(
-        bus.fetch("raw", 10, Duration::from_millis(200))
+        bus.fetch(STAGE, 10, Duration::from_millis(200))
             .await
             .expect("fetch")
             .is_empty(),
         "in flight"
     );
-    let again = bus.fetch("raw", 10, ACK_WAIT * 4).await.expect("fetch");
+    let again = bus.fetch(STAGE, 10, ACK_WAIT * 4).await.expect("fetch");
     assert_eq!(again.len(), 1, "redelivered after the ack wait");
     assert_eq!(again[0].message.id, "x-0");
     assert!(again[0].redeliveries >= 1);
@@ -83,7 +85,7 @@ async fn unacknowledged_messages_come_back<B: Bus>(bus: B) {
         bus.ack(delivery).await.expect("ack");
     }
     assert!(
-        bus.fetch("raw", 10, ACK_WAIT * 2)
+        bus.fetch(STAGE, 10, ACK_WAIT * 2)
             .await
             .expect("fetch")
             .is_empty()
@@ -91,7 +93,7 @@ async fn unacknowledged_messages_come_back<B: Bus>(bus: B) {
 }
 
 async fn kept_alive_deliveries_are_not_redelivered<B: Bus>(bus: B) {
-    bus.publish("raw", batch("k", 2)).await.expect("publish");
+    bus.publish(STAGE, batch("k", 2)).await.expect("publish");
     let held = drain_held(&bus, 2).await;
     // Three ack waits pass while the consumer keeps saying it is still working.
     for _ in 0..6 {
@@ -99,14 +101,14 @@ async fn kept_alive_deliveries_are_not_redelivered<B: Bus>(bus: B) {
         bus.keep_alive(&held).await.expect("keep alive");
     }
     assert!(
-        bus.fetch("raw", 10, Duration::from_millis(100))
+        bus.fetch(STAGE, 10, Duration::from_millis(100))
             .await
             .expect("fetch")
             .is_empty(),
         "held messages are not handed out again"
     );
     drop(held);
-    let again = bus.fetch("raw", 10, ACK_WAIT * 4).await.expect("fetch");
+    let again = bus.fetch(STAGE, 10, ACK_WAIT * 4).await.expect("fetch");
     assert_eq!(again.len(), 2, "redelivered once the keep-alives stop");
     bus.ack_all(again).await.expect("ack");
 }
@@ -117,7 +119,7 @@ async fn drain_held<B: Bus>(bus: &B, want: usize) -> Vec<sluice_data_plane::bus:
     let started = Instant::now();
     while held.len() < want && started.elapsed() < Duration::from_secs(5) {
         held.extend(
-            bus.fetch("raw", want - held.len(), Duration::from_millis(200))
+            bus.fetch(STAGE, want - held.len(), Duration::from_millis(200))
                 .await
                 .expect("fetch"),
         );
@@ -172,9 +174,9 @@ async fn consumers_share_a_stage<B: Bus + Clone>(bus: B) {
 }
 
 async fn nacked_messages_come_back_after_their_delay<B: Bus>(bus: B) {
-    bus.publish("raw", batch("n", 2)).await.expect("publish");
+    bus.publish(STAGE, batch("n", 2)).await.expect("publish");
     let first = bus
-        .fetch("raw", 10, Duration::from_secs(2))
+        .fetch(STAGE, 10, Duration::from_secs(2))
         .await
         .expect("fetch");
     assert_eq!(first.len(), 2);
@@ -185,14 +187,14 @@ async fn nacked_messages_come_back_after_their_delay<B: Bus>(bus: B) {
         .expect("nack");
     bus.ack(first.next().expect("two")).await.expect("ack");
     assert!(
-        bus.fetch("raw", 10, Duration::from_millis(200))
+        bus.fetch(STAGE, 10, Duration::from_millis(200))
             .await
             .expect("fetch")
             .is_empty(),
         "not before its delay"
     );
     let again = bus
-        .fetch("raw", 10, Duration::from_secs(3))
+        .fetch(STAGE, 10, Duration::from_secs(3))
         .await
         .expect("fetch");
     assert!(nacked_at.elapsed() >= Duration::from_millis(550));
@@ -209,13 +211,13 @@ async fn nacked_messages_come_back_after_their_delay<B: Bus>(bus: B) {
 }
 
 async fn ack_all_acknowledges_every_delivery<B: Bus>(bus: B) {
-    bus.publish("raw", batch("many", 250))
+    bus.publish(STAGE, batch("many", 250))
         .await
         .expect("publish");
     let mut fetched = Vec::new();
     while fetched.len() < 250 {
         let got = bus
-            .fetch("raw", 250, Duration::from_secs(2))
+            .fetch(STAGE, 250, Duration::from_secs(2))
             .await
             .expect("fetch");
         assert!(!got.is_empty(), "all 250 arrive");
@@ -223,7 +225,7 @@ async fn ack_all_acknowledges_every_delivery<B: Bus>(bus: B) {
     }
     bus.ack_all(fetched).await.expect("ack all");
     assert!(
-        bus.fetch("raw", 10, ACK_WAIT * 2)
+        bus.fetch(STAGE, 10, ACK_WAIT * 2)
             .await
             .expect("fetch")
             .is_empty(),
@@ -338,10 +340,73 @@ both_back_ends!(
 #[tokio::test]
 async fn nats_stores_a_retried_publish_once() {
     let (bus, _) = nats_bus().await;
-    bus.publish("raw", batch("same", 2)).await.expect("publish");
-    bus.publish("raw", batch("same", 2)).await.expect("retry");
-    let got = drain(&bus, "raw", 4, Duration::from_secs(2)).await;
-    assert_eq!(got.len(), 2, "deduplicated by message id");
+    for stage in ["raw", STAGE] {
+        bus.publish(stage, batch("same", 2)).await.expect("publish");
+        bus.publish(stage, batch("same", 2)).await.expect("retry");
+        bus.publish(stage, batch("same", 1))
+            .await
+            .expect("one again");
+        let got = drain(&bus, stage, 6, Duration::from_secs(2)).await;
+        let want = if stage == "raw" { 3 } else { 2 };
+        assert_eq!(
+            got.len(),
+            want,
+            "{stage}: deduplicated by message id (a pack's id is its messages')"
+        );
+    }
+    bus.delete_stages(&["raw", STAGE]).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn nats_packs_a_raw_publish_and_settles_it_as_one() {
+    let (bus, _) = nats_bus().await;
+    bus.publish("raw", batch("p", 3)).await.expect("publish");
+    assert_eq!(
+        bus.depth("raw").await.expect("depth"),
+        1,
+        "one stored message"
+    );
+    let first = bus
+        .fetch("raw", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    let ids: Vec<_> = first.iter().map(|d| d.message.id.clone()).collect();
+    assert_eq!(ids, ["p-0", "p-1", "p-2"]);
+    assert_eq!(first[1].message.payload, "payload p 1");
+    // One part given back: the whole call comes back after the delay, none of it before.
+    let mut parts = first.into_iter();
+    bus.ack(parts.next().expect("one")).await.expect("ack");
+    bus.nack(parts.next().expect("two"), Duration::from_millis(300))
+        .await
+        .expect("nack");
+    assert!(
+        bus.fetch("raw", 10, Duration::from_millis(200))
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "settled only once every part is"
+    );
+    bus.ack(parts.next().expect("three")).await.expect("ack");
+    let again = bus
+        .fetch("raw", 10, Duration::from_secs(3))
+        .await
+        .expect("fetch");
+    assert_eq!(again.len(), 3, "the call comes back whole");
+    assert!(again.iter().all(|d| d.redeliveries >= 1));
+    bus.ack_all(again).await.expect("ack all");
+    assert!(
+        bus.fetch("raw", 10, ACK_WAIT * 2)
+            .await
+            .expect("fetch")
+            .is_empty(),
+        "acked means gone"
+    );
+    assert_eq!(bus.depth("raw").await.expect("depth"), 0);
+    // Browsing a packed stage shows the parts.
+    bus.publish("raw", batch("q", 2)).await.expect("publish");
+    let browsed = bus.browse("raw", 0, 10).await.expect("browse");
+    let ids: Vec<_> = browsed.iter().map(|(_, m)| m.id.as_str()).collect();
+    assert_eq!(ids, ["q-0", "q-1"]);
     bus.delete_stages(&["raw"]).await.expect("clean up");
 }
 

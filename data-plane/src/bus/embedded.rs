@@ -230,7 +230,7 @@ impl Bus for EmbeddedBus {
                 stage.ack(seq);
                 Ok(())
             }
-            AckToken::Nats(_) => Err(BusError::Invalid(
+            AckToken::Nats(_) | AckToken::NatsPack(_) => Err(BusError::Invalid(
                 "a NATS delivery acked on the embedded bus".into(),
             )),
         }
@@ -294,7 +294,7 @@ impl Bus for EmbeddedBus {
                 stage.release(seq, delay);
                 Ok(())
             }
-            AckToken::Nats(_) => Err(BusError::Invalid(
+            AckToken::Nats(_) | AckToken::NatsPack(_) => Err(BusError::Invalid(
                 "a NATS delivery nacked on the embedded bus".into(),
             )),
         }
@@ -304,7 +304,7 @@ impl Bus for EmbeddedBus {
         for delivery in deliveries {
             match &delivery.token {
                 AckToken::Embedded { stage, seq } => stage.extend(*seq),
-                AckToken::Nats(_) => {
+                AckToken::Nats(_) | AckToken::NatsPack(_) => {
                     return Err(BusError::Invalid(
                         "a NATS delivery kept alive on the embedded bus".into(),
                     ));

@@ -8,6 +8,9 @@
 //! one unit (a crash never keeps half of it on the embedded bus; on NATS a retried call is
 //! deduplicated by message id). A fetched message is redelivered if it is not acknowledged
 //! within the ack timeout. Consumers of one stage share its messages.
+//!
+//! On NATS, a packed stage (`raw`) stores a call as one message whose parts are settled
+//! together: its consumers settle what they fetch as one batch, which the processor does.
 
 pub mod embedded;
 pub mod nats;
@@ -53,6 +56,8 @@ enum AckToken {
         seq: u64,
     },
     Nats(Box<async_nats::jetstream::Message>),
+    /// A part of a packed NATS message (see [`nats`]).
+    NatsPack(std::sync::Arc<nats::Pack>),
 }
 
 #[derive(Debug, thiserror::Error)]

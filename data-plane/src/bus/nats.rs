@@ -2,13 +2,29 @@
 //! once acknowledged), a durable pull consumer per stage shared by every consumer process,
 //! explicit acks with redelivery after the ack wait, and `Nats-Msg-Id` set to the message id
 //! so a retried publish is stored once.
+//!
+//! On a *packed* stage (`raw` by default) one publish call is stored as one JetStream message
+//! (split only to stay under the server's payload limit): a batch request costs the server one
+//! store and one acknowledgement instead of one per event, and it is stored all or none. Its
+//! deliveries are settled together: the stored message is acknowledged once every part is,
+//! and comes back whole if any part is given back or left unsettled. The processor settles a
+//! fetched batch as one anyway. `depth` counts stored messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
 
 use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
+
+/// Header of a packed message: how many messages it holds.
+const PACK_HEADER: &str = "Sluice-Pack";
+/// Largest packed payload, bytes: half of the server's default `max_payload` (1 MiB).
+const PACK_BYTES: usize = 512 * 1024;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -26,6 +42,9 @@ pub struct NatsConfig {
     pub ack_wait: Duration,
     /// How long a message id is remembered for deduplication. Default: 2 minutes.
     pub duplicate_window: Duration,
+    /// Stages whose publish calls are stored packed, one JetStream message per call.
+    /// Default: `raw`.
+    pub packed_stages: Vec<String>,
 }
 
 impl NatsConfig {
@@ -37,6 +56,7 @@ impl NatsConfig {
             max_bytes: 1 << 30,
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
+            packed_stages: vec![crate::stages::RAW.to_owned()],
         }
     }
 }
@@ -148,11 +168,14 @@ impl Bus for NatsBus {
         }
         self.ensure_stream(stage).await?;
         let subject = self.subject(stage);
-        let mut acks = Vec::with_capacity(messages.len());
-        for message in messages {
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(message.payload)
-                .message_id(&message.id);
+        let stored = if self.config.packed_stages.iter().any(|s| s == stage) {
+            packs(messages)
+        } else {
+            messages.into_iter().map(Stored::plain).collect()
+        };
+        let mut acks = Vec::with_capacity(stored.len());
+        for stored in stored {
+            let publish = stored.publish();
             acks.push(
                 self.js
                     .send_publish(subject.clone(), publish)
@@ -196,19 +219,26 @@ impl Bus for NatsBus {
         let mut deliveries = Vec::new();
         while let Some(message) = batch.next().await {
             let message = message.map_err(unavailable)?;
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
             let redeliveries = message
                 .info()
                 .map(|i| i.delivered.saturating_sub(1) as u64)
                 .unwrap_or(0);
+            if let Some(parts) = unpack(pack_header(message.headers.as_ref()), &message.payload) {
+                let pack = Arc::new(Pack {
+                    unsettled: AtomicUsize::new(parts.len()),
+                    given_back: std::sync::Mutex::new(None),
+                    message,
+                });
+                deliveries.extend(parts.into_iter().map(|message| Delivery {
+                    message,
+                    redeliveries,
+                    token: AckToken::NatsPack(pack.clone()),
+                }));
+                continue;
+            }
             deliveries.push(Delivery {
                 message: Message {
-                    id,
+                    id: message_id(message.headers.as_ref()),
                     payload: message.payload.clone(),
                 },
                 redeliveries,
@@ -223,6 +253,7 @@ impl Bus for NatsBus {
             // The double ack waits for the server's confirmation: once it returns, the
             // message will not be delivered again.
             AckToken::Nats(message) => message.double_ack().await.map_err(unavailable),
+            AckToken::NatsPack(pack) => pack.settle(None).await,
             AckToken::Embedded { .. } => Err(BusError::Invalid(
                 "an embedded delivery acked on the NATS bus".into(),
             )),
@@ -258,19 +289,18 @@ impl Bus for NatsBus {
                 }
                 Err(e) => return Err(unavailable(e)),
             };
-            let id = message
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
             next = message.sequence + 1;
-            found.push((
-                message.sequence,
-                Message {
-                    id,
-                    payload: message.payload,
-                },
-            ));
+            // A packed message is browsed as its parts, each with the message's cursor.
+            match unpack(pack_header(Some(&message.headers)), &message.payload) {
+                Some(parts) => found.extend(parts.into_iter().map(|m| (message.sequence, m))),
+                None => found.push((
+                    message.sequence,
+                    Message {
+                        id: message_id(Some(&message.headers)),
+                        payload: message.payload,
+                    },
+                )),
+            }
         }
         Ok(found)
     }
@@ -300,6 +330,7 @@ impl Bus for NatsBus {
                 .ack_with(jetstream::AckKind::Nak(Some(delay)))
                 .await
                 .map_err(unavailable),
+            AckToken::NatsPack(pack) => pack.settle(Some(delay)).await,
             AckToken::Embedded { .. } => Err(BusError::Invalid(
                 "an embedded delivery nacked on the NATS bus".into(),
             )),
@@ -307,12 +338,23 @@ impl Bus for NatsBus {
     }
 
     async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let mut last_pack: Option<&Arc<Pack>> = None;
         for delivery in deliveries {
             match &delivery.token {
                 AckToken::Nats(message) => message
                     .ack_with(jetstream::AckKind::Progress)
                     .await
                     .map_err(unavailable)?,
+                // Parts of one pack arrive together: one progress report covers them.
+                AckToken::NatsPack(pack) => {
+                    if last_pack.is_none_or(|last| !Arc::ptr_eq(last, pack)) {
+                        pack.message
+                            .ack_with(jetstream::AckKind::Progress)
+                            .await
+                            .map_err(unavailable)?;
+                        last_pack = Some(pack);
+                    }
+                }
                 AckToken::Embedded { .. } => {
                     return Err(BusError::Invalid(
                         "an embedded delivery kept alive on the NATS bus".into(),
@@ -321,5 +363,224 @@ impl Bus for NatsBus {
             }
         }
         Ok(())
+    }
+}
+
+/// A stored message's `Nats-Msg-Id`.
+fn message_id(headers: Option<&async_nats::HeaderMap>) -> String {
+    headers
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// A packed message's count of parts, from its headers.
+fn pack_header(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers.and_then(|h| h.get(PACK_HEADER)).map(|v| v.as_str())
+}
+
+/// One JetStream message to store.
+#[derive(Debug)]
+struct Stored {
+    id: String,
+    /// How many messages it packs; `None` for a plain message.
+    packed: Option<usize>,
+    payload: Bytes,
+}
+
+impl Stored {
+    fn plain(message: Message) -> Self {
+        Self {
+            id: message.id,
+            packed: None,
+            payload: message.payload,
+        }
+    }
+
+    fn publish(self) -> jetstream::message::PublishMessage {
+        let mut publish = jetstream::message::PublishMessage::build().payload(self.payload);
+        if let Some(count) = self.packed {
+            publish = publish.header(PACK_HEADER, count.to_string().as_str());
+        }
+        publish.message_id(self.id)
+    }
+}
+
+/// The JetStream messages one publish call on a packed stage becomes: as few as fit under
+/// [`PACK_BYTES`]. A lone message is stored as itself; a pack's id is derived from its
+/// messages' ids, so a retried call is deduplicated like a retried message.
+fn packs(messages: Vec<Message>) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let mut group: Vec<Message> = Vec::new();
+    let mut bytes = 0;
+    for message in messages {
+        let size = 8 + message.size() as usize;
+        if !group.is_empty() && bytes + size > PACK_BYTES {
+            out.push(pack(std::mem::take(&mut group)));
+            bytes = 0;
+        }
+        bytes += size;
+        group.push(message);
+    }
+    if !group.is_empty() {
+        out.push(pack(group));
+    }
+    out
+}
+
+fn pack(mut group: Vec<Message>) -> Stored {
+    if group.len() == 1 {
+        return Stored::plain(group.remove(0));
+    }
+    let mut ids = Sha256::new();
+    let mut payload = BytesMut::with_capacity(group.iter().map(|m| 8 + m.size() as usize).sum());
+    for message in &group {
+        ids.update(message.id.as_bytes());
+        ids.update([0]);
+        payload.put_u32(message.id.len() as u32);
+        payload.put_slice(message.id.as_bytes());
+        payload.put_u32(message.payload.len() as u32);
+        payload.put_slice(&message.payload);
+    }
+    let digest: String = ids.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Stored {
+        id: format!("pack-{}-{}-{digest}", group.len(), group[0].id),
+        packed: Some(group.len()),
+        payload: payload.freeze(),
+    }
+}
+
+/// The parts of a packed message, or `None` when it is not one (or not a well-formed one,
+/// which is then delivered as it is).
+fn unpack(count: Option<&str>, payload: &Bytes) -> Option<Vec<Message>> {
+    let count: usize = count?.parse().ok()?;
+    let mut parts = Vec::with_capacity(count.min(100_000));
+    let mut rest = payload.clone();
+    let take = |rest: &mut Bytes| -> Option<Bytes> {
+        if rest.remaining() < 4 {
+            return None;
+        }
+        let len = rest.get_u32() as usize;
+        (rest.remaining() >= len).then(|| rest.split_to(len))
+    };
+    while rest.has_remaining() {
+        let Some(id) = take(&mut rest).and_then(|id| String::from_utf8(id.to_vec()).ok()) else {
+            break;
+        };
+        let Some(payload) = take(&mut rest) else {
+            break;
+        };
+        parts.push(Message { id, payload });
+    }
+    if parts.len() != count || rest.has_remaining() {
+        tracing::error!(
+            count,
+            parts = parts.len(),
+            "a packed bus message that does not hold what it says; delivering it as it is"
+        );
+        return None;
+    }
+    Some(parts)
+}
+
+/// One stored message holding several deliveries, settled once all of them are.
+#[derive(Debug)]
+pub(super) struct Pack {
+    message: jetstream::Message,
+    unsettled: AtomicUsize,
+    /// The longest delay a part was given back with, if any was.
+    given_back: std::sync::Mutex<Option<Duration>>,
+}
+
+impl Pack {
+    async fn settle(&self, give_back: Option<Duration>) -> Result<(), BusError> {
+        if let Some(delay) = give_back {
+            let mut given_back = self.given_back.lock().unwrap_or_else(|p| p.into_inner());
+            *given_back = Some(given_back.map_or(delay, |d| d.max(delay)));
+        }
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        let given_back = *self.given_back.lock().unwrap_or_else(|p| p.into_inner());
+        match given_back {
+            // The double ack waits for the server's confirmation, as for a single message.
+            None => self.message.double_ack().await.map_err(unavailable),
+            Some(delay) => self
+                .message
+                .ack_with(jetstream::AckKind::Nak(Some(delay)))
+                .await
+                .map_err(unavailable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(stored: &Stored) -> Option<Vec<Message>> {
+        let count = stored.packed.map(|n| n.to_string());
+        unpack(count.as_deref(), &stored.payload)
+    }
+
+    #[test]
+    fn a_pack_holds_its_messages_and_is_named_by_them() {
+        let messages: Vec<Message> = (0..3)
+            .map(|i| Message::new(format!("e-{i}"), format!("payload {i}")))
+            .collect();
+        let built = packs(messages.clone());
+        assert_eq!(built.len(), 1);
+        assert_eq!(built[0].packed, Some(3));
+        assert_eq!(parts(&built[0]), Some(messages.clone()));
+        let again = packs(messages.clone());
+        assert_eq!(built[0].id, again[0].id, "a retried call has the same id");
+        assert!(built[0].id.starts_with("pack-3-e-0-"), "{}", built[0].id);
+        let other = packs(vec![
+            messages[0].clone(),
+            messages[2].clone(),
+            messages[1].clone(),
+        ]);
+        assert_ne!(built[0].id, other[0].id, "other messages, another id");
+    }
+
+    #[test]
+    fn lone_messages_stay_themselves_and_large_calls_are_split() {
+        let lone = packs(vec![Message::new("only", "x")]);
+        assert_eq!(lone[0].id, "only");
+        assert_eq!(lone[0].packed, None);
+        let big: Vec<Message> = (0..5)
+            .map(|i| Message::new(format!("b-{i}"), vec![b'x'; 200 * 1024]))
+            .collect();
+        let built = packs(big.clone());
+        assert_eq!(
+            built.len(),
+            3,
+            "two per pack under the limit, then the last alone"
+        );
+        assert!(built.iter().all(|s| s.payload.len() <= PACK_BYTES));
+        let back: Vec<Message> = built
+            .iter()
+            .flat_map(|s| {
+                parts(s).unwrap_or_else(|| vec![Message::new(s.id.clone(), s.payload.clone())])
+            })
+            .collect();
+        assert_eq!(back, big);
+    }
+
+    #[test]
+    fn a_malformed_pack_is_delivered_as_it_is() {
+        for payload in [
+            &b"\0\0\0\x05ab"[..],
+            b"",
+            b"\0\0\0\x01a\0\0\0\x01b",
+            b"\0\0\0\x01a\0\0\0\x01b\0\0\0\x01c\0\0\0\x01dz",
+        ] {
+            assert!(unpack(Some("2"), &Bytes::copy_from_slice(payload)).is_none());
+        }
+        assert!(unpack(Some("many"), &Bytes::new()).is_none());
+        assert!(unpack(None, &Bytes::from_static(b"\0\0\0\x01a\0\0\0\x01b")).is_none());
     }
 }
