@@ -358,6 +358,33 @@ async fn nats_stores_a_retried_publish_once() {
 }
 
 #[tokio::test]
+async fn nats_bounds_a_fetch_of_packed_calls_by_bytes() {
+    let (bus, _) = nats_bus().await;
+    // Three calls of 300 events of 10 KB: 9 MB, stored as 18 packs of at most 512 KiB.
+    for call in 0..3 {
+        let messages = (0..300)
+            .map(|i| Message::new(format!("c{call}-{i}"), vec![b'x'; 10_000]))
+            .collect();
+        bus.publish("raw", messages).await.expect("publish");
+    }
+    let first = bus
+        .fetch("raw", 1000, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    let bytes: usize = first.iter().map(|d| d.message.payload.len()).sum();
+    assert!(
+        !first.is_empty() && bytes <= 4 * 1024 * 1024,
+        "{} events, {bytes} bytes in one fetch",
+        first.len()
+    );
+    bus.ack_all(first.into_iter().collect()).await.expect("ack");
+    let rest = drain(&bus, "raw", 900, Duration::from_secs(10)).await;
+    let unique: HashSet<_> = rest.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(unique.len() + bytes / 10_000, 900, "every event, once");
+    bus.delete_stages(&["raw"]).await.expect("clean up");
+}
+
+#[tokio::test]
 async fn nats_packs_a_raw_publish_and_settles_it_as_one() {
     let (bus, _) = nats_bus().await;
     bus.publish("raw", batch("p", 3)).await.expect("publish");

@@ -25,6 +25,10 @@ use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
 const PACK_HEADER: &str = "Sluice-Pack";
 /// Largest packed payload, bytes: half of the server's default `max_payload` (1 MiB).
 const PACK_BYTES: usize = 512 * 1024;
+/// Most bytes one fetch of a packed stage returns: `max` counts stored messages, and a pack
+/// can hold thousands of events, so this keeps a consumer's batch bounded. Above the
+/// server's default `max_payload`, so any one message fits.
+const PACKED_FETCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -152,6 +156,10 @@ impl NatsBus {
         Ok(consumer)
     }
 
+    fn is_packed(&self, stage: &str) -> bool {
+        self.config.packed_stages.iter().any(|s| s == stage)
+    }
+
     /// Deletes the streams of these stages (tests clean up with it).
     pub async fn delete_stages(&self, stages: &[&str]) -> Result<(), BusError> {
         for stage in stages {
@@ -168,7 +176,7 @@ impl Bus for NatsBus {
         }
         self.ensure_stream(stage).await?;
         let subject = self.subject(stage);
-        let stored = if self.config.packed_stages.iter().any(|s| s == stage) {
+        let stored = if self.is_packed(stage) {
             packs(messages)
         } else {
             messages.into_iter().map(Stored::plain).collect()
@@ -209,16 +217,25 @@ impl Bus for NatsBus {
         wait: Duration,
     ) -> Result<Vec<Delivery>, BusError> {
         let consumer = self.consumer(stage).await?;
-        let mut batch = consumer
+        let mut fetch = consumer
             .fetch()
             .max_messages(max.max(1))
-            .expires(wait.max(Duration::from_millis(10)))
-            .messages()
-            .await
-            .map_err(unavailable)?;
+            .expires(wait.max(Duration::from_millis(10)));
+        if self.is_packed(stage) {
+            fetch = fetch.max_bytes(PACKED_FETCH_BYTES);
+        }
+        let mut batch = fetch.messages().await.map_err(unavailable)?;
         let mut deliveries = Vec::new();
         while let Some(message) = batch.next().await {
-            let message = message.map_err(unavailable)?;
+            let message = match message {
+                Ok(message) => message,
+                // The server ends a fetch that reached its byte budget with a 409: what came
+                // before it is the batch.
+                Err(e) if !deliveries.is_empty() && e.to_string().contains("Exceeds MaxBytes") => {
+                    break;
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
             let redeliveries = message
                 .info()
                 .map(|i| i.delivered.saturating_sub(1) as u64)
