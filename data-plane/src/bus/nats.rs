@@ -5,7 +5,7 @@
 //!
 //! On a *packed* stage (`raw` by default) one publish call is stored as one JetStream message
 //! (split only to stay under the server's payload limit): a batch request costs the server one
-//! store and one acknowledgement instead of one per event, and it is stored all or none. Its
+//! store and one acknowledgement instead of one per event, and each pack is stored whole. Its
 //! deliveries are settled together: the stored message is acknowledged once every part is,
 //! and comes back whole if any part is given back or left unsettled. The processor settles a
 //! fetched batch as one anyway. `depth` counts stored messages.
