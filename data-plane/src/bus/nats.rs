@@ -492,7 +492,8 @@ fn unpack(count: Option<&str>, payload: &Bytes) -> Option<Vec<Message>> {
         };
         parts.push(Message { id, payload });
     }
-    if parts.len() != count || rest.has_remaining() {
+    // An empty pack would never be settled, so it is not one.
+    if parts.is_empty() || parts.len() != count || rest.has_remaining() {
         tracing::error!(
             count,
             parts = parts.len(),
@@ -598,6 +599,10 @@ mod tests {
             assert!(unpack(Some("2"), &Bytes::copy_from_slice(payload)).is_none());
         }
         assert!(unpack(Some("many"), &Bytes::new()).is_none());
+        assert!(
+            unpack(Some("0"), &Bytes::new()).is_none(),
+            "nothing to settle"
+        );
         assert!(unpack(None, &Bytes::from_static(b"\0\0\0\x01a\0\0\0\x01b")).is_none());
     }
 }
