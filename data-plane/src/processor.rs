@@ -22,7 +22,7 @@ use crate::applied::AppliedConfig;
 use crate::bus::{AnyBus, Bus, Delivery, Message};
 use crate::node::{NodeState, now_ms, until_true};
 use crate::pipeline::enrich::Enricher;
-use crate::pipeline::{Bindings, CelRoot, CompiledPipeline, Shaped};
+use crate::pipeline::{Bindings, CelRoot, CompiledPipeline, Shaped, json_out};
 use crate::receiver::rfc3339;
 use crate::stages::{self, DlqEntry, Rejected};
 
@@ -322,10 +322,9 @@ fn process(compiled: &Compiled, enricher: &Enricher, batch: &[(String, bytes::By
 fn archive_record(dataset: &str, event: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(br#"{"dataset":"#);
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, dataset);
+    json_out::write_str(&mut out, dataset);
     out.extend_from_slice(br#","event":"#);
-    let _ = serde_json::to_writer(&mut out, event);
+    json_out::write_map(&mut out, event);
     out.push(b'}');
     out
 }

@@ -13,6 +13,9 @@ const MAX_VALUE: usize = 100;
 
 /// A GA4 event or parameter name: snake_case, starting with a letter, at most 40 characters.
 pub fn ga4_name(name: &str) -> String {
+    if is_ga4_name(name) {
+        return name.to_owned();
+    }
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
@@ -30,10 +33,23 @@ pub fn ga4_name(name: &str) -> String {
     named.chars().take(MAX_NAME).collect()
 }
 
+/// Whether a name already is what [`ga4_name`] would make of it (most property keys are).
+fn is_ga4_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() <= MAX_NAME
+        && bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes.last() != Some(&b'_')
+        && !name.contains("__")
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn params(source: &Map<String, Value>) -> Map<String, Value> {
     let mut params = Map::new();
     for (key, value) in source {
         let value = match value {
+            Value::String(s) if s.len() <= MAX_VALUE => value.clone(),
             Value::String(s) => Value::String(s.chars().take(MAX_VALUE).collect()),
             Value::Number(_) | Value::Bool(_) => value.clone(),
             // GA4's one structured parameter: the items of an e-commerce event.
@@ -136,6 +152,13 @@ mod tests {
         assert_eq!(ga4_name("  Added -- To Cart!"), "added_to_cart");
         assert_eq!(ga4_name("3D View"), "e_3d_view");
         assert_eq!(ga4_name(&"x".repeat(60)).len(), 40);
+        for name in ["order_id", "a__b", "b_", "_b", "x1", "1x", "Sku", "ok"] {
+            if is_ga4_name(name) {
+                assert_eq!(ga4_name(name), name, "{name} is taken as it is");
+            } else {
+                assert_ne!(ga4_name(name), name, "{name} is rewritten");
+            }
+        }
     }
 
     #[test]

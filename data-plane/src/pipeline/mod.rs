@@ -3,6 +3,7 @@
 
 pub mod enrich;
 pub mod governance;
+pub mod json_out;
 pub mod path;
 pub mod pii;
 
@@ -350,10 +351,7 @@ impl CompiledDestination {
             return Shaped::Invalid("no destination kind".into());
         };
         match destinations::shape(kind, event, output) {
-            Shape::Payload(payload) => match serde_json::to_vec(&payload) {
-                Ok(bytes) => Shaped::Deliver(bytes),
-                Err(e) => Shaped::Invalid(e.to_string()),
-            },
+            Shape::Payload(payload) => Shaped::Deliver(json_out::to_vec(&payload)),
             Shape::NotApplicable => Shaped::Skip(SkipReason::NotApplicable),
             Shape::Invalid(why) => Shaped::Invalid(why),
         }

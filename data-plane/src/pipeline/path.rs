@@ -3,12 +3,20 @@
 use serde_json::{Map, Value};
 
 pub fn get<'a>(root: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut current = root.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
+    let Some((first, mut rest)) = path.split_once('.') else {
+        return root.get(path);
+    };
+    let mut current = root.get(first)?;
+    loop {
+        let object = current.as_object()?;
+        match rest.split_once('.') {
+            Some((part, after)) => {
+                current = object.get(part)?;
+                rest = after;
+            }
+            None => return object.get(rest),
+        }
     }
-    Some(current)
 }
 
 pub fn get_mut<'a>(root: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {

@@ -127,8 +127,10 @@ fn detect(kinds: &[PiiKind], action: PiiAction, text: &str) -> Verdict {
     for kind in kinds {
         let value = current.as_deref().unwrap_or(text);
         let found = match kind {
-            PiiKind::Email => EMAIL.is_match(value),
-            PiiKind::Card => CARD.find_iter(value).any(|m| luhn(&digits(m.as_str()))),
+            PiiKind::Email => value.contains('@') && EMAIL.is_match(value),
+            PiiKind::Card => {
+                may_hold_card(value) && CARD.find_iter(value).any(|m| luhn(&digits(m.as_str())))
+            }
             PiiKind::Phone => is_phone(value),
             PiiKind::Ip => is_ip(value),
         };
@@ -176,7 +178,17 @@ fn scan(value: &mut Value, visit: &mut impl FnMut(&str) -> Verdict) -> bool {
             Verdict::Drop => false,
         },
         Value::Object(map) => {
-            map.retain(|_, v| scan(v, visit));
+            // Walking in place and removing afterwards: `BTreeMap::retain` rebuilds as it
+            // goes and cost more than the detectors themselves.
+            let mut dropped = Vec::new();
+            for (key, item) in map.iter_mut() {
+                if !scan(item, visit) {
+                    dropped.push(key.clone());
+                }
+            }
+            for key in dropped {
+                map.remove(&key);
+            }
             true
         }
         Value::Array(items) => {
@@ -185,6 +197,28 @@ fn scan(value: &mut Value, visit: &mut impl FnMut(&str) -> Verdict) -> bool {
         }
         _ => true,
     }
+}
+
+/// Whether the text has a run of 13 or more digits, single spaces or dashes between them:
+/// what a card number needs before the (costlier) pattern is worth running.
+fn may_hold_card(text: &str) -> bool {
+    let mut digits = 0;
+    let mut after_separator = false;
+    for b in text.bytes() {
+        if b.is_ascii_digit() {
+            digits += 1;
+            after_separator = false;
+            if digits >= 13 {
+                return true;
+            }
+        } else if (b == b' ' || b == b'-') && digits > 0 && !after_separator {
+            after_separator = true;
+        } else {
+            digits = 0;
+            after_separator = false;
+        }
+    }
+    false
 }
 
 /// Applies rules in order to an event.
@@ -304,5 +338,31 @@ mod tests {
         );
         assert_eq!(normalise(Some(PiiKind::Ip), "2001:DB8::1"), "2001:db8::1");
         assert!(luhn("4111111111111111") && !luhn("4111111111111112"));
+    }
+
+    #[test]
+    fn the_card_precheck_never_hides_what_the_pattern_finds() {
+        for text in [
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "x4111111111111111y",
+            "1234567890123",
+            "12 34 56 78 90 12 3",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0.1234.5678",
+            "1234567890 12",
+            "12  34567890123",
+            "123456789012",
+            "+44 20 7946 0958",
+        ] {
+            if CARD.is_match(text) {
+                assert!(may_hold_card(text), "{text}");
+            }
+        }
+        assert!(CARD.is_match("12 34 56 78 90 12 3") && CARD.is_match("4111-1111-1111-1111"));
+        assert!(
+            !may_hold_card("123456789012"),
+            "twelve digits are not a card"
+        );
+        assert!(!may_hold_card("12  34567890123"), "two spaces break a run");
     }
 }
