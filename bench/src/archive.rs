@@ -52,8 +52,17 @@ pub struct ArchiveArgs {
     pub write_events: usize,
     pub runs: usize,
     pub dir: Option<PathBuf>,
-    pub s3_url: Option<String>,
+    pub s3: Option<S3Target>,
     pub python: Option<String>,
+}
+
+/// Where the archive is copied for the S3 measurement.
+pub struct S3Target {
+    pub url: String,
+    /// An existing, empty bucket; `None` creates a fresh one.
+    pub bucket: Option<String>,
+    pub access_key: String,
+    pub secret_key: String,
 }
 
 /// xorshift64*: reproducible data without a dependency.
@@ -232,9 +241,9 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         .build()?;
     let limits = Limits::default();
     let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    let s3_times = match &args.s3_url {
-        Some(url) => {
-            let store = runtime.block_on(copy_to_s3(&local, url))?;
+    let s3_times = match &args.s3 {
+        Some(target) => {
+            let store = runtime.block_on(copy_to_s3(&local, target))?;
             Some(runtime.block_on(time_queries(&store, &limits, &queries, args.runs))?)
         }
         None => None,
@@ -387,29 +396,39 @@ fn median_ms(times: &mut [Duration]) -> f64 {
     times.get(times.len() / 2).map_or(0.0, |d| ms(*d))
 }
 
-/// Copies the archive to a fresh bucket on the S3 server at `url`.
+/// Copies the archive to the S3 server: to the given empty bucket, or to a fresh one.
 async fn copy_to_s3(
     local: &Arc<dyn ObjectStore>,
-    url: &str,
+    target: &S3Target,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    use futures_util::TryStreamExt as _;
-    let bucket = format!("sluice-bench-{}", uuid::Uuid::now_v7().simple());
-    let created = reqwest::Client::new()
-        .put(format!("{}/{bucket}", url.trim_end_matches('/')))
-        .send()
-        .await
-        .with_context(|| format!("the S3 server at {url}"))?;
-    if !created.status().is_success() {
-        bail!("cannot create bucket {bucket}: {}", created.status());
-    }
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    let url = &target.url;
+    let bucket = match &target.bucket {
+        Some(bucket) => bucket.clone(),
+        None => {
+            let bucket = format!("sluice-bench-{}", uuid::Uuid::now_v7().simple());
+            let created = reqwest::Client::new()
+                .put(format!("{}/{bucket}", url.trim_end_matches('/')))
+                .send()
+                .await
+                .with_context(|| format!("the S3 server at {url}"))?;
+            if !created.status().is_success() {
+                bail!("cannot create bucket {bucket}: {}", created.status());
+            }
+            bucket
+        }
+    };
     let s3 = StoreConfig::S3 {
-        bucket,
+        bucket: bucket.clone(),
         endpoint: Some(url.to_owned()),
-        access_key: Some("bench".into()),
-        secret_key: Some("bench".into()),
+        access_key: Some(target.access_key.clone()),
+        secret_key: Some(target.secret_key.clone()),
         region: "us-east-1".into(),
     }
     .open()?;
+    if s3.list(None).next().await.transpose()?.is_some() {
+        bail!("bucket {bucket} is not empty: the bench would count its objects too");
+    }
     let objects: Vec<_> = local.list(None).try_collect().await?;
     for object in objects {
         let bytes = local.get(&object.location).await?.bytes().await?;
@@ -429,6 +448,8 @@ fn duckdb(
 import json, statistics, sys, time, duckdb
 root, runs, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 con = duckdb.connect()
+# The progress bar of a query over two seconds would be printed to stdout.
+con.execute("SET enable_progress_bar = false")
 con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{root}/dataset=*/dt=*/hour=*/*.parquet', hive_partitioning = true, hive_types = {{'dataset': VARCHAR, 'dt': VARCHAR, 'hour': VARCHAR}})")
 out = []
 for sql in queries:
@@ -459,7 +480,11 @@ print(json.dumps({"version": duckdb.__version__, "results": out}))
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let answer: Value = serde_json::from_slice(&output.stdout)?;
+    // The answer is the last line; anything DuckDB printed before it is not.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    let answer: Value = serde_json::from_str(last)
+        .with_context(|| format!("duckdb printed no answer: {stdout}"))?;
     eprintln!("duckdb {}", answer["version"]);
     Ok(answer["results"]
         .as_array()

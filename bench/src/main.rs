@@ -102,6 +102,15 @@ enum Scenario {
         /// An S3-compatible server to copy the archive to and query it there.
         #[arg(long)]
         s3_url: Option<String>,
+        /// An existing, empty bucket on that server (by default the bench creates a fresh
+        /// one with an unsigned `PUT`, which servers that check signatures refuse).
+        #[arg(long)]
+        s3_bucket: Option<String>,
+        /// The access key and secret the S3 server expects.
+        #[arg(long, default_value = "bench")]
+        s3_access_key: String,
+        #[arg(long, default_value = "bench")]
+        s3_secret_key: String,
         /// A Python with `duckdb` installed, to run the same queries on the same files.
         #[arg(long)]
         python: Option<String>,
@@ -207,6 +216,9 @@ fn main() -> anyhow::Result<()> {
         runs,
         dir,
         s3_url,
+        s3_bucket,
+        s3_access_key,
+        s3_secret_key,
         python,
     } = &cli.scenario
     {
@@ -216,7 +228,12 @@ fn main() -> anyhow::Result<()> {
             write_events: *write_events,
             runs: *runs,
             dir: dir.clone(),
-            s3_url: s3_url.clone(),
+            s3: s3_url.as_ref().map(|url| archive::S3Target {
+                url: url.clone(),
+                bucket: s3_bucket.clone(),
+                access_key: s3_access_key.clone(),
+                secret_key: s3_secret_key.clone(),
+            }),
             python: python.clone(),
         };
         print!("{}", archive::run(args)?);
