@@ -1,7 +1,7 @@
 //! Google Analytics 4 through the Measurement Protocol: one event per request, named the GA4
 //! way, with scalar parameters.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sluice_proto::spec::Ga4Spec;
 
 use super::{Request, Shape, event_time_ms, text};
@@ -88,21 +88,24 @@ pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> 
             ("page_referrer", "context.page.referrer"),
         ] {
             if let Some(value) = text(event, path) {
-                params.entry(param).or_insert_with(|| json!(value));
+                params.entry(param).or_insert_with(|| Value::from(value));
             }
         }
     }
-    let mut payload = json!({
-        "client_id": client_id,
-        "events": [{"name": name, "params": params}],
-    });
+    // Built by moving the parts in: `json!` would copy `params` deeply.
+    let mut one = Map::new();
+    one.insert("name".into(), Value::String(name));
+    one.insert("params".into(), Value::Object(params));
+    let mut payload = Map::new();
+    payload.insert("client_id".into(), Value::from(client_id));
+    payload.insert("events".into(), Value::Array(vec![Value::Object(one)]));
     if let Some(user_id) = text(event, "user_id") {
-        payload["user_id"] = json!(user_id);
+        payload.insert("user_id".into(), Value::from(user_id));
     }
     if let Some(ms) = event_time_ms(event) {
-        payload["timestamp_micros"] = json!(ms * 1000);
+        payload.insert("timestamp_micros".into(), Value::from(ms * 1000));
     }
-    Shape::Payload(payload)
+    Shape::Payload(Value::Object(payload))
 }
 
 pub fn request(spec: &Ga4Spec, api_secret: &str, batch: &[(&str, &[u8])]) -> Request {
@@ -137,6 +140,8 @@ pub fn percent(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(value: Value) -> Map<String, Value> {

@@ -1,7 +1,7 @@
 //! Meta Conversions API. Customer information is normalised and SHA-256 hashed here, as Meta
 //! requires, so raw e-mail addresses, phone numbers and user ids never leave the data plane.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sluice_proto::spec::{MetaSpec, PiiKind};
 
 use super::ga4::percent;
@@ -17,6 +17,11 @@ fn hashed(kind: Option<PiiKind>, value: &str) -> String {
     } else {
         sha256_hex(&normalise(kind, value))
     }
+}
+
+/// A hashed identifier as Meta takes it: a list of one.
+fn hashed_list(kind: Option<PiiKind>, value: &str) -> Value {
+    Value::Array(vec![Value::String(hashed(kind, value))])
 }
 
 pub fn shape(
@@ -42,21 +47,21 @@ pub fn shape(
     let first = |paths: &[&str]| paths.iter().find_map(|p| text(event, p));
     let mut user = Map::new();
     if let Some(email) = first(&["traits.email", "properties.email", "context.traits.email"]) {
-        user.insert("em".into(), json!([hashed(Some(PiiKind::Email), email)]));
+        user.insert("em".into(), hashed_list(Some(PiiKind::Email), email));
     }
     if let Some(phone) = first(&["traits.phone", "properties.phone", "context.traits.phone"]) {
-        user.insert("ph".into(), json!([hashed(Some(PiiKind::Phone), phone)]));
+        user.insert("ph".into(), hashed_list(Some(PiiKind::Phone), phone));
     }
     if let Some(id) = text(event, "user_id") {
-        user.insert("external_id".into(), json!([hashed(None, id)]));
+        user.insert("external_id".into(), hashed_list(None, id));
     }
     let ip = text(event, "context.ip");
     let agent = text(event, "context.userAgent");
     if let Some(ip) = ip {
-        user.insert("client_ip_address".into(), json!(ip));
+        user.insert("client_ip_address".into(), Value::from(ip));
     }
     if let Some(agent) = agent {
-        user.insert("client_user_agent".into(), json!(agent));
+        user.insert("client_user_agent".into(), Value::from(agent));
     }
     let identified = ["em", "ph", "external_id"]
         .iter()
@@ -80,20 +85,23 @@ pub fn shape(
             .unwrap_or_default(),
     };
     let action_source = spec.action_source.as_deref().unwrap_or("website");
-    let mut payload = json!({
-        "event_name": name,
-        "event_time": ms / 1000,
-        "event_id": text(event, "message_id").unwrap_or_default(),
-        "action_source": action_source,
-        "user_data": user,
-        "custom_data": custom,
-    });
+    // Built by moving the parts in: `json!` would copy `user` and `custom` deeply.
+    let mut payload = Map::new();
+    payload.insert("event_name".into(), Value::String(name));
+    payload.insert("event_time".into(), Value::from(ms / 1000));
+    payload.insert(
+        "event_id".into(),
+        Value::from(text(event, "message_id").unwrap_or_default()),
+    );
+    payload.insert("action_source".into(), Value::from(action_source));
+    payload.insert("user_data".into(), Value::Object(user));
+    payload.insert("custom_data".into(), Value::Object(custom));
     if action_source == "website"
         && let Some(url) = text(event, "context.page.url")
     {
-        payload["event_source_url"] = json!(url);
+        payload.insert("event_source_url".into(), Value::from(url));
     }
-    Shape::Payload(payload)
+    Shape::Payload(Value::Object(payload))
 }
 
 pub fn request(spec: &MetaSpec, token: &str, batch: &[(&str, &[u8])]) -> Request {
@@ -121,6 +129,8 @@ pub fn request(spec: &MetaSpec, token: &str, batch: &[(&str, &[u8])]) -> Request
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn spec() -> MetaSpec {

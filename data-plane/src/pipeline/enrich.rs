@@ -177,13 +177,13 @@ impl Enricher {
             context.insert("geo".into(), geo);
         }
         if truncate_ip && let Some(ip) = ip {
-            context.insert("ip".into(), json!(truncate(ip).to_string()));
+            context.insert("ip".into(), Value::String(truncate(ip).to_string()));
         }
         if let (Some(minutes), Some(visitor), Some(at_ms)) =
             (session_timeout_minutes, visitor, at_ms)
         {
             let id = self.session(&visitor, at_ms, i64::from(minutes) * 60_000);
-            context.insert("session_id".into(), json!(id));
+            context.insert("session_id".into(), Value::String(id));
         }
     }
 }
