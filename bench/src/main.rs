@@ -106,9 +106,10 @@ enum Scenario {
         /// one with an unsigned `PUT`, which servers that check signatures refuse).
         #[arg(long)]
         s3_bucket: Option<String>,
-        /// The access key and secret the S3 server expects.
+        /// The access key the S3 server expects.
         #[arg(long, default_value = "bench")]
         s3_access_key: String,
+        /// The secret key the S3 server expects.
         #[arg(long, default_value = "bench")]
         s3_secret_key: String,
         /// A Python with `duckdb` installed, to run the same queries on the same files.

@@ -1,7 +1,8 @@
 //! Compact JSON output of `serde_json` values, byte for byte what `serde_json::to_vec` writes,
-//! for the processor's hot path. Nearly every string in an event needs no escaping; checking
-//! that eight bytes at a time and copying the string whole is several times faster than
-//! `serde_json`'s byte-by-byte escape loop, which was a tenth of the processor's time.
+//! for the processor's hot path. Nearly every string in an event needs no escaping: checking
+//! that eight bytes at a time and copying the string whole replaces `serde_json`'s
+//! byte-by-byte escape loop (writing outputs went from about 11% of the processor's profile
+//! to 9%; BENCHMARKS.md).
 
 use serde_json::{Map, Value};
 

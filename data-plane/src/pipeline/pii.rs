@@ -202,19 +202,19 @@ fn scan(value: &mut Value, visit: &mut impl FnMut(&str) -> Verdict) -> bool {
 /// Whether the text has a run of 13 or more digits, single spaces or dashes between them:
 /// what a card number needs before the (costlier) pattern is worth running.
 fn may_hold_card(text: &str) -> bool {
-    let mut digits = 0;
+    let mut run = 0;
     let mut after_separator = false;
     for b in text.bytes() {
         if b.is_ascii_digit() {
-            digits += 1;
+            run += 1;
             after_separator = false;
-            if digits >= 13 {
+            if run >= 13 {
                 return true;
             }
-        } else if (b == b' ' || b == b'-') && digits > 0 && !after_separator {
+        } else if (b == b' ' || b == b'-') && run > 0 && !after_separator {
             after_separator = true;
         } else {
-            digits = 0;
+            run = 0;
             after_separator = false;
         }
     }
