@@ -247,6 +247,11 @@ struct DataPlaneArgs {
     /// Memory a query may use, in bytes.
     #[arg(long, env = "SLUICE_QUERY_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
     query_memory_bytes: usize,
+
+    /// Parts a query's scan is split into and read at once; 0 picks the cores for an archive
+    /// on local disk and four times as many (at least 8) for an object store.
+    #[arg(long, env = "SLUICE_QUERY_PARTITIONS", default_value_t = 0)]
+    query_partitions: usize,
 }
 
 fn init_tracing(format: &str) {
@@ -335,6 +340,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 query_timeout_secs: args.query_timeout_secs,
                 query_max_rows: args.query_max_rows,
                 query_memory_bytes: args.query_memory_bytes,
+                query_partitions: args.query_partitions,
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;

@@ -48,6 +48,16 @@ impl StoreConfig {
         }
     }
 
+    /// Whether the archive is on this machine's disk, where a read waits on the disk, not on
+    /// the network.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::S3 { .. } => false,
+            Self::Url(url) => url.starts_with("file://"),
+        }
+    }
+
     pub fn open(&self) -> Result<Arc<dyn ObjectStore>, ArchiveError> {
         match self {
             Self::Local(dir) => {

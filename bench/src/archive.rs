@@ -63,6 +63,8 @@ pub struct S3Target {
     pub bucket: Option<String>,
     pub access_key: String,
     pub secret_key: String,
+    /// Scan partitions to measure the S3 queries with; empty means the query role's default.
+    pub partitions: Vec<usize>,
 }
 
 /// xorshift64*: reproducible data without a dependency.
@@ -241,13 +243,32 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         .build()?;
     let limits = Limits::default();
     let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    let s3_times = match &args.s3 {
-        Some(target) => {
-            let store = runtime.block_on(copy_to_s3(&local, target))?;
-            Some(runtime.block_on(time_queries(&store, &limits, &queries, args.runs))?)
+    // One column per partition count measured against the S3 server.
+    let mut s3_times = Vec::new();
+    if let Some(target) = &args.s3 {
+        let store = runtime.block_on(copy_to_s3(&local, target))?;
+        let partitions = if target.partitions.is_empty() {
+            vec![sluice_query::remote_partitions()]
+        } else {
+            target.partitions.clone()
+        };
+        for partitions in partitions {
+            let limits = Limits {
+                partitions,
+                ..limits.clone()
+            };
+            let times = runtime.block_on(time_queries(&store, &limits, &queries, args.runs))?;
+            if let Some((query, _)) = queries
+                .iter()
+                .zip(&times)
+                .zip(&local_times)
+                .find(|((_, s3), local)| s3.1 != local.1)
+            {
+                bail!("S3 and local answers differ on {}", query.0.name);
+            }
+            s3_times.push((partitions, times));
         }
-        None => None,
-    };
+    }
     let duck = match &args.python {
         Some(python) => Some(duckdb(python, &dir, &queries, args.runs)?),
         None => None,
@@ -257,15 +278,20 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         "\nmedian of {} runs after one warm-up, ms (Sluice = DataFusion via sluice-query, the query role's engine):\n",
         args.runs
     ));
+    let s3_heads: String = s3_times
+        .iter()
+        .map(|(p, _)| format!(" {:>9}", format!("s3 p={p}")))
+        .collect();
     report.push_str(&format!(
-        "{:<26} {:>9} {:>9} {:>9} {:>7}  {}\n",
-        "query", "local", "s3", "duckdb", "ratio", "same answer"
+        "{:<26} {:>9}{} {:>9} {:>7}  {}\n",
+        "query", "local", s3_heads, "duckdb", "ratio", "same answer"
     ));
     for (i, query) in queries.iter().enumerate() {
         let (local_ms, local_n) = &local_times[i];
-        let s3 = s3_times
-            .as_ref()
-            .map_or("-".to_owned(), |t| format!("{:.1}", t[i].0));
+        let s3: String = s3_times
+            .iter()
+            .map(|(_, t)| format!(" {:>9.1}", t[i].0))
+            .collect();
         let (duck_ms, same) = match &duck {
             Some(d) => (
                 format!("{:.1}", d[i].0),
@@ -277,7 +303,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             .as_ref()
             .map_or("-".to_owned(), |d| format!("{:.2}", local_ms / d[i].0));
         report.push_str(&format!(
-            "{:<26} {:>9.1} {:>9} {:>9} {:>7}  {}\n",
+            "{:<26} {:>9.1}{} {:>9} {:>7}  {}\n",
             query.name, local_ms, s3, duck_ms, ratio, same
         ));
     }

@@ -112,6 +112,10 @@ enum Scenario {
         /// The secret key the S3 server expects.
         #[arg(long, default_value = "bench")]
         s3_secret_key: String,
+        /// Scan partitions for the S3 queries, one column each (comma-separated; by default
+        /// the query role's default for an object store).
+        #[arg(long, value_delimiter = ',')]
+        s3_partitions: Vec<usize>,
         /// A Python with `duckdb` installed, to run the same queries on the same files.
         #[arg(long)]
         python: Option<String>,
@@ -220,6 +224,7 @@ fn main() -> anyhow::Result<()> {
         s3_bucket,
         s3_access_key,
         s3_secret_key,
+        s3_partitions,
         python,
     } = &cli.scenario
     {
@@ -234,6 +239,7 @@ fn main() -> anyhow::Result<()> {
                 bucket: s3_bucket.clone(),
                 access_key: s3_access_key.clone(),
                 secret_key: s3_secret_key.clone(),
+                partitions: s3_partitions.clone(),
             }),
             python: python.clone(),
         };

@@ -102,6 +102,10 @@ pub struct RawConfig {
     /// Memory a query may use for joins, sorts and aggregations, in bytes. Default:
     /// 268,435,456 (256 MiB).
     pub query_memory_bytes: usize,
+    /// Parts a query's scan is split into and read at once. Default: 0, which picks the
+    /// machine's cores for an archive on local disk and four times as many (at least 8) for
+    /// an object store, whose reads wait on the network.
+    pub query_partitions: usize,
 }
 
 impl Default for RawConfig {
@@ -140,6 +144,7 @@ impl Default for RawConfig {
             query_timeout_secs: 30,
             query_max_rows: 100_000,
             query_memory_bytes: 256 * 1024 * 1024,
+            query_partitions: 0,
         }
     }
 }
@@ -226,6 +231,11 @@ impl RawConfig {
             timeout: Duration::from_secs(self.query_timeout_secs),
             max_rows: self.query_max_rows,
             memory_bytes: self.query_memory_bytes,
+            partitions: match self.query_partitions {
+                0 if archiver.store.is_local() => sluice_query::cores(),
+                0 => sluice_query::remote_partitions(),
+                n => n.min(256),
+            },
         };
         let proxy = self.proxy_config(&roles)?;
         let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {
@@ -540,6 +550,33 @@ mod tests {
                 .receiver_urls
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn query_partitions_follow_where_the_archive_is_unless_set() {
+        let local = raw().validate().expect("valid");
+        assert_eq!(local.query.partitions, sluice_query::cores());
+        let s3 = RawConfig {
+            s3_bucket: Some("events".into()),
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            ..raw()
+        };
+        let remote = s3.clone().validate().expect("valid");
+        assert_eq!(remote.query.partitions, sluice_query::remote_partitions());
+        assert!(remote.query.partitions > local.query.partitions);
+        let file_url = RawConfig {
+            archive_url: Some("file:///var/lib/sluice/archive".into()),
+            ..raw()
+        };
+        assert_eq!(
+            file_url.validate().expect("valid").query.partitions,
+            sluice_query::cores()
+        );
+        let set = RawConfig {
+            query_partitions: 3,
+            ..s3
+        };
+        assert_eq!(set.validate().expect("valid").query.partitions, 3);
     }
 
     #[test]

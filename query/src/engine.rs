@@ -43,6 +43,10 @@ pub struct Limits {
     pub max_rows: usize,
     /// Memory for joins, sorts and aggregations; no spilling to disk. Default: 256 MiB.
     pub memory_bytes: usize,
+    /// Parts a query's scan is split into and read at once. More than the cores pays on an
+    /// object store, where each read waits on the network rather than on a core. Default:
+    /// the machine's cores.
+    pub partitions: usize,
 }
 
 impl Default for Limits {
@@ -51,8 +55,21 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
             memory_bytes: 256 * 1024 * 1024,
+            partitions: cores(),
         }
     }
+}
+
+/// This machine's cores, as the scheduler lets the process use them: the default partitions
+/// for an archive on local disk.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// The default partitions for an archive in an object store: reads there wait on the network,
+/// so more of them are kept in flight than there are cores.
+pub fn remote_partitions() -> usize {
+    (cores() * 4).max(8)
 }
 
 /// A finished query.
@@ -205,7 +222,7 @@ impl QueryEngine {
             .build_arc()
             .map_err(classify)?;
         let mut config = SessionConfig::new()
-            .with_target_partitions(2)
+            .with_target_partitions(self.limits.partitions.max(1))
             .with_information_schema(false)
             .with_default_catalog_and_schema("sluice", "archive");
         // Evaluate filters while decoding (late materialization): a query on one event never

@@ -10,7 +10,7 @@
 mod engine;
 pub mod output;
 
-pub use engine::{Limits, QueryEngine, QueryResult};
+pub use engine::{Limits, QueryEngine, QueryResult, cores, remote_partitions};
 pub use output::Format;
 
 use sluice_proto::ErrorCode;
