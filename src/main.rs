@@ -249,7 +249,7 @@ struct DataPlaneArgs {
     query_memory_bytes: usize,
 
     /// Parts a query's scan is split into and read at once; 0 picks the cores for an archive
-    /// on local disk and four times as many (at least 8) for an object store.
+    /// on local disk and 32 (or the cores, if more) for an object store; at most 256.
     #[arg(long, env = "SLUICE_QUERY_PARTITIONS", default_value_t = 0)]
     query_partitions: usize,
 }

@@ -10,6 +10,11 @@
 set -euo pipefail
 root="${GARAGE_ROOT:-/tmp/sluice-garage}"
 here="$(cd "$(dirname "$0")" && pwd)"
+if (exec 3<>/dev/tcp/127.0.0.1/3900) 2>/dev/null; then
+  echo "port 3900 is taken (a Garage from an earlier run?); stop it first" >&2
+  exit 1
+fi
+rm -rf "$root"
 mkdir -p "$root"
 gcc -O2 -shared -fPIC -o "$root/libnodelay.so" "$here/nodelay.c" -ldl
 cat >"$root/garage.toml" <<TOML
@@ -29,6 +34,7 @@ TOML
 g() { garage -c "$root/garage.toml" "$@"; }
 LD_PRELOAD="$root/libnodelay.so" nohup garage -c "$root/garage.toml" server >"$root/server.log" 2>&1 &
 for _ in $(seq 30); do g status >/dev/null 2>&1 && break; sleep 1; done
+g status >/dev/null || { tail "$root/server.log" >&2; exit 1; }
 node="$(g node id -q | cut -d@ -f1)"
 g layout assign -z dc1 -c 100G "$node" >/dev/null
 g layout apply --version 1 >/dev/null
@@ -38,4 +44,5 @@ g bucket allow --read --write --owner sluice-bench --key bench-key >/dev/null
 info="$(g key info bench-key --show-secret)"
 key="$(awk '/Key ID:/ {print $3}' <<<"$info")"
 secret="$(awk '/Secret key:/ {print $3}' <<<"$info")"
+[ -n "$key" ] && [ -n "$secret" ] || { echo "cannot read the key from: $info" >&2; exit 1; }
 echo "--s3-url http://127.0.0.1:3900 --s3-bucket sluice-bench --s3-access-key $key --s3-secret-key $secret"

@@ -228,6 +228,12 @@ fn main() -> anyhow::Result<()> {
         python,
     } = &cli.scenario
     {
+        if !s3_partitions.is_empty() && s3_url.is_none() {
+            bail!("--s3-partitions measures S3 queries: give --s3-url too");
+        }
+        if s3_partitions.contains(&0) {
+            bail!("--s3-partitions: every count must be at least 1");
+        }
         let args = archive::ArchiveArgs {
             events: *events,
             days: *days,

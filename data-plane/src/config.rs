@@ -103,10 +103,13 @@ pub struct RawConfig {
     /// 268,435,456 (256 MiB).
     pub query_memory_bytes: usize,
     /// Parts a query's scan is split into and read at once. Default: 0, which picks the
-    /// machine's cores for an archive on local disk and four times as many (at least 8) for
-    /// an object store, whose reads wait on the network.
+    /// machine's cores for an archive on local disk and 32 (or the cores, if more) for an
+    /// object store, whose reads wait on the network and the server, not on a core. At most 256.
     pub query_partitions: usize,
 }
+
+/// Most scan partitions a query may be given: each holds buffers and a reader of its own.
+const MAX_QUERY_PARTITIONS: usize = 256;
 
 impl Default for RawConfig {
     fn default() -> Self {
@@ -220,6 +223,12 @@ impl RawConfig {
                 "1 to 64 lowercase letters, digits and _",
             ));
         }
+        if self.query_partitions > MAX_QUERY_PARTITIONS {
+            return Err(invalid(
+                "query_partitions",
+                format!("at most {MAX_QUERY_PARTITIONS} (0 picks a default)"),
+            ));
+        }
         if self.query_timeout_secs == 0 || self.query_max_rows == 0 || self.query_memory_bytes == 0
         {
             return Err(invalid(
@@ -234,7 +243,7 @@ impl RawConfig {
             partitions: match self.query_partitions {
                 0 if archiver.store.is_local() => sluice_query::cores(),
                 0 => sluice_query::remote_partitions(),
-                n => n.min(256),
+                n => n,
             },
         };
         let proxy = self.proxy_config(&roles)?;
@@ -576,7 +585,12 @@ mod tests {
             query_partitions: 3,
             ..s3
         };
-        assert_eq!(set.validate().expect("valid").query.partitions, 3);
+        assert_eq!(set.clone().validate().expect("valid").query.partitions, 3);
+        let too_many = RawConfig {
+            query_partitions: 257,
+            ..set
+        };
+        assert!(too_many.validate().is_err());
     }
 
     #[test]

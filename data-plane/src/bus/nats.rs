@@ -343,10 +343,14 @@ impl Bus for NatsBus {
                 token => others.push(Delivery { token, ..delivery }),
             }
         }
-        // The server applies one consumer's acks in the order they arrive on a connection, so
-        // only the last of each consumer's needs its confirmation: when that comes, every
-        // earlier one has been applied too. A confirmed ack costs the server a subscription,
-        // a reply and an unsubscription; this pays that once per batch instead of per message.
+        // nats-server applies one consumer's acks in the order they arrive on a connection (its
+        // implementation, not a documented promise), so only the last of each consumer's needs
+        // its confirmation: when that comes, every earlier one has been applied too. A
+        // confirmed ack costs the server a subscription, a reply and an unsubscription; this
+        // pays that once per batch instead of per message.
+        let client = self.js.client();
+        let connects = || client.statistics().connects.load(Ordering::Relaxed);
+        let connects_before = connects();
         let confirmed = last_per_consumer(&plain);
         for (i, message) in plain.iter().enumerate() {
             if !confirmed.contains(&i) {
@@ -358,6 +362,16 @@ impl Bus for NatsBus {
             .iter()
             .map(|&i| async move { plain[i].double_ack().await.map_err(unavailable) });
         futures_util::future::try_join_all(confirmations).await?;
+        if connects() != connects_before {
+            // A reconnect drops what the old connection had not sent yet, plain acks included,
+            // while the confirmations went out on the new one: confirm every message instead.
+            futures_util::future::try_join_all(
+                plain
+                    .iter()
+                    .map(|message| async move { message.double_ack().await.map_err(unavailable) }),
+            )
+            .await?;
+        }
         // Packs settle part by part; they are acked once their last part is.
         futures_util::future::try_join_all(others.into_iter().map(|d| self.ack(d)))
             .await
