@@ -54,6 +54,8 @@ pub struct ArchiveArgs {
     pub dir: Option<PathBuf>,
     pub s3: Option<S3Target>,
     pub python: Option<String>,
+    /// Partition counts to measure the local queries with too, beside the default.
+    pub local_partitions: Vec<usize>,
 }
 
 /// Where the archive is copied for the S3 measurement.
@@ -243,8 +245,16 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         .build()?;
     let limits = Limits::default();
     let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    // One column per partition count measured against the S3 server.
-    let mut s3_times = Vec::new();
+    // More columns: local disk with other partition counts, then one per count against S3.
+    let mut columns = Vec::new();
+    for &partitions in &args.local_partitions {
+        let limits = Limits {
+            partitions,
+            ..limits.clone()
+        };
+        let times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
+        columns.push((format!("local p={partitions}"), times));
+    }
     if let Some(target) = &args.s3 {
         let store = runtime.block_on(copy_to_s3(&local, target))?;
         let partitions = if target.partitions.is_empty() {
@@ -258,15 +268,17 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
                 ..limits.clone()
             };
             let times = runtime.block_on(time_queries(&store, &limits, &queries, args.runs))?;
-            if let Some((query, _)) = queries
-                .iter()
-                .zip(&times)
-                .zip(&local_times)
-                .find(|((_, s3), local)| s3.1 != local.1)
-            {
-                bail!("S3 and local answers differ on {}", query.0.name);
-            }
-            s3_times.push((partitions, times));
+            columns.push((format!("s3 p={partitions}"), times));
+        }
+    }
+    for (name, times) in &columns {
+        if let Some((query, _)) = queries
+            .iter()
+            .zip(times)
+            .zip(&local_times)
+            .find(|((_, other), local)| other.1 != local.1)
+        {
+            bail!("{name} and local answers differ on {}", query.0.name);
         }
     }
     let duck = match &args.python {
@@ -278,19 +290,19 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         "\nmedian of {} runs after one warm-up, ms (Sluice = DataFusion via sluice-query, the query role's engine):\n",
         args.runs
     ));
-    let s3_heads: String = s3_times
+    let heads: String = columns
         .iter()
-        .map(|(p, _)| format!(" {:>9}", format!("s3 p={p}")))
+        .map(|(name, _)| format!(" {name:>11}"))
         .collect();
     report.push_str(&format!(
         "{:<26} {:>9}{} {:>9} {:>7}  {}\n",
-        "query", "local", s3_heads, "duckdb", "ratio", "same answer"
+        "query", "local", heads, "duckdb", "ratio", "same answer"
     ));
     for (i, query) in queries.iter().enumerate() {
         let (local_ms, local_n) = &local_times[i];
-        let s3: String = s3_times
+        let more: String = columns
             .iter()
-            .map(|(_, t)| format!(" {:>9.1}", t[i].0))
+            .map(|(_, t)| format!(" {:>11.1}", t[i].0))
             .collect();
         let (duck_ms, same) = match &duck {
             Some(d) => (
@@ -304,7 +316,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             .map_or("-".to_owned(), |d| format!("{:.2}", local_ms / d[i].0));
         report.push_str(&format!(
             "{:<26} {:>9.1}{} {:>9} {:>7}  {}\n",
-            query.name, local_ms, s3, duck_ms, ratio, same
+            query.name, local_ms, more, duck_ms, ratio, same
         ));
     }
     report.push_str("\nqueries:\n");

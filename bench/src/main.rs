@@ -116,6 +116,10 @@ enum Scenario {
         /// the query role's default for an object store).
         #[arg(long, value_delimiter = ',')]
         s3_partitions: Vec<usize>,
+        /// More scan partition counts for the local queries, one column each beside the
+        /// default (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        local_partitions: Vec<usize>,
         /// A Python with `duckdb` installed, to run the same queries on the same files.
         #[arg(long)]
         python: Option<String>,
@@ -225,14 +229,15 @@ fn main() -> anyhow::Result<()> {
         s3_access_key,
         s3_secret_key,
         s3_partitions,
+        local_partitions,
         python,
     } = &cli.scenario
     {
         if !s3_partitions.is_empty() && s3_url.is_none() {
             bail!("--s3-partitions measures S3 queries: give --s3-url too");
         }
-        if s3_partitions.contains(&0) {
-            bail!("--s3-partitions: every count must be at least 1");
+        if s3_partitions.contains(&0) || local_partitions.contains(&0) {
+            bail!("partition counts must be at least 1");
         }
         let args = archive::ArchiveArgs {
             events: *events,
@@ -248,6 +253,7 @@ fn main() -> anyhow::Result<()> {
                 partitions: s3_partitions.clone(),
             }),
             python: python.clone(),
+            local_partitions: local_partitions.clone(),
         };
         print!("{}", archive::run(args)?);
         return Ok(());
