@@ -245,15 +245,20 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         .build()?;
     let limits = Limits::default();
     let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    // More columns: local disk with other partition counts, then one per count against S3.
-    let mut columns = Vec::new();
-    for &partitions in &args.local_partitions {
+    let time_with = |store: &Arc<dyn ObjectStore>, partitions: usize| {
         let limits = Limits {
             partitions,
             ..limits.clone()
         };
-        let times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-        columns.push((format!("local p={partitions}"), times));
+        runtime.block_on(time_queries(store, &limits, &queries, args.runs))
+    };
+    // More columns: local disk with other partition counts, then one per count against S3.
+    let mut columns = Vec::new();
+    for &partitions in &args.local_partitions {
+        columns.push((
+            format!("local p={partitions}"),
+            time_with(&local, partitions)?,
+        ));
     }
     if let Some(target) = &args.s3 {
         let store = runtime.block_on(copy_to_s3(&local, target))?;
@@ -263,12 +268,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             target.partitions.clone()
         };
         for partitions in partitions {
-            let limits = Limits {
-                partitions,
-                ..limits.clone()
-            };
-            let times = runtime.block_on(time_queries(&store, &limits, &queries, args.runs))?;
-            columns.push((format!("s3 p={partitions}"), times));
+            columns.push((format!("s3 p={partitions}"), time_with(&store, partitions)?));
         }
     }
     for (name, times) in &columns {

@@ -335,45 +335,8 @@ impl Bus for NatsBus {
     }
 
     async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
-        let mut plain = Vec::new();
-        let mut others = Vec::new();
-        for delivery in deliveries {
-            match delivery.token {
-                AckToken::Nats(message) => plain.push(message),
-                token => others.push(Delivery { token, ..delivery }),
-            }
-        }
-        // nats-server applies one consumer's acks in the order they arrive on a connection (its
-        // implementation, not a documented promise), so only the last of each consumer's needs
-        // its confirmation: when that comes, every earlier one has been applied too. A
-        // confirmed ack costs the server a subscription, a reply and an unsubscription; this
-        // pays that once per batch instead of per message.
-        let client = self.js.client();
-        let connects = || client.statistics().connects.load(Ordering::Relaxed);
-        let connects_before = connects();
-        let confirmed = last_per_consumer(&plain);
-        for (i, message) in plain.iter().enumerate() {
-            if !confirmed.contains(&i) {
-                message.ack().await.map_err(unavailable)?;
-            }
-        }
-        let plain = &plain;
-        let confirmations = confirmed
-            .iter()
-            .map(|&i| async move { plain[i].double_ack().await.map_err(unavailable) });
-        futures_util::future::try_join_all(confirmations).await?;
-        if connects() != connects_before {
-            // A reconnect drops what the old connection had not sent yet, plain acks included,
-            // while the confirmations went out on the new one: confirm every message instead.
-            futures_util::future::try_join_all(
-                plain
-                    .iter()
-                    .map(|message| async move { message.double_ack().await.map_err(unavailable) }),
-            )
-            .await?;
-        }
-        // Packs settle part by part; they are acked once their last part is.
-        futures_util::future::try_join_all(others.into_iter().map(|d| self.ack(d)))
+        // One round trip each, but all in flight at once.
+        futures_util::future::try_join_all(deliveries.into_iter().map(|d| self.ack(d)))
             .await
             .map(|_| ())
     }
@@ -418,23 +381,6 @@ impl Bus for NatsBus {
         }
         Ok(())
     }
-}
-
-/// Indices of the last message of each consumer in `messages` (and of every message whose
-/// consumer cannot be told, which is then confirmed on its own).
-fn last_per_consumer(messages: &[Box<jetstream::Message>]) -> Vec<usize> {
-    let mut last: Vec<(Option<(&str, &str)>, usize)> = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let consumer = message.info().ok().map(|info| (info.stream, info.consumer));
-        match last
-            .iter_mut()
-            .find(|(c, _)| consumer.is_some() && *c == consumer)
-        {
-            Some(entry) => entry.1 = i,
-            None => last.push((consumer, i)),
-        }
-    }
-    last.into_iter().map(|(_, i)| i).collect()
 }
 
 /// A stored message's `Nats-Msg-Id`.
