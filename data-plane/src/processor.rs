@@ -243,7 +243,12 @@ fn process(compiled: &Compiled, enricher: &Enricher, batch: &[(String, bytes::By
                 serde_json::to_vec(&record).unwrap_or_default(),
             );
         };
-        let mut event: Map<String, Value> = match serde_json::from_slice(payload) {
+        // UTF-8 checked once for the whole envelope: `from_slice` checks every string
+        // separately, which showed in the profile.
+        let parsed = std::str::from_utf8(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
+        let mut event: Map<String, Value> = match parsed {
             Ok(event) => event,
             Err(e) => {
                 reject(&mut out, "", format!("not an event envelope: {e}"));

@@ -1,10 +1,14 @@
 //! Google Analytics 4 through the Measurement Protocol: one event per request, named the GA4
 //! way, with scalar parameters.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 use sluice_proto::spec::Ga4Spec;
 
 use super::{Request, Shape, event_time_ms, text};
+use crate::pipeline::json_out::Object;
 
 const DEFAULT_ENDPOINT: &str = "https://www.google-analytics.com";
 /// GA4's limits on names and string parameter values.
@@ -12,11 +16,11 @@ const MAX_NAME: usize = 40;
 const MAX_VALUE: usize = 100;
 
 /// A GA4 event or parameter name: snake_case, starting with a letter, at most 40 characters.
-pub fn ga4_name(name: &str) -> String {
+pub fn ga4_name(name: &str) -> Cow<'_, str> {
     if is_ga4_name(name) {
-        return name.to_owned();
+        return Cow::Borrowed(name);
     }
-    let mut out = String::with_capacity(name.len());
+    let mut out = String::with_capacity(name.len() + 2);
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
@@ -25,12 +29,14 @@ pub fn ga4_name(name: &str) -> String {
         }
     }
     let trimmed = out.trim_matches('_');
-    let named = if trimmed.starts_with(|c: char| c.is_ascii_alphabetic()) {
+    let mut named = if trimmed.starts_with(|c: char| c.is_ascii_alphabetic()) {
         trimmed.to_owned()
     } else {
         format!("e_{trimmed}")
     };
-    named.chars().take(MAX_NAME).collect()
+    // Only ASCII was written, so a byte length is a character count.
+    named.truncate(MAX_NAME);
+    Cow::Owned(named)
 }
 
 /// Whether a name already is what [`ga4_name`] would make of it (most property keys are).
@@ -45,15 +51,17 @@ fn is_ga4_name(name: &str) -> bool {
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn params(source: &Map<String, Value>) -> Map<String, Value> {
-    let mut params = Map::new();
+/// The parameters, by GA4 name (a later key wins when two names meet), borrowed from the
+/// event where they need no change.
+fn params(source: &Map<String, Value>) -> BTreeMap<Cow<'_, str>, Cow<'_, Value>> {
+    let mut params = BTreeMap::new();
     for (key, value) in source {
         let value = match value {
-            Value::String(s) if s.len() <= MAX_VALUE => value.clone(),
-            Value::String(s) => Value::String(s.chars().take(MAX_VALUE).collect()),
-            Value::Number(_) | Value::Bool(_) => value.clone(),
+            Value::String(s) if s.len() <= MAX_VALUE => Cow::Borrowed(value),
+            Value::String(s) => Cow::Owned(Value::String(s.chars().take(MAX_VALUE).collect())),
+            Value::Number(_) | Value::Bool(_) => Cow::Borrowed(value),
             // GA4's one structured parameter: the items of an e-commerce event.
-            Value::Array(_) if key == "items" => value.clone(),
+            Value::Array(_) if key == "items" => Cow::Borrowed(value),
             _ => continue,
         };
         params.insert(ga4_name(key), value);
@@ -65,8 +73,8 @@ pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> 
     let kind = text(event, "type").unwrap_or_default();
     let name = match kind {
         "track" => ga4_name(text(event, "event").unwrap_or("event")),
-        "page" => "page_view".to_owned(),
-        "screen" => "screen_view".to_owned(),
+        "page" => Cow::Borrowed("page_view"),
+        "screen" => Cow::Borrowed("screen_view"),
         _ => return Shape::NotApplicable,
     };
     let Some(client_id) = text(event, "anonymous_id").or_else(|| text(event, "user_id")) else {
@@ -88,24 +96,35 @@ pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> 
             ("page_referrer", "context.page.referrer"),
         ] {
             if let Some(value) = text(event, path) {
-                params.entry(param).or_insert_with(|| Value::from(value));
+                params
+                    .entry(Cow::Borrowed(param))
+                    .or_insert_with(|| Cow::Owned(Value::from(value)));
             }
         }
     }
-    // Built by moving the parts in: `json!` would copy `params` deeply.
-    let mut one = Map::new();
-    one.insert("name".into(), Value::String(name));
-    one.insert("params".into(), Value::Object(params));
-    let mut payload = Map::new();
-    payload.insert("client_id".into(), Value::from(client_id));
-    payload.insert("events".into(), Value::Array(vec![Value::Object(one)]));
-    if let Some(user_id) = text(event, "user_id") {
-        payload.insert("user_id".into(), Value::from(user_id));
+    // Keys in sorted order, as a serialised map has them.
+    let mut out = Vec::with_capacity(256);
+    let mut payload = Object::start(&mut out);
+    payload.str("client_id", client_id);
+    let events = payload.key("events");
+    events.push(b'[');
+    let mut one = Object::start(&mut *events);
+    one.str("name", &name);
+    let mut written = Object::start(one.key("params"));
+    for (param, value) in &params {
+        written.value(param, value);
     }
+    written.end();
+    one.end();
+    events.push(b']');
     if let Some(ms) = event_time_ms(event) {
-        payload.insert("timestamp_micros".into(), Value::from(ms * 1000));
+        payload.i64("timestamp_micros", ms * 1000);
     }
-    Shape::Payload(Value::Object(payload))
+    if let Some(user_id) = text(event, "user_id") {
+        payload.str("user_id", user_id);
+    }
+    payload.end();
+    Shape::Payload(out)
 }
 
 pub fn request(spec: &Ga4Spec, api_secret: &str, batch: &[(&str, &[u8])]) -> Request {
@@ -168,7 +187,7 @@ mod tests {
 
     #[test]
     fn events_become_measurement_protocol_payloads() {
-        let Shape::Payload(p) = shape(
+        let Shape::Payload(bytes) = shape(
             &event(
                 json!({"type": "track", "event": "Order Completed", "anonymous_id": "a-1",
                 "user_id": "u-1", "timestamp": "2026-11-22T12:00:00.000Z",
@@ -179,6 +198,7 @@ mod tests {
         ) else {
             panic!("a payload")
         };
+        let p: Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(p["client_id"], "a-1");
         assert_eq!(p["user_id"], "u-1");
         assert_eq!(p["timestamp_micros"], 1_795_348_800_000_000_i64);

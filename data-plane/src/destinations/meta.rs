@@ -6,6 +6,7 @@ use sluice_proto::spec::{MetaSpec, PiiKind};
 
 use super::ga4::percent;
 use super::{Request, Shape, event_time_ms, json_array, text};
+use crate::pipeline::json_out::{self, Object};
 use crate::pipeline::pii::{is_sha256_hex, normalise, sha256_hex};
 
 const DEFAULT_ENDPOINT: &str = "https://graph.facebook.com/v21.0";
@@ -20,8 +21,10 @@ fn hashed(kind: Option<PiiKind>, value: &str) -> String {
 }
 
 /// A hashed identifier as Meta takes it: a list of one.
-fn hashed_list(kind: Option<PiiKind>, value: &str) -> Value {
-    Value::Array(vec![Value::String(hashed(kind, value))])
+fn write_hashed_list(out: &mut Vec<u8>, hash: &str) {
+    out.push(b'[');
+    json_out::write_str(out, hash);
+    out.push(b']');
 }
 
 pub fn shape(
@@ -29,43 +32,30 @@ pub fn shape(
     event: &Map<String, Value>,
     output: Option<Map<String, Value>>,
 ) -> Shape {
-    let name = match (
-        text(event, "type"),
-        output
-            .as_ref()
-            .and_then(|o| o.get("event_name"))
-            .and_then(Value::as_str),
-    ) {
-        (_, Some(mapped)) => mapped.to_owned(),
-        (Some("track"), None) => text(event, "event").unwrap_or_default().to_owned(),
-        (Some("page"), None) => "PageView".to_owned(),
+    let mapped_name = output
+        .as_ref()
+        .and_then(|o| o.get("event_name"))
+        .and_then(Value::as_str);
+    let name = match (text(event, "type"), mapped_name) {
+        (_, Some(mapped)) => mapped,
+        (Some("track"), None) => text(event, "event").unwrap_or_default(),
+        (Some("page"), None) => "PageView",
         _ => return Shape::NotApplicable,
     };
     let Some(ms) = event_time_ms(event) else {
         return Shape::Invalid("meta: no event time".into());
     };
     let first = |paths: &[&str]| paths.iter().find_map(|p| text(event, p));
-    let mut user = Map::new();
-    if let Some(email) = first(&["traits.email", "properties.email", "context.traits.email"]) {
-        user.insert("em".into(), hashed_list(Some(PiiKind::Email), email));
-    }
-    if let Some(phone) = first(&["traits.phone", "properties.phone", "context.traits.phone"]) {
-        user.insert("ph".into(), hashed_list(Some(PiiKind::Phone), phone));
-    }
-    if let Some(id) = text(event, "user_id") {
-        user.insert("external_id".into(), hashed_list(None, id));
-    }
+    let email = first(&["traits.email", "properties.email", "context.traits.email"])
+        .map(|email| hashed(Some(PiiKind::Email), email));
+    let phone = first(&["traits.phone", "properties.phone", "context.traits.phone"])
+        .map(|phone| hashed(Some(PiiKind::Phone), phone));
+    let external_id = text(event, "user_id").map(|id| hashed(None, id));
     let ip = text(event, "context.ip");
     let agent = text(event, "context.userAgent");
-    if let Some(ip) = ip {
-        user.insert("client_ip_address".into(), Value::from(ip));
-    }
-    if let Some(agent) = agent {
-        user.insert("client_user_agent".into(), Value::from(agent));
-    }
-    let identified = ["em", "ph", "external_id"]
-        .iter()
-        .any(|k| user.contains_key(*k))
+    let identified = email.is_some()
+        || phone.is_some()
+        || external_id.is_some()
         || (ip.is_some() && agent.is_some());
     if !identified {
         return Shape::Invalid(
@@ -73,35 +63,53 @@ pub fn shape(
                 .into(),
         );
     }
-    let custom = match output {
-        Some(mut output) => {
-            output.remove("event_name");
-            output
-        }
-        None => event
-            .get("properties")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-    };
     let action_source = spec.action_source.as_deref().unwrap_or("website");
-    // Built by moving the parts in: `json!` would copy `user` and `custom` deeply.
-    let mut payload = Map::new();
-    payload.insert("event_name".into(), Value::String(name));
-    payload.insert("event_time".into(), Value::from(ms / 1000));
-    payload.insert(
-        "event_id".into(),
-        Value::from(text(event, "message_id").unwrap_or_default()),
-    );
-    payload.insert("action_source".into(), Value::from(action_source));
-    payload.insert("user_data".into(), Value::Object(user));
-    payload.insert("custom_data".into(), Value::Object(custom));
+    // Written straight from the event, keys in sorted order as a serialised map has them:
+    // building a `Value` first copied `properties` deeply.
+    let mut out = Vec::with_capacity(512);
+    let mut payload = Object::start(&mut out);
+    payload.str("action_source", action_source);
+    let custom = payload.key("custom_data");
+    match &output {
+        Some(output) => {
+            let mut fields = Object::start(custom);
+            for (key, value) in output.iter().filter(|(key, _)| *key != "event_name") {
+                fields.value(key, value);
+            }
+            fields.end();
+        }
+        None => match event.get("properties").and_then(Value::as_object) {
+            Some(properties) => json_out::write_map(custom, properties),
+            None => custom.extend_from_slice(b"{}"),
+        },
+    }
+    payload.str("event_id", text(event, "message_id").unwrap_or_default());
+    payload.str("event_name", name);
     if action_source == "website"
         && let Some(url) = text(event, "context.page.url")
     {
-        payload.insert("event_source_url".into(), Value::from(url));
+        payload.str("event_source_url", url);
     }
-    Shape::Payload(Value::Object(payload))
+    payload.i64("event_time", ms / 1000);
+    let mut user = Object::start(payload.key("user_data"));
+    if let Some(ip) = ip {
+        user.str("client_ip_address", ip);
+    }
+    if let Some(agent) = agent {
+        user.str("client_user_agent", agent);
+    }
+    for (key, hash) in [
+        ("em", &email),
+        ("external_id", &external_id),
+        ("ph", &phone),
+    ] {
+        if let Some(hash) = hash {
+            write_hashed_list(user.key(key), hash);
+        }
+    }
+    user.end();
+    payload.end();
+    Shape::Payload(out)
 }
 
 pub fn request(spec: &MetaSpec, token: &str, batch: &[(&str, &[u8])]) -> Request {
@@ -146,7 +154,7 @@ mod tests {
 
     #[test]
     fn customer_information_leaves_only_hashed() {
-        let Shape::Payload(p) = shape(
+        let Shape::Payload(bytes) = shape(
             &spec(),
             &event(
                 json!({"type": "track", "event": "Purchase", "message_id": "m-1", "user_id": "u-1",
@@ -159,6 +167,7 @@ mod tests {
         ) else {
             panic!("a payload")
         };
+        let p: Value = serde_json::from_slice(&bytes).expect("json");
         let text = p.to_string();
         assert!(!text.contains("Ada@") && !text.contains("555"), "{text}");
         assert_eq!(p["user_data"]["em"][0], sha256_hex("ada@example.com"));

@@ -14,8 +14,8 @@ use crate::applied::SecretResolver;
 
 /// What a kind makes of one event.
 pub enum Shape {
-    /// The payload to deliver.
-    Payload(Value),
+    /// The payload to deliver, as JSON.
+    Payload(Vec<u8>),
     /// The kind has nothing to send for this event (a GA4 destination and an identify call).
     NotApplicable,
     /// The event lacks what the vendor requires; it goes to the DLQ unsent.

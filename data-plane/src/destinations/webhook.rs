@@ -6,9 +6,12 @@ use sha2::Sha256;
 use sluice_proto::spec::WebhookSpec;
 
 use super::{Request, Shape, json_array};
+use crate::pipeline::json_out;
 
 pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> Shape {
-    Shape::Payload(Value::Object(output.unwrap_or_else(|| event.clone())))
+    let mut out = Vec::with_capacity(512);
+    json_out::write_map(&mut out, output.as_ref().unwrap_or(event));
+    Shape::Payload(out)
 }
 
 pub fn request(spec: &WebhookSpec, secret: Option<&str>, batch: &[(&str, &[u8])]) -> Request {

@@ -72,8 +72,10 @@ impl GeoIp {
 /// The node's enrichment resources.
 pub struct Enricher {
     ua: woothee::parser::Parser,
-    ua_cache: Mutex<HashMap<String, Value>>,
-    sessions: Mutex<HashMap<String, (String, i64)>>,
+    // foldhash, not SipHash: hashing a user agent per event showed in the profile; its seed
+    // is random per process, so a client cannot aim collisions at the table.
+    ua_cache: Mutex<HashMap<String, Value, foldhash::fast::RandomState>>,
+    sessions: Mutex<HashMap<String, (String, i64), foldhash::fast::RandomState>>,
     pub geoip: Option<Arc<GeoIp>>,
 }
 
@@ -144,18 +146,21 @@ impl Enricher {
         geoip: bool,
         session_timeout_minutes: Option<u32>,
     ) {
-        let visitor = ["user_id", "anonymous_id"]
-            .into_iter()
-            .find_map(|f| event.get(f).and_then(Value::as_str))
-            .map(str::to_owned);
-        let at_ms = event
-            .get("received_at")
-            .and_then(Value::as_str)
-            .and_then(parse_rfc3339_ms);
-        let context = event
-            .entry("context")
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(context) = context else {
+        let session = session_timeout_minutes.and_then(|minutes| {
+            let visitor = ["user_id", "anonymous_id"]
+                .into_iter()
+                .find_map(|f| event.get(f).and_then(Value::as_str))?;
+            let at_ms = event
+                .get("received_at")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_ms)?;
+            Some(self.session(visitor, at_ms, i64::from(minutes) * 60_000))
+        });
+        // Looked up before inserting: `entry` would allocate the key on every event.
+        if !event.contains_key("context") {
+            event.insert("context".into(), Value::Object(Map::new()));
+        }
+        let Some(Value::Object(context)) = event.get_mut("context") else {
             return;
         };
         if user_agent
@@ -179,10 +184,7 @@ impl Enricher {
         if truncate_ip && let Some(ip) = ip {
             context.insert("ip".into(), Value::String(truncate(ip).to_string()));
         }
-        if let (Some(minutes), Some(visitor), Some(at_ms)) =
-            (session_timeout_minutes, visitor, at_ms)
-        {
-            let id = self.session(&visitor, at_ms, i64::from(minutes) * 60_000);
+        if let Some(id) = session {
             context.insert("session_id".into(), Value::String(id));
         }
     }
