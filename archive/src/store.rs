@@ -5,14 +5,23 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use crate::ArchiveError;
 use crate::layout::tenant_prefix;
+
+/// `object_store`'s own retries of one S3 request, kept short. Its default (ten retries over
+/// up to three minutes, connection refusals included) sat under the archiver's own retry
+/// loop, so one failed upload could take a minute to surface and the `store_up` metric and
+/// the log said nothing meanwhile; the archiver retries with its own backoff anyway.
+const S3_RETRIES: usize = 3;
+/// The longest `object_store` keeps retrying one request.
+const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the archive is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +84,12 @@ impl StoreConfig {
             } => {
                 let mut builder = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
-                    .with_region(region);
+                    .with_region(region)
+                    .with_retry(RetryConfig {
+                        backoff: BackoffConfig::default(),
+                        max_retries: S3_RETRIES,
+                        retry_timeout: S3_RETRY_TIMEOUT,
+                    });
                 if let Some(endpoint) = endpoint {
                     builder = builder
                         .with_endpoint(endpoint)

@@ -199,6 +199,11 @@ mod tests {
             panic!("a payload")
         };
         let p: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            bytes,
+            serde_json::to_vec(&p).expect("serialises"),
+            "written as serialising the payload as a map would: sorted keys, compact"
+        );
         assert_eq!(p["client_id"], "a-1");
         assert_eq!(p["user_id"], "u-1");
         assert_eq!(p["timestamp_micros"], 1_795_348_800_000_000_i64);

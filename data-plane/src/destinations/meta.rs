@@ -168,6 +168,11 @@ mod tests {
             panic!("a payload")
         };
         let p: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            bytes,
+            serde_json::to_vec(&p).expect("serialises"),
+            "written as serialising the payload as a map would: sorted keys, compact"
+        );
         let text = p.to_string();
         assert!(!text.contains("Ada@") && !text.contains("555"), "{text}");
         assert_eq!(p["user_data"]["em"][0], sha256_hex("ada@example.com"));

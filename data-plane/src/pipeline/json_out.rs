@@ -87,17 +87,6 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-pub fn to_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_value(&mut out, value);
-    out
-}
-
-pub fn write_i64(out: &mut Vec<u8>, n: i64) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &n);
-}
-
 /// A JSON object written field by field, straight from borrowed parts: shaping a payload
 /// this way copies nothing into an intermediate `Value` (a deep copy of `properties` for
 /// Meta's `custom_data` was most of its cost).
@@ -132,7 +121,8 @@ impl<'o> Object<'o> {
     }
 
     pub fn i64(&mut self, key: &str, n: i64) {
-        write_i64(self.key(key), n);
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(self.key(key), &n);
     }
 
     pub fn end(self) {
@@ -145,6 +135,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn to_vec(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_value(&mut out, value);
+        out
+    }
 
     #[test]
     fn output_is_what_serde_json_writes() {
