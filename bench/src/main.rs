@@ -80,6 +80,10 @@ enum Scenario {
         /// Events per request.
         #[arg(long, default_value_t = 10)]
         batch: usize,
+        /// Requests in flight per destination that sends one event per request (the webhook
+        /// and GA4; the spec allows 1 to 64).
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
     },
     /// Archive write throughput on one core, then SQL over an archived data set from local
     /// disk, from an S3 server (`--s3-url`) and in DuckDB (`--python` with duckdb installed).
@@ -197,6 +201,7 @@ fn main() -> anyhow::Result<()> {
         rate,
         seconds,
         batch,
+        concurrency,
     } = &cli.scenario
     {
         let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -211,6 +216,7 @@ fn main() -> anyhow::Result<()> {
             rate: *rate,
             seconds: *seconds,
             batch: *batch,
+            concurrency: *concurrency,
         };
         print!(
             "{}",

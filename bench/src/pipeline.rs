@@ -20,6 +20,8 @@ pub struct PipelineArgs {
     pub seconds: u64,
     /// Events per request.
     pub batch: usize,
+    /// Requests in flight for each destination that sends one event per request.
+    pub concurrency: u32,
 }
 
 type Arrivals = Arc<Mutex<HashMap<(String, String), Instant>>>;
@@ -62,15 +64,15 @@ async fn vendor(arrivals: Arrivals) -> anyhow::Result<String> {
     Ok(url)
 }
 
-fn spec(vendor: &str) -> Value {
+fn spec(vendor: &str, concurrency: u32) -> Value {
     let mut spec = crate::processor::pipeline();
     spec["destinations"] = json!([
-        {"name": "crm", "consent": ["analytics"], "concurrency": 16,
+        {"name": "crm", "consent": ["analytics"], "concurrency": concurrency,
          "filter": "type == 'track' && event == 'Order Completed' && properties.revenue > 0.0",
          "mapping": {"order_id": "properties.order_id", "revenue": "properties.revenue", "user": "user_id"},
          "computed": {"revenue_cents": "int(properties.revenue * 100.0)"},
          "webhook": {"url": format!("{vendor}/crm")}},
-        {"name": "analytics", "consent": ["analytics"], "concurrency": 16,
+        {"name": "analytics", "consent": ["analytics"], "concurrency": concurrency,
          "ga4": {"measurement_id": "G-BENCH1234", "api_secret": "BENCH_GA4_SECRET", "endpoint": format!("{vendor}/ga4")}},
         {"name": "ads", "consent": ["ads"],
          "meta": {"pixel_id": "1234567890", "access_token": "BENCH_META_TOKEN", "endpoint": format!("{vendor}/meta")}}
@@ -94,10 +96,10 @@ struct Setup {
     _world: crate::world::World,
 }
 
-async fn setup(server: &tokio::runtime::Handle) -> anyhow::Result<Setup> {
+async fn setup(server: &tokio::runtime::Handle, concurrency: u32) -> anyhow::Result<Setup> {
     let arrivals: Arrivals = Arc::default();
     let vendor_url = server.spawn(vendor(arrivals.clone())).await??;
-    let world = crate::world::start(server, spec(&vendor_url), |node, dir| {
+    let world = crate::world::start(server, spec(&vendor_url, concurrency), |node, dir| {
         node.roles = "receiver,processor,delivery".into();
         node.secrets_dir = Some(crate::world::secrets_dir(
             dir,
@@ -223,7 +225,7 @@ async fn delivered(
 }
 
 pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::Result<String> {
-    let setup = setup(&server).await?;
+    let setup = setup(&server, args.concurrency).await?;
     let mut report = String::new();
     let rate = if args.rate > 0 {
         args.rate

@@ -138,12 +138,25 @@ impl Processor {
                     return;
                 }
             };
-        for (stage, messages) in output.by_stage {
-            if let Err(e) = self.bus.publish(&stage, messages).await {
+        // Every stage is its own log with its own durable commit; waiting for them one after
+        // another put up to four commits in a row between an event's arrival and its delivery.
+        let published = futures_util::future::join_all(output.by_stage.into_iter().map(
+            |(stage, messages)| async move {
+                let outcome = self.bus.publish(&stage, messages).await;
+                (stage, outcome)
+            },
+        ))
+        .await;
+        let mut failed = false;
+        for (stage, outcome) in published {
+            if let Err(e) = outcome {
                 tracing::warn!(stage = %stage, error = %e, "cannot publish processed events; the batch will be processed again");
-                self.give_back(deliveries, RETRY).await;
-                return;
+                failed = true;
             }
+        }
+        if failed {
+            self.give_back(deliveries, RETRY).await;
+            return;
         }
         if let Err(e) = self.bus.ack_all(deliveries).await {
             tracing::error!(error = %e, "cannot acknowledge a processed batch; it will be processed again");
