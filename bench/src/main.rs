@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod archive;
 mod bus;
+mod pace;
 mod pipeline;
 mod processor;
 mod receiver;

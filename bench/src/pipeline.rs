@@ -138,8 +138,9 @@ async fn load(
     let interval =
         (rate > 0).then(|| Duration::from_secs_f64(workers as f64 * batch as f64 / rate as f64));
     let started = Instant::now();
+    let start = tokio::time::Instant::from_std(started);
     let mut tasks = Vec::new();
-    for _ in 0..workers {
+    for worker in 0..workers {
         let (http, url, auth, acked, errors, stop, next) = (
             http.clone(),
             setup.receiver.clone(),
@@ -150,10 +151,8 @@ async fn load(
             next.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut tick = interval.map(|i| {
-                let mut t = tokio::time::interval(i);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
+            let mut tick = interval.map(|period| {
+                crate::pace::ticker(start, worker as usize, workers as usize, period)
             });
             while !stop.load(Ordering::Relaxed) {
                 if let Some(tick) = tick.as_mut() {

@@ -79,7 +79,9 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let per_worker_interval = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let mut workers = Vec::new();
-    for worker in 0..args.concurrency {
+    let start = tokio::time::Instant::now();
+    let concurrency = args.concurrency;
+    for worker in 0..concurrency {
         let (client, url, auth, stop, measuring, errors, batch) = (
             client.clone(),
             url.clone(),
@@ -92,7 +94,8 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = (worker as u64) << 40;
-            let mut tick = per_worker_interval.map(tokio::time::interval);
+            let mut tick = per_worker_interval
+                .map(|period| crate::pace::ticker(start, worker, concurrency, period));
             while !stop.load(Ordering::Relaxed) {
                 if let Some(tick) = tick.as_mut() {
                     tick.tick().await;
