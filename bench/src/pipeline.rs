@@ -108,9 +108,8 @@ async fn setup(server: &tokio::runtime::Handle, concurrency: u32) -> anyhow::Res
     let vendor_url = server.spawn(vendor(arrivals.clone())).await??;
     let mut archive_dir = std::path::PathBuf::new();
     let world = crate::world::start(server, spec(&vendor_url, concurrency), |node, dir| {
-        let dir_of_archive = dir.join("archive");
-        node.archive_dir = Some(dir_of_archive.clone());
-        archive_dir = dir_of_archive;
+        archive_dir = dir.join("archive");
+        node.archive_dir = Some(archive_dir.clone());
         node.roles = "receiver,processor,delivery,archiver".into();
         node.archive_flush_secs = ARCHIVE_FLUSH_SECS;
         node.secrets_dir = Some(crate::world::secrets_dir(
