@@ -69,6 +69,10 @@ enum Scenario {
         /// Requests per second to hold; 0 for as fast as possible.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Byte budget of one fetch of the packed `raw` stage on NATS (the node's
+        /// `nats_fetch_bytes`); by default the node's default.
+        #[arg(long)]
+        nats_fetch_bytes: Option<usize>,
     },
     /// End to end: receiver acknowledgement to vendor receipt, through processor and delivery.
     Pipeline {
@@ -278,10 +282,12 @@ fn main() -> anyhow::Result<()> {
         concurrency,
         seconds,
         rate,
+        nats_fetch_bytes,
     } = &cli.scenario
     {
         let args = receiver::ReceiverArgs {
             nats_url: nats_url.clone(),
+            nats_fetch_bytes: *nats_fetch_bytes,
             batch: *batch,
             concurrency: *concurrency,
             seconds: *seconds,

@@ -6,7 +6,7 @@
 //! Parquet to a local directory every [`ARCHIVE_FLUSH_SECS`], so its encoding competes for the
 //! cores inside the measured window, as it does on a node that runs every role.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -238,7 +238,8 @@ async fn delivered(
 pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::Result<String> {
     let setup = setup(&server, args.concurrency).await?;
     let mut report = String::new();
-    let mut sent = 0;
+    // Every acknowledged event id, of both runs: what the archive must hold.
+    let mut sent: HashSet<String> = HashSet::new();
     let rate = if args.rate > 0 {
         args.rate
     } else {
@@ -250,7 +251,7 @@ pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::
             .await
             .context("the backlog did not drain within 300 s")?;
         let max = acked.len() as f64 / last.duration_since(started).as_secs_f64();
-        sent += acked.len();
+        sent.extend(acked.keys().cloned());
         report.push_str(&format!(
             "maximum end to end: {max:.0} events/s ({} events, acknowledged and delivered to all three destinations)\n",
             acked.len()
@@ -263,7 +264,7 @@ pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     let (acked, errors, elapsed) = load(&setup, rate, args.seconds, args.batch, 1 << 40).await;
-    sent += acked.len();
+    sent.extend(acked.keys().cloned());
     let _ = delivered(&setup, &acked, Duration::from_secs(60)).await;
     let arrivals = setup
         .arrivals
@@ -293,37 +294,72 @@ pub async fn run(args: PipelineArgs, server: tokio::runtime::Handle) -> anyhow::
         ));
     }
     // Everything acknowledged is archived too (the archive holds both runs' events).
-    let archived = archived(
-        &setup,
-        sent as u64,
-        Duration::from_secs(ARCHIVE_FLUSH_SECS * 5),
-    )
-    .await?;
+    let archive = archived(&setup, &sent, Duration::from_secs(ARCHIVE_FLUSH_SECS * 5)).await?;
     let stats = &setup.world.node.state.archive_stats;
     report.push_str(&format!(
-        "archived: {archived} of {sent} acknowledged events in {} Parquet files, {} not yet written\n",
+        "archived: {} of {} acknowledged events, by event id, in {} Parquet files ({} rows: {} duplicates, {} not acknowledged); {} not yet written\n",
+        archive.found,
+        sent.len(),
         stats.files.load(Ordering::Relaxed),
+        archive.rows,
+        archive.duplicates,
+        archive.unknown,
         stats.buffered.load(Ordering::Relaxed),
     ));
     Ok(report)
 }
 
-/// Events in the node's archive, counted by reading the Parquet files back, once they are at
-/// least `expected` (or `limit` passes): events still on the bus or held by the archiver are
-/// not in a file yet.
-async fn archived(setup: &Setup, expected: u64, limit: Duration) -> anyhow::Result<u64> {
+/// What the archive holds of the acknowledged events.
+#[derive(Debug, Default)]
+struct Archived {
+    /// Acknowledged events found, each counted once.
+    found: usize,
+    /// Rows in all files.
+    rows: usize,
+    /// Rows whose event id an earlier row already had.
+    duplicates: usize,
+    /// Rows whose event id was never acknowledged.
+    unknown: usize,
+}
+
+/// Reads the event ids of the node's archive back from its Parquet files, once every
+/// acknowledged event is there (or `limit` passes): events still on the bus or held by the
+/// archiver are not in a file yet. By id, not by row count, so a duplicate cannot hide a loss.
+async fn archived(
+    setup: &Setup,
+    acked: &HashSet<String>,
+    limit: Duration,
+) -> anyhow::Result<Archived> {
+    use arrow::array::AsArray as _;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let started = Instant::now();
     loop {
-        let mut rows = 0;
+        let mut archive = Archived::default();
+        let mut seen = HashSet::new();
         for entry in walk(&setup.archive_dir)? {
-            let file = std::fs::File::open(&entry)?;
-            let reader = parquet::file::reader::SerializedFileReader::new(file)?;
-            rows += parquet::file::reader::FileReader::metadata(&reader)
-                .file_metadata()
-                .num_rows() as u64;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&entry)?)?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id"]);
+            for batch in builder.with_projection(mask).build()? {
+                let batch = batch?;
+                let ids = batch
+                    .column(0)
+                    .as_string_opt::<i32>()
+                    .context("event_id is not a string column")?;
+                for id in ids.iter().flatten() {
+                    archive.rows += 1;
+                    if !seen.insert(id.to_owned()) {
+                        archive.duplicates += 1;
+                    } else if acked.contains(id) {
+                        archive.found += 1;
+                    } else {
+                        archive.unknown += 1;
+                    }
+                }
+            }
         }
-        if rows >= expected || started.elapsed() >= limit {
-            return Ok(rows);
+        if archive.found >= acked.len() || started.elapsed() >= limit {
+            return Ok(archive);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

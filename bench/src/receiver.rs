@@ -13,6 +13,7 @@ use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
 
 pub struct ReceiverArgs {
     pub nats_url: Option<String>,
+    pub nats_fetch_bytes: Option<usize>,
     pub batch: usize,
     pub concurrency: usize,
     pub seconds: u64,
@@ -46,8 +47,12 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
         bus.delete_stages(&["raw"]).await?;
     }
     let nats_url = args.nats_url.clone();
+    let fetch_bytes = args.nats_fetch_bytes;
     let world = crate::world::start(&server, json!({"sources": [{"name": "web"}]}), |node, _| {
         node.nats_url = nats_url;
+        if let Some(bytes) = fetch_bytes {
+            node.nats_fetch_bytes = bytes;
+        }
     })
     .await?;
     let node = &world.node;
@@ -163,10 +168,10 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let requests = all.len() as f64 / elapsed.as_secs_f64();
     let report = format!(
         "bus={} batch={} event_bytes={} concurrency={} rate={} requests={:.0}/s events={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
-        if args.nats_url.is_some() {
-            "nats"
-        } else {
-            "embedded"
+        match (&args.nats_url, args.nats_fetch_bytes) {
+            (Some(_), Some(bytes)) => format!("nats fetch_bytes={bytes}"),
+            (Some(_), None) => "nats".into(),
+            (None, _) => "embedded".into(),
         },
         args.batch,
         event_bytes(),

@@ -49,6 +49,10 @@ pub struct RawConfig {
     /// Prefix of the NATS stream and subject names, so several data planes can share one
     /// server: lowercase letters, digits and `_`. Default: `sluice`.
     pub nats_prefix: String,
+    /// Most bytes one fetch of the packed `raw` stage returns from NATS: smaller bounds the
+    /// bursts a consumer takes in at once. At least 1,048,576 (the server's default
+    /// `max_payload`). Default: 4,194,304 (4 MiB).
+    pub nats_fetch_bytes: usize,
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
     /// Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
@@ -127,6 +131,7 @@ impl Default for RawConfig {
             max_backoff_secs: 30,
             nats_url: None,
             nats_prefix: "sluice".into(),
+            nats_fetch_bytes: 4 * 1024 * 1024,
             bus_max_bytes: 256 * 1024 * 1024,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
@@ -180,6 +185,7 @@ pub struct Config {
     pub max_backoff: Duration,
     pub nats_url: Option<String>,
     pub nats_prefix: String,
+    pub nats_fetch_bytes: usize,
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
@@ -221,6 +227,15 @@ impl RawConfig {
             return Err(invalid(
                 "nats_prefix",
                 "1 to 64 lowercase letters, digits and _",
+            ));
+        }
+        if self.nats_fetch_bytes < crate::bus::nats::MIN_FETCH_BYTES {
+            return Err(invalid(
+                "nats_fetch_bytes",
+                format!(
+                    "at least {} bytes, so any one message fits",
+                    crate::bus::nats::MIN_FETCH_BYTES
+                ),
             ));
         }
         if self.query_partitions > MAX_QUERY_PARTITIONS {
@@ -312,6 +327,7 @@ impl RawConfig {
             max_backoff: Duration::from_secs(self.max_backoff_secs),
             nats_url: self.nats_url.filter(|u| !u.is_empty()),
             nats_prefix: self.nats_prefix,
+            nats_fetch_bytes: self.nats_fetch_bytes,
             bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
         })
     }
@@ -591,6 +607,28 @@ mod tests {
             ..set
         };
         assert!(too_many.validate().is_err());
+    }
+
+    #[test]
+    fn a_nats_fetch_must_fit_one_message() {
+        let config = raw().validate().expect("valid");
+        assert_eq!(config.nats_fetch_bytes, 4 * 1024 * 1024);
+        let small = RawConfig {
+            nats_fetch_bytes: 1024 * 1024 - 1,
+            ..raw()
+        };
+        let error = small
+            .validate()
+            .expect_err("below the server's max_payload");
+        assert_eq!(error.field, "nats_fetch_bytes");
+        let least = RawConfig {
+            nats_fetch_bytes: 1024 * 1024,
+            ..raw()
+        };
+        assert_eq!(
+            least.validate().expect("valid").nats_fetch_bytes,
+            1024 * 1024
+        );
     }
 
     #[test]

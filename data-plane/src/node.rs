@@ -237,6 +237,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         Some(url) => AnyBus::Nats(Box::new(
             NatsBus::connect(NatsConfig {
                 prefix: node.config.nats_prefix.clone(),
+                packed_fetch_bytes: node.config.nats_fetch_bytes,
                 ..NatsConfig::new(url.clone())
             })
             .await?,

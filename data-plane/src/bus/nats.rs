@@ -25,10 +25,9 @@ use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
 const PACK_HEADER: &str = "Sluice-Pack";
 /// Largest packed payload, bytes: half of the server's default `max_payload` (1 MiB).
 const PACK_BYTES: usize = 512 * 1024;
-/// Most bytes one fetch of a packed stage returns: `max` counts stored messages, and a pack
-/// can hold thousands of events, so this keeps a consumer's batch bounded. Above the
-/// server's default `max_payload`, so any one message fits.
-const PACKED_FETCH_BYTES: usize = 4 * 1024 * 1024;
+/// The server's default `max_payload`, bytes: the least a fetch's byte budget may be, so any
+/// one stored message fits.
+pub const MIN_FETCH_BYTES: usize = 1024 * 1024;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -49,6 +48,10 @@ pub struct NatsConfig {
     /// Stages whose publish calls are stored packed, one JetStream message per call.
     /// Default: `raw`.
     pub packed_stages: Vec<String>,
+    /// Most bytes one fetch of a packed stage returns: a fetch's `max` counts stored
+    /// messages, and a pack can hold thousands of events, so this keeps a consumer's batch
+    /// bounded. At least [`MIN_FETCH_BYTES`]. Default: 4 MiB.
+    pub packed_fetch_bytes: usize,
 }
 
 impl NatsConfig {
@@ -61,6 +64,7 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
             packed_stages: vec![crate::stages::RAW.to_owned()],
+            packed_fetch_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -222,7 +226,7 @@ impl Bus for NatsBus {
             .max_messages(max.max(1))
             .expires(wait.max(Duration::from_millis(10)));
         if self.is_packed(stage) {
-            fetch = fetch.max_bytes(PACKED_FETCH_BYTES);
+            fetch = fetch.max_bytes(self.config.packed_fetch_bytes.max(MIN_FETCH_BYTES));
         }
         let mut batch = fetch.messages().await.map_err(unavailable)?;
         let mut deliveries = Vec::new();
