@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sluice_tests::free_port;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -814,14 +815,6 @@ async fn a_delivery_killed_mid_batch_redelivers_with_the_same_idempotency_keys()
         sent.len()
     );
     assert!(cp.terminate().await.success());
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 /// Starts `sluice dev` and reads its banner: (child, the banner's `name  value` lines).

@@ -9,13 +9,13 @@
 //! NATS is shared with other tests) and a 2-second archive flush (instead of 60 s).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use serde_yaml_ng::Value as Yaml;
-use sluice_tests::{Cp, CpOptions, Vendor, eventually};
+use sluice_tests::{Cp, CpOptions, Vendor, eventually, free_port};
 use tokio::process::{Child, Command};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
@@ -38,13 +38,6 @@ fn s3_url() -> String {
 
 fn nats_url() -> String {
     std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 /// `KEY=value` lines of an env file, comments and blank lines skipped.
@@ -189,6 +182,33 @@ fn spawn(service: &Service, prefix: &str, state: &Path) -> Child {
         .unwrap_or_else(|e| panic!("{}: {e}", service.name))
 }
 
+/// The spawned services; when the test fails, says which of them exited and prints the end of
+/// every service's log, which would otherwise go with the temporary directory.
+struct Running {
+    children: Vec<(String, Child)>,
+    logs: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (name, child) in &mut self.children {
+            let status = match child.try_wait() {
+                Ok(Some(status)) => format!("exited: {status}"),
+                Ok(None) => "running".to_owned(),
+                Err(e) => format!("unknown: {e}"),
+            };
+            let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- service {name} ({status}), last lines of its log:\n{tail}");
+        }
+    }
+}
+
 async fn new_bucket() -> String {
     let bucket = format!("sluice-compose-{}", uuid::Uuid::now_v7().simple());
     let created = reqwest::Client::new()
@@ -286,10 +306,13 @@ async fn the_compose_file_moves_events_from_proxy_to_delivery_and_archive() {
     assert_eq!(names, roles, "one service per role");
 
     let prefix = format!("compose_{}", uuid::Uuid::now_v7().simple());
-    let _children: Vec<Child> = services
-        .iter()
-        .map(|s| spawn(s, &prefix, state.path()))
-        .collect();
+    let mut running = Running {
+        children: services
+            .iter()
+            .map(|s| (s.name.clone(), spawn(s, &prefix, state.path())))
+            .collect(),
+        logs: state.path().to_owned(),
+    };
     let http = reqwest::Client::new();
     for service in &services {
         let url = format!("http://127.0.0.1:{}/health/ready", service.port);
@@ -305,6 +328,12 @@ async fn the_compose_file_moves_events_from_proxy_to_delivery_and_archive() {
             },
         )
         .await;
+    }
+
+    // Each answered for itself: a service that could not start would leave no one on its port.
+    for (name, child) in &mut running.children {
+        let status = child.try_wait().expect("child status");
+        assert!(status.is_none(), "{name} exited: {status:?}");
     }
 
     // Events through the proxy, as a website's SDK sends them.

@@ -29,6 +29,24 @@ pub fn nats_url() -> String {
     std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
+/// A port on 127.0.0.1 that nothing listens on now, for a server the test starts later; never
+/// the same port twice in one test process. The kernel may hand a just-released port out
+/// again, and two services given one port leave one dead while the other answers its health
+/// checks.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}
+
 /// A fresh PostgreSQL database for one test; unreachable PostgreSQL fails the test.
 pub struct PgDatabase {
     pub url: String,

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sluice_data_plane::RunningNode;
 use sluice_data_plane::bus::Bus;
-use sluice_tests::{Cp, CpOptions, eventually, start_node_with};
+use sluice_tests::{Cp, CpOptions, eventually, free_port, start_node_with};
 
 struct Tenant {
     cp: Cp,
@@ -258,14 +258,6 @@ async fn the_proxy_checks_spools_and_forwards_with_a_first_party_cookie() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
     node.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
