@@ -316,18 +316,27 @@ async fn the_compose_file_moves_events_from_proxy_to_delivery_and_archive() {
     let http = reqwest::Client::new();
     for service in &services {
         let url = format!("http://127.0.0.1:{}/health/ready", service.port);
-        eventually(
+        let (ready, _) = eventually(
             Duration::from_secs(60),
             &format!("{} ready", service.name),
             || {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
                     let response = http.get(&url).send().await.ok()?;
-                    response.status().is_success().then_some(())
+                    if !response.status().is_success() {
+                        return None;
+                    }
+                    response.json::<Value>().await.ok()
                 }
             },
         )
         .await;
+        assert_eq!(
+            ready["roles"],
+            json!([service.name]),
+            "the node on {}'s port runs its role",
+            service.name
+        );
     }
 
     // Each answered for itself: a service that could not start would leave no one on its port.

@@ -51,7 +51,8 @@ async fn live() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready once a configuration is loaded, from the control plane or last-known-good.
+/// Ready once a configuration is loaded, from the control plane or last-known-good. Names the
+/// node and its roles, so a check can tell which process answered on a port.
 async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let connected = node.connected.load(std::sync::atomic::Ordering::Relaxed);
     match node.current() {
@@ -59,6 +60,8 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
             StatusCode::OK,
             axum::Json(json!({
                 "status": "ok",
+                "node_id": node.node_id,
+                "roles": node.config.roles,
                 "config_version": config.version,
                 "config_age_seconds": node.config_age_seconds(&config),
                 "control_plane_connected": connected,
@@ -70,6 +73,8 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
             axum::Json(json!({
                 "status": "unavailable",
                 "reason": "no configuration yet: waiting for the control plane",
+                "node_id": node.node_id,
+                "roles": node.config.roles,
                 "control_plane_connected": connected,
             })),
         ),

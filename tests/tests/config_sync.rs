@@ -167,6 +167,8 @@ async fn a_node_syncs_applies_updates_and_runs_on_last_known_good_without_the_co
         (health["config_version"].as_u64(), health["source"].as_str()),
         (Some(next), Some("control_plane"))
     );
+    assert_eq!(health["node_id"], node.state.node_id.as_str());
+    assert_eq!(health["roles"], serde_json::json!(node.state.config.roles));
     let metrics = reqwest::get(format!("http://{}/metrics", node.http_addr))
         .await
         .expect("get")
