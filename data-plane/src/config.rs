@@ -131,7 +131,7 @@ impl Default for RawConfig {
             max_backoff_secs: 30,
             nats_url: None,
             nats_prefix: "sluice".into(),
-            nats_fetch_bytes: 4 * 1024 * 1024,
+            nats_fetch_bytes: crate::bus::nats::DEFAULT_FETCH_BYTES,
             bus_max_bytes: 256 * 1024 * 1024,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),

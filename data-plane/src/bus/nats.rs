@@ -28,6 +28,8 @@ const PACK_BYTES: usize = 512 * 1024;
 /// The server's default `max_payload`, bytes: the least a fetch's byte budget may be, so any
 /// one stored message fits.
 pub const MIN_FETCH_BYTES: usize = 1024 * 1024;
+/// The default byte budget of one fetch of a packed stage (4 MiB).
+pub const DEFAULT_FETCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
             packed_stages: vec![crate::stages::RAW.to_owned()],
-            packed_fetch_bytes: 4 * 1024 * 1024,
+            packed_fetch_bytes: DEFAULT_FETCH_BYTES,
         }
     }
 }
