@@ -173,6 +173,16 @@ struct DataPlaneArgs {
     #[arg(long, env = "SLUICE_NATS_PREFIX", default_value = "sluice")]
     nats_prefix: String,
 
+    /// Most bytes one fetch of the `raw` stage takes from NATS (at least 1 MiB): smaller
+    /// bounds the bursts a processor takes in at once.
+    #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = sluice_data_plane::bus::nats::DEFAULT_FETCH_BYTES)]
+    nats_fetch_bytes: usize,
+
+    /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503
+    /// (at least 1 MiB).
+    #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_data_plane::bus::embedded::DEFAULT_MAX_BYTES)]
+    bus_max_bytes: u64,
+
     /// The proxy's public listener for browsers and SDKs (/sluice.js, /v1/*); health and
     /// metrics stay on --http-addr.
     #[arg(long, env = "SLUICE_PROXY_ADDR", default_value = "127.0.0.1:8088")]
@@ -322,6 +332,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 secrets_dir: args.secrets_dir,
                 nats_url: non_empty(args.nats_url),
                 nats_prefix: args.nats_prefix,
+                nats_fetch_bytes: args.nats_fetch_bytes,
+                bus_max_bytes: args.bus_max_bytes,
                 proxy_addr: args.proxy_addr,
                 receiver_urls: args.receiver_urls,
                 proxy_cookie_name: args.proxy_cookie_name,

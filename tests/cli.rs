@@ -239,6 +239,36 @@ async fn invalid_configuration_fails_with_a_clear_message() {
     }
 }
 
+#[tokio::test]
+async fn data_plane_bus_limits_are_checked_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (env, needle) in [
+        (("SLUICE_BUS_MAX_BYTES", "1000"), "bus_max_bytes"),
+        (("SLUICE_NATS_FETCH_BYTES", "1000"), "nats_fetch_bytes"),
+        (("SLUICE_BUS_MAX_BYTES", "lots"), "--bus-max-bytes"),
+    ] {
+        let output = std::process::Command::new(SLUICE)
+            .args([
+                "data-plane",
+                "--roles",
+                "receiver",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .env(env.0, env.1)
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{env:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{env:?}: stderr lacks {needle}:\n{stderr}"
+        );
+    }
+}
+
 /// The check an operator (and the issue) runs, word for word, against the real binary.
 #[tokio::test]
 async fn operator_flow_with_a_service_key_on_sqlite() {

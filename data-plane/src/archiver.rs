@@ -85,6 +85,10 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(store = %config.store.describe(), flush_bytes = config.flush_bytes, flush_age_secs = config.flush_age.as_secs(), "archiver started");
+    tokio::select! {
+        () = until_true(&mut stop) => return,
+        () = crate::consumers::open(&node, &bus, stages::ARCHIVE) => {}
+    }
     let mut held = Held::default();
     let mut kept_alive = Instant::now();
     loop {
@@ -99,6 +103,7 @@ async fn run(
             () = until_true(&mut stop) => break,
             fetched = bus.fetch(stages::ARCHIVE, FETCH_MAX, wait) => fetched,
         };
+        node.consumers.outcome(stages::ARCHIVE, &fetched);
         match fetched {
             Ok(deliveries) => {
                 for delivery in deliveries {

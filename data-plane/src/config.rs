@@ -54,7 +54,7 @@ pub struct RawConfig {
     /// `max_payload`). Default: 4,194,304 (4 MiB).
     pub nats_fetch_bytes: usize,
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
-    /// Default: 268,435,456 (256 MiB).
+    /// At least 1,048,576. Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
     /// The proxy's public listener (browsers and SDKs); health and metrics stay on
     /// `http_addr`. Default: `127.0.0.1:8088`.
@@ -132,7 +132,7 @@ impl Default for RawConfig {
             nats_url: None,
             nats_prefix: "sluice".into(),
             nats_fetch_bytes: crate::bus::nats::DEFAULT_FETCH_BYTES,
-            bus_max_bytes: 256 * 1024 * 1024,
+            bus_max_bytes: crate::bus::embedded::DEFAULT_MAX_BYTES,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
             proxy_cookie_name: "sluice_id".into(),
@@ -235,6 +235,15 @@ impl RawConfig {
                 format!(
                     "at least {} bytes, so any one message fits",
                     crate::bus::nats::MIN_FETCH_BYTES
+                ),
+            ));
+        }
+        if self.bus_max_bytes < crate::bus::embedded::MIN_MAX_BYTES {
+            return Err(invalid(
+                "bus_max_bytes",
+                format!(
+                    "at least {} bytes, so a full batch request fits",
+                    crate::bus::embedded::MIN_MAX_BYTES
                 ),
             ));
         }
@@ -629,6 +638,27 @@ mod tests {
             least.validate().expect("valid").nats_fetch_bytes,
             1024 * 1024
         );
+    }
+
+    #[test]
+    fn the_embedded_bus_must_hold_a_full_batch() {
+        assert_eq!(
+            raw().validate().expect("valid").bus_max_bytes,
+            256 * 1024 * 1024
+        );
+        let small = RawConfig {
+            bus_max_bytes: 1024 * 1024 - 1,
+            ..raw()
+        };
+        assert_eq!(
+            small.validate().expect_err("too small").field,
+            "bus_max_bytes"
+        );
+        let least = RawConfig {
+            bus_max_bytes: 1024 * 1024,
+            ..raw()
+        };
+        assert!(least.validate().is_ok());
     }
 
     #[test]

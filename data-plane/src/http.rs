@@ -51,24 +51,18 @@ async fn live() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready once a configuration is loaded, from the control plane or last-known-good. Names the
-/// node and its roles, so a check can tell which process answered on a port.
+/// Ready once a configuration is loaded (from the control plane or last-known-good) and every
+/// bus stage the node's roles consume is being read. Names the node and its roles, so a check
+/// can tell which process answered on a port.
 async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let connected = node.connected.load(std::sync::atomic::Ordering::Relaxed);
-    match node.current() {
-        Some(config) => (
-            StatusCode::OK,
-            axum::Json(json!({
-                "status": "ok",
-                "node_id": node.node_id,
-                "roles": node.config.roles,
-                "config_version": config.version,
-                "config_age_seconds": node.config_age_seconds(&config),
-                "control_plane_connected": connected,
-                "source": if node.synced_from_control_plane() { "control_plane" } else { "last_known_good" },
-            })),
-        ),
-        None => (
+    let consumers = node.consumers.snapshot();
+    let consumers_json: serde_json::Map<String, serde_json::Value> = consumers
+        .iter()
+        .map(|(stage, state)| (stage.clone(), state.describe().into()))
+        .collect();
+    let Some(config) = node.current() else {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({
                 "status": "unavailable",
@@ -76,8 +70,43 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
                 "node_id": node.node_id,
                 "roles": node.config.roles,
                 "control_plane_connected": connected,
+                "consumers": consumers_json,
             })),
-        ),
+        );
+    };
+    let mut body = json!({
+        "status": "ok",
+        "node_id": node.node_id,
+        "roles": node.config.roles,
+        "config_version": config.version,
+        "config_age_seconds": node.config_age_seconds(&config),
+        "control_plane_connected": connected,
+        "source": if node.synced_from_control_plane() { "control_plane" } else { "last_known_good" },
+        "consumers": consumers_json,
+    });
+    let not_reading: Vec<String> = consumers
+        .iter()
+        .filter(|(_, state)| !state.is_reading())
+        .map(|(stage, state)| format!("{stage} ({})", state.describe()))
+        .collect();
+    let reason =
+        if node.config.runs("delivery") && node.consumers.delivery_version() != config.version {
+            Some(format!(
+                "delivery has not started the destinations of configuration {} yet",
+                config.version
+            ))
+        } else if !not_reading.is_empty() {
+            Some(format!("not reading {}", not_reading.join(", ")))
+        } else {
+            None
+        };
+    match reason {
+        None => (StatusCode::OK, axum::Json(body)),
+        Some(reason) => {
+            body["status"] = "unavailable".into();
+            body["reason"] = reason.into();
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        }
     }
 }
 

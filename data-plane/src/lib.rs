@@ -8,6 +8,7 @@ pub mod applied;
 pub mod archiver;
 pub mod bus;
 pub mod config;
+pub mod consumers;
 pub mod counters;
 pub mod delivery;
 mod destinations;

@@ -35,6 +35,9 @@ pub const ARCHIVE_UPLOAD_FAILURES_TOTAL: &str = "sluice_archive_upload_failures_
 pub const ARCHIVE_BUFFERED_EVENTS: &str = "sluice_archive_buffered_events";
 /// Archiver: 1 when the object store took the last upload, 0 while uploads fail.
 pub const ARCHIVE_STORE_UP: &str = "sluice_archive_store_up";
+/// Per bus stage a role of the node consumes: 1 while it is read, 0 while its consumer is
+/// starting or failing.
+pub const CONSUMER_READING: &str = "sluice_consumer_reading";
 
 pub fn render(node: &NodeState) -> String {
     let mut out = String::new();
@@ -116,6 +119,20 @@ pub fn render(node: &NodeState) -> String {
                     "{DESTINATION_EVENTS_TOTAL}{{destination=\"{name}\",outcome=\"{outcome}\"}} {value}"
                 );
             }
+        }
+    }
+    let consumers = node.consumers.snapshot();
+    if !consumers.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP {CONSUMER_READING} 1 while a role reads this bus stage, 0 while it cannot.\n# TYPE {CONSUMER_READING} gauge"
+        );
+        for (stage, state) in &consumers {
+            let _ = writeln!(
+                out,
+                "{CONSUMER_READING}{{stage=\"{stage}\"}} {}",
+                u8::from(state.is_reading())
+            );
         }
     }
     if node.config.runs("archiver") {

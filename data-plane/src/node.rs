@@ -65,6 +65,8 @@ pub struct NodeState {
     pub counters: Counters,
     pub proxy_stats: crate::proxy::ProxyStats,
     pub archive_stats: crate::archiver::ArchiveStats,
+    /// The stages the node's roles consume and whether each is being read.
+    pub consumers: crate::consumers::Consumers,
     last_error: Mutex<Option<String>>,
 }
 
@@ -207,6 +209,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         counters: Counters::default(),
         proxy_stats: crate::proxy::ProxyStats::default(),
         archive_stats: crate::archiver::ArchiveStats::default(),
+        consumers: crate::consumers::Consumers::default(),
         last_error: Mutex::new(None),
     });
     if let Some(saved) = lkg::load(&node.config.state_dir) {

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::applied::AppliedConfig;
 use crate::bus::{AnyBus, Bus, Delivery, Message};
+use crate::consumers;
 use crate::node::{NodeState, now_ms, until_true};
 use crate::pipeline::enrich::Enricher;
 use crate::pipeline::{Bindings, CelRoot, CompiledPipeline, Shaped, json_out};
@@ -64,11 +65,16 @@ pub fn start(
 }
 
 async fn work(processor: Arc<Processor>, mut shutdown: watch::Receiver<bool>) {
+    tokio::select! {
+        () = until_true(&mut shutdown) => return,
+        () = consumers::open(&processor.node, &processor.bus, stages::RAW) => {}
+    }
     loop {
         let fetched = tokio::select! {
             () = until_true(&mut shutdown) => return,
             fetched = processor.bus.fetch(stages::RAW, BATCH, Duration::from_secs(1)) => fetched,
         };
+        processor.node.consumers.outcome(stages::RAW, &fetched);
         let deliveries = match fetched {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,

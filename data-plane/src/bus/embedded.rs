@@ -38,6 +38,12 @@ const SPARE_PREFIX: &str = "spare-";
 /// How often acknowledgements are persisted.
 const CURSOR_FLUSH: Duration = Duration::from_millis(50);
 
+/// The default of [`EmbeddedConfig::max_bytes`] (256 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The least a node may set it to: a full batch request (500 KB of events, with their
+/// envelopes) must fit.
+pub const MIN_MAX_BYTES: u64 = 1024 * 1024;
+
 /// Settings of the embedded bus.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -55,7 +61,7 @@ impl EmbeddedConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            max_bytes: 256 * 1024 * 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: 64 * 1024 * 1024,
             ack_wait: Duration::from_secs(30),
         }
@@ -177,6 +183,10 @@ impl Bus for EmbeddedBus {
             stage.lock().bytes -= size;
         }
         outcome
+    }
+
+    async fn open_consumer(&self, stage: &str) -> Result<(), BusError> {
+        self.stage(stage).map(|_| ())
     }
 
     async fn fetch(

@@ -87,6 +87,10 @@ pub trait Bus: Send + Sync + 'static {
         messages: Vec<Message>,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
 
+    /// Makes `stage` ready to be consumed — its durable consumer on NATS, its log on the
+    /// embedded bus — so a role knows it can read the stage before anything arrives.
+    fn open_consumer(&self, stage: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+
     /// Up to `max` messages of `stage`, waiting at most `wait` for the first.
     fn fetch(
         &self,
@@ -177,6 +181,13 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.publish(stage, messages).await,
             AnyBus::Nats(bus) => bus.publish(stage, messages).await,
+        }
+    }
+
+    async fn open_consumer(&self, stage: &str) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.open_consumer(stage).await,
+            AnyBus::Nats(bus) => bus.open_consumer(stage).await,
         }
     }
 

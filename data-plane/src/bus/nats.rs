@@ -75,6 +75,7 @@ impl NatsConfig {
 #[derive(Clone)]
 pub struct NatsBus {
     config: NatsConfig,
+    client: async_nats::Client,
     js: jetstream::Context,
     consumers: std::sync::Arc<
         tokio::sync::Mutex<std::collections::HashMap<String, consumer::PullConsumer>>,
@@ -97,10 +98,23 @@ impl NatsBus {
             })?;
         Ok(Self {
             config,
-            js: jetstream::new(client),
+            js: jetstream::new(client.clone()),
+            client,
             consumers: Default::default(),
             streams: Default::default(),
         })
+    }
+
+    /// An error while the client is between connections. A fetch then would not fail: it
+    /// would wait out its expiry and come back empty, and a role that cannot read its stage
+    /// would look idle instead of cut off.
+    fn connected(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(BusError::Unavailable(format!(
+                "not connected to the NATS server ({state})"
+            ))),
+        }
     }
 
     fn stream_name(&self, stage: &str) -> String {
@@ -216,12 +230,18 @@ impl Bus for NatsBus {
         Ok(())
     }
 
+    async fn open_consumer(&self, stage: &str) -> Result<(), BusError> {
+        self.connected()?;
+        self.consumer(stage).await.map(|_| ())
+    }
+
     async fn fetch(
         &self,
         stage: &str,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, BusError> {
+        self.connected()?;
         let consumer = self.consumer(stage).await?;
         let mut fetch = consumer
             .fetch()

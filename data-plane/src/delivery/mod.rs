@@ -151,6 +151,7 @@ async fn reconcile(
     for key in stale {
         if let Some(run) = running.remove(&key) {
             let _ = run.stop.send(true);
+            node.consumers.stopped(&run.destination.stage);
             tracing::info!(pipeline_id = %key.0, destination = %key.1, "destination workers stopping");
             // The workers finish their batch in hand on their own; no need to wait here.
             drop(run.workers);
@@ -161,6 +162,8 @@ async fn reconcile(
             continue;
         }
         let destination = Arc::new(destination);
+        // Counted against readiness before its workers first run.
+        node.consumers.starting(&destination.stage);
         let (stop, stop_rx) = watch::channel(false);
         let workers = (0..destination.resolved.spec.concurrency())
             .map(|_| {
@@ -184,6 +187,8 @@ async fn reconcile(
             },
         );
     }
+    node.consumers
+        .set_delivery_version(config.map_or(0, |c| c.version));
 }
 
 async fn update_depths(
@@ -212,11 +217,16 @@ async fn work(
     mut stop: watch::Receiver<bool>,
 ) {
     let max = destination.resolved.max_batch();
+    tokio::select! {
+        () = until_true(&mut stop) => return,
+        () = crate::consumers::open(&node, &bus, &destination.stage) => {}
+    }
     loop {
         let fetched = tokio::select! {
             () = until_true(&mut stop) => return,
             fetched = bus.fetch(&destination.stage, max, Duration::from_secs(1)) => fetched,
         };
+        node.consumers.outcome(&destination.stage, &fetched);
         let deliveries = match fetched {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
