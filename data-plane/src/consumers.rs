@@ -112,7 +112,7 @@ mod tests {
             consumers.snapshot(),
             [("raw".into(), ConsumerState::Starting)]
         );
-        consumers.outcome(&"raw".to_owned(), &Err::<(), _>("connection refused"));
+        consumers.outcome("raw", &Err::<(), _>("connection refused"));
         assert_eq!(
             consumers.snapshot()[0].1,
             ConsumerState::Failing("connection refused".into())
