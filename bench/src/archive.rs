@@ -67,6 +67,8 @@ pub struct S3Target {
     pub secret_key: String,
     /// Scan partitions to measure the S3 queries with; empty means the query role's default.
     pub partitions: Vec<usize>,
+    /// Also measure the S3 queries without filters evaluated while decoding.
+    pub without_pushdown: bool,
 }
 
 /// xorshift64*: reproducible data without a dependency.
@@ -245,9 +247,10 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         .build()?;
     let limits = Limits::default();
     let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    let time_with = |store: &Arc<dyn ObjectStore>, partitions: usize| {
+    let time_with = |store: &Arc<dyn ObjectStore>, partitions: usize, pushdown_filters: bool| {
         let limits = Limits {
             partitions,
+            pushdown_filters,
             ..limits.clone()
         };
         runtime.block_on(time_queries(store, &limits, &queries, args.runs))
@@ -257,7 +260,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
     for &partitions in &args.local_partitions {
         columns.push((
             format!("local p={partitions}"),
-            time_with(&local, partitions)?,
+            time_with(&local, partitions, true)?,
         ));
     }
     if let Some(target) = &args.s3 {
@@ -268,7 +271,16 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             target.partitions.clone()
         };
         for partitions in partitions {
-            columns.push((format!("s3 p={partitions}"), time_with(&store, partitions)?));
+            columns.push((
+                format!("s3 p={partitions}"),
+                time_with(&store, partitions, true)?,
+            ));
+            if target.without_pushdown {
+                columns.push((
+                    format!("s3 p={partitions} np"),
+                    time_with(&store, partitions, false)?,
+                ));
+            }
         }
     }
     for (name, times) in &columns {

@@ -129,6 +129,10 @@ enum Scenario {
         /// default (comma-separated).
         #[arg(long, value_delimiter = ',')]
         local_partitions: Vec<usize>,
+        /// Also measure the S3 queries without filters evaluated while decoding (columns
+        /// marked `np`).
+        #[arg(long)]
+        s3_without_pushdown: bool,
         /// A Python with `duckdb` installed, to run the same queries on the same files.
         #[arg(long)]
         python: Option<String>,
@@ -241,6 +245,7 @@ fn main() -> anyhow::Result<()> {
         s3_secret_key,
         s3_partitions,
         local_partitions,
+        s3_without_pushdown,
         python,
     } = &cli.scenario
     {
@@ -262,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 access_key: s3_access_key.clone(),
                 secret_key: s3_secret_key.clone(),
                 partitions: s3_partitions.clone(),
+                without_pushdown: *s3_without_pushdown,
             }),
             python: python.clone(),
             local_partitions: local_partitions.clone(),

@@ -269,6 +269,7 @@ impl RawConfig {
                 0 => sluice_query::remote_partitions(),
                 n => n,
             },
+            pushdown_filters: true,
         };
         let proxy = self.proxy_config(&roles)?;
         let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {

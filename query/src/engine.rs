@@ -47,6 +47,10 @@ pub struct Limits {
     /// object store, where each read waits on the network rather than on a core. Default:
     /// the machine's cores.
     pub partitions: usize,
+    /// Evaluate filters while decoding (late materialization): the filter's columns are read
+    /// and tested first, the other columns of a row group only where rows matched. Default:
+    /// true.
+    pub pushdown_filters: bool,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             max_rows: 100_000,
             memory_bytes: 256 * 1024 * 1024,
             partitions: cores(),
+            pushdown_filters: true,
         }
     }
 }
@@ -232,8 +237,8 @@ impl QueryEngine {
         // Evaluate filters while decoding (late materialization): a query on one event never
         // decodes the JSON columns of the others.
         let parquet = &mut config.options_mut().execution.parquet;
-        parquet.pushdown_filters = true;
-        parquet.reorder_filters = true;
+        parquet.pushdown_filters = self.limits.pushdown_filters;
+        parquet.reorder_filters = self.limits.pushdown_filters;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
