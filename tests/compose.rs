@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serde_yaml_ng::Value as Yaml;
-use sluice_tests::{Cp, CpOptions, Vendor, eventually, free_port};
+use sluice_tests::{Cp, CpOptions, Vendor, eventually, free_port, nats_url, s3_url};
 use tokio::process::{Child, Command};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
@@ -30,14 +30,6 @@ const ROLES: [&str; 6] = [
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn s3_url() -> String {
-    std::env::var("SLUICE_TEST_S3_URL").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
-}
-
-fn nats_url() -> String {
-    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// `KEY=value` lines of an env file, comments and blank lines skipped.

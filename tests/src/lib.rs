@@ -29,6 +29,11 @@ pub fn nats_url() -> String {
     std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
+/// The S3-compatible server the archive tests use (`.ci/run` starts one on port 9000).
+pub fn s3_url() -> String {
+    std::env::var("SLUICE_TEST_S3_URL").unwrap_or_else(|_| "http://127.0.0.1:9000".to_owned())
+}
+
 /// A port on 127.0.0.1 that nothing listens on now, for a server the test starts later; never
 /// the same port twice in one test process. The kernel may hand a just-released port out
 /// again, and two services given one port leave one dead while the other answers its health

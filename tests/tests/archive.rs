@@ -10,11 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sluice_data_plane::RunningNode;
-use sluice_tests::{Cp, CpOptions, eventually, start_node_with};
-
-fn s3_url() -> String {
-    std::env::var("SLUICE_TEST_S3_URL").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
-}
+use sluice_tests::{Cp, CpOptions, eventually, s3_url, start_node_with};
 
 fn python() -> String {
     std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
