@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bus::{AnyBus, Bus as _};
 use crate::node::NodeState;
@@ -39,8 +38,6 @@ impl ConsumerState {
 #[derive(Debug, Default)]
 pub struct Consumers {
     stages: Mutex<BTreeMap<String, ConsumerState>>,
-    /// The configuration version the delivery role's workers were last matched to (0: none).
-    delivery_version: AtomicU64,
 }
 
 impl Consumers {
@@ -77,14 +74,6 @@ impl Consumers {
             .iter()
             .map(|(stage, state)| (stage.clone(), state.clone()))
             .collect()
-    }
-
-    pub fn set_delivery_version(&self, version: u64) {
-        self.delivery_version.store(version, Ordering::Relaxed);
-    }
-
-    pub fn delivery_version(&self) -> u64 {
-        self.delivery_version.load(Ordering::Relaxed)
     }
 }
 

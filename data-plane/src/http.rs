@@ -89,17 +89,33 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
         .filter(|(_, state)| !state.is_reading())
         .map(|(stage, state)| format!("{stage} ({})", state.describe()))
         .collect();
-    let reason =
-        if node.config.runs("delivery") && node.consumers.delivery_version() != config.version {
-            Some(format!(
-                "delivery has not started the destinations of configuration {} yet",
-                config.version
-            ))
-        } else if !not_reading.is_empty() {
-            Some(format!("not reading {}", not_reading.join(", ")))
-        } else {
-            None
-        };
+    // Delivery registers a destination's stage when it starts its workers, just after a
+    // configuration is installed: until then the destination is not read either.
+    let unstarted: Vec<String> = if node.config.runs("delivery") {
+        config
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.spec
+                    .destinations
+                    .iter()
+                    .map(|d| crate::stages::deliver(&p.id, &d.name))
+            })
+            .filter(|stage| !consumers.iter().any(|(s, _)| s == stage))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reason = if !unstarted.is_empty() {
+        Some(format!(
+            "delivery has not started {} yet",
+            unstarted.join(", ")
+        ))
+    } else if !not_reading.is_empty() {
+        Some(format!("not reading {}", not_reading.join(", ")))
+    } else {
+        None
+    };
     match reason {
         None => (StatusCode::OK, axum::Json(body)),
         Some(reason) => {

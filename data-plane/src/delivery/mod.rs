@@ -187,8 +187,6 @@ async fn reconcile(
             },
         );
     }
-    node.consumers
-        .set_delivery_version(config.map_or(0, |c| c.version));
 }
 
 async fn update_depths(
