@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod archive;
 mod bus;
+mod http1;
 mod pace;
 mod pipeline;
 mod processor;
@@ -73,6 +74,9 @@ enum Scenario {
         /// `nats_fetch_bytes`); by default the node's default.
         #[arg(long)]
         nats_fetch_bytes: Option<usize>,
+        /// The load generator's HTTP client.
+        #[arg(long, value_enum, default_value_t = receiver::Generator::Lean)]
+        generator: receiver::Generator,
     },
     /// End to end: receiver acknowledgement to vendor receipt, through processor and delivery.
     Pipeline {
@@ -289,6 +293,7 @@ fn main() -> anyhow::Result<()> {
         seconds,
         rate,
         nats_fetch_bytes,
+        generator,
     } = &cli.scenario
     {
         let args = receiver::ReceiverArgs {
@@ -298,6 +303,7 @@ fn main() -> anyhow::Result<()> {
             concurrency: *concurrency,
             seconds: *seconds,
             rate: *rate,
+            generator: *generator,
         };
         let server_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -19,6 +19,53 @@ pub struct ReceiverArgs {
     pub seconds: u64,
     /// Requests per second to hold (0: as fast as possible), for latency at a given load.
     pub rate: u64,
+    pub generator: Generator,
+}
+
+/// The HTTP client the load generator sends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    /// A lean keep-alive HTTP/1.1 client (`http1`), as `wrk` is: the least CPU taken from
+    /// the receiver it measures.
+    Lean,
+    /// reqwest, as the figures before 2026-12-04 evening were measured.
+    Reqwest,
+}
+
+/// One worker's client.
+enum Sender {
+    Lean(crate::http1::Connection),
+    Reqwest {
+        client: reqwest::Client,
+        url: reqwest::Url,
+        auth: String,
+    },
+}
+
+impl Sender {
+    async fn post(&mut self, body: Vec<u8>) -> Option<String> {
+        match self {
+            Self::Lean(connection) => connection.post(&body).await.err().map(|e| e.to_string()),
+            Self::Reqwest { client, url, auth } => {
+                match client
+                    .post(url.clone())
+                    .header("authorization", auth.as_str())
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => None,
+                    Ok(r) => Some(format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        }
+    }
 }
 
 /// A `track` event with unique ids, written straight into `out` so the generator spends as
@@ -57,11 +104,13 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     .await?;
     let node = &world.node;
     // Parsed once: reqwest would parse a string URL on every request.
-    let url = reqwest::Url::parse(&if args.batch == 1 {
-        format!("http://{}/v1/track", node.http_addr)
+    let path = if args.batch == 1 {
+        "/v1/track"
     } else {
-        format!("http://{}/v1/batch", node.http_addr)
-    })?;
+        "/v1/batch"
+    };
+    let url = reqwest::Url::parse(&format!("http://{}{path}", node.http_addr))?;
+    let addr = node.http_addr;
     let auth = world.ingest_auth.clone();
 
     // A consumer acks what arrives, as the processor would, so the stage never fills. What it
@@ -98,15 +147,16 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let start = tokio::time::Instant::now();
     let concurrency = args.concurrency;
     for worker in 0..concurrency {
-        let (client, url, auth, stop, measuring, errors, batch) = (
-            client.clone(),
-            url.clone(),
-            auth.clone(),
-            stop.clone(),
-            measuring.clone(),
-            errors.clone(),
-            args.batch,
-        );
+        let mut sender = match args.generator {
+            Generator::Lean => Sender::Lean(crate::http1::Connection::new(addr, path, &auth)),
+            Generator::Reqwest => Sender::Reqwest {
+                client: client.clone(),
+                url: url.clone(),
+                auth: auth.clone(),
+            },
+        };
+        let (stop, measuring, errors, batch) =
+            (stop.clone(), measuring.clone(), errors.clone(), args.batch);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = (worker as u64) << 40;
@@ -132,22 +182,7 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
                     body.extend_from_slice(b"]}");
                 }
                 let started = Instant::now();
-                let ok = client
-                    .post(url.clone())
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let failure = match ok {
-                    Ok(r) if r.status().is_success() => None,
-                    Ok(r) => Some(format!(
-                        "{} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )),
-                    Err(e) => Some(e.to_string()),
-                };
+                let failure = sender.post(body).await;
                 if measuring.load(Ordering::Relaxed) {
                     match failure {
                         None => latencies.push(started.elapsed()),
@@ -178,12 +213,13 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let pct = |p: f64| ms(percentile(&all, p));
     let requests = all.len() as f64 / elapsed.as_secs_f64();
     let report = format!(
-        "bus={} batch={} event_bytes={} concurrency={} rate={} requests={:.0}/s events={:.0}/s consumed={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
+        "bus={} generator={:?} batch={} event_bytes={} concurrency={} rate={} requests={:.0}/s events={:.0}/s consumed={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
         match (&args.nats_url, args.nats_fetch_bytes) {
             (Some(_), Some(bytes)) => format!("nats fetch_bytes={bytes}"),
             (Some(_), None) => "nats".into(),
             (None, _) => "embedded".into(),
         },
+        args.generator,
         args.batch,
         event_bytes(),
         args.concurrency,
