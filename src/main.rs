@@ -178,6 +178,16 @@ struct DataPlaneArgs {
     #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = sluice_data_plane::bus::nats::DEFAULT_FETCH_BYTES)]
     nats_fetch_bytes: usize,
 
+    /// Bytes each stage's NATS stream may hold before receivers answer 503 (at least
+    /// 1 MiB); applied to streams that already exist too.
+    #[arg(long, env = "SLUICE_NATS_MAX_BYTES", default_value_t = sluice_data_plane::bus::nats::DEFAULT_MAX_BYTES)]
+    nats_max_bytes: u64,
+
+    /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
+    /// streams that already exist too.
+    #[arg(long, env = "SLUICE_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503
     /// (at least 1 MiB).
     #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_data_plane::bus::embedded::DEFAULT_MAX_BYTES)]
@@ -333,6 +343,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 nats_url: non_empty(args.nats_url),
                 nats_prefix: args.nats_prefix,
                 nats_fetch_bytes: args.nats_fetch_bytes,
+                nats_max_bytes: args.nats_max_bytes,
+                nats_replicas: args.nats_replicas,
                 bus_max_bytes: args.bus_max_bytes,
                 proxy_addr: args.proxy_addr,
                 receiver_urls: args.receiver_urls,

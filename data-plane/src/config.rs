@@ -53,6 +53,12 @@ pub struct RawConfig {
     /// bursts a consumer takes in at once. At least 1,048,576 (the server's default
     /// `max_payload`). Default: 4,194,304 (4 MiB).
     pub nats_fetch_bytes: usize,
+    /// Bytes each stage's NATS stream may hold before receivers answer 503; applied to
+    /// streams an earlier start made too. At least 1,048,576. Default: 1,073,741,824 (1 GiB).
+    pub nats_max_bytes: u64,
+    /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
+    /// streams an earlier start made too. Default: 1.
+    pub nats_replicas: usize,
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
     /// At least 1,048,576. Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
@@ -132,6 +138,8 @@ impl Default for RawConfig {
             nats_url: None,
             nats_prefix: "sluice".into(),
             nats_fetch_bytes: crate::bus::nats::DEFAULT_FETCH_BYTES,
+            nats_max_bytes: crate::bus::nats::DEFAULT_MAX_BYTES,
+            nats_replicas: 1,
             bus_max_bytes: crate::bus::embedded::DEFAULT_MAX_BYTES,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
@@ -186,6 +194,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     pub nats_prefix: String,
     pub nats_fetch_bytes: usize,
+    pub nats_max_bytes: u64,
+    pub nats_replicas: usize,
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
@@ -236,6 +246,23 @@ impl RawConfig {
                     "at least {} bytes, so any one message fits",
                     crate::bus::nats::MIN_FETCH_BYTES
                 ),
+            ));
+        }
+        if self.nats_max_bytes < crate::bus::nats::MIN_FETCH_BYTES as u64
+            || self.nats_max_bytes > i64::MAX as u64
+        {
+            return Err(invalid(
+                "nats_max_bytes",
+                format!(
+                    "at least {} bytes, so any one message fits",
+                    crate::bus::nats::MIN_FETCH_BYTES
+                ),
+            ));
+        }
+        if !(1..=crate::bus::nats::MAX_REPLICAS).contains(&self.nats_replicas) {
+            return Err(invalid(
+                "nats_replicas",
+                format!("1 to {}", crate::bus::nats::MAX_REPLICAS),
             ));
         }
         if self.bus_max_bytes < crate::bus::embedded::MIN_MAX_BYTES {
@@ -338,6 +365,8 @@ impl RawConfig {
             nats_url: self.nats_url.filter(|u| !u.is_empty()),
             nats_prefix: self.nats_prefix,
             nats_fetch_bytes: self.nats_fetch_bytes,
+            nats_max_bytes: self.nats_max_bytes,
+            nats_replicas: self.nats_replicas,
             bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
         })
     }
@@ -639,6 +668,53 @@ mod tests {
             least.validate().expect("valid").nats_fetch_bytes,
             1024 * 1024
         );
+    }
+
+    #[test]
+    fn nats_stream_limits_are_checked() {
+        let config = raw().validate().expect("valid");
+        assert_eq!(config.nats_max_bytes, 1 << 30);
+        assert_eq!(config.nats_replicas, 1);
+        for (bad, field) in [
+            (
+                RawConfig {
+                    nats_max_bytes: 1024 * 1024 - 1,
+                    ..raw()
+                },
+                "nats_max_bytes",
+            ),
+            (
+                RawConfig {
+                    nats_max_bytes: u64::MAX,
+                    ..raw()
+                },
+                "nats_max_bytes",
+            ),
+            (
+                RawConfig {
+                    nats_replicas: 0,
+                    ..raw()
+                },
+                "nats_replicas",
+            ),
+            (
+                RawConfig {
+                    nats_replicas: 6,
+                    ..raw()
+                },
+                "nats_replicas",
+            ),
+        ] {
+            assert_eq!(bad.validate().expect_err("out of range").field, field);
+        }
+        let set = RawConfig {
+            nats_max_bytes: 1024 * 1024,
+            nats_replicas: 3,
+            ..raw()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!((set.nats_max_bytes, set.nats_replicas), (1024 * 1024, 3));
     }
 
     #[test]

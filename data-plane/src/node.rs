@@ -241,6 +241,8 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             NatsBus::connect(NatsConfig {
                 prefix: node.config.nats_prefix.clone(),
                 packed_fetch_bytes: node.config.nats_fetch_bytes,
+                max_bytes: node.config.nats_max_bytes as i64,
+                replicas: node.config.nats_replicas,
                 ..NatsConfig::new(url.clone())
             })
             .await?,

@@ -460,6 +460,50 @@ async fn nats_refuses_publishes_when_a_stage_is_full() {
 }
 
 #[tokio::test]
+async fn nats_applies_changed_stream_limits_to_an_existing_stream() {
+    let url =
+        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let with = |max_bytes: i64, replicas: usize| NatsConfig {
+        prefix: prefix.clone(),
+        max_bytes,
+        replicas,
+        ..NatsConfig::new(url.clone())
+    };
+    let big = |i: usize| vec![Message::new(format!("big-{i}"), vec![b'x'; 1500])];
+    let small = NatsBus::connect(with(4096, 1)).await.expect("connect");
+    let mut refused = None;
+    for i in 0..10 {
+        if let Err(e) = small.publish(STAGE, big(i)).await {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (stored, error) = refused.expect("a 4 KiB stream fills");
+    assert!(matches!(error, BusError::Full { .. }), "{error:?}");
+
+    // A later start with a larger limit finds the stream made by the first one.
+    let larger = NatsBus::connect(with(1 << 20, 1)).await.expect("connect");
+    for i in stored..stored + 10 {
+        larger
+            .publish(STAGE, big(i))
+            .await
+            .expect("the stream holds 1 MiB now");
+    }
+
+    // A setting the server cannot apply is a clear error, not a silent keep.
+    let clustered = NatsBus::connect(with(1 << 20, 3)).await.expect("connect");
+    match clustered.publish(STAGE, big(100)).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("replicas"), "{message}");
+            assert!(message.contains(&prefix.to_uppercase()), "{message}");
+        }
+        other => panic!("three replicas on one server: {other:?}"),
+    }
+    larger.delete_stages(&[STAGE]).await.expect("clean up");
+}
+
+#[tokio::test]
 async fn embedded_messages_survive_a_restart_and_acks_are_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     {

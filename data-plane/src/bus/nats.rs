@@ -30,6 +30,10 @@ const PACK_BYTES: usize = 512 * 1024;
 pub const MIN_FETCH_BYTES: usize = 1024 * 1024;
 /// The default byte budget of one fetch of a packed stage (4 MiB).
 pub const DEFAULT_FETCH_BYTES: usize = 4 * 1024 * 1024;
+/// The default bytes a stage's stream holds (1 GiB).
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+/// The most replicas a JetStream stream can have.
+pub const MAX_REPLICAS: usize = 5;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -62,7 +66,7 @@ impl NatsConfig {
             url: url.into(),
             prefix: "sluice".into(),
             replicas: 1,
-            max_bytes: 1 << 30,
+            max_bytes: DEFAULT_MAX_BYTES as i64,
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
             packed_stages: vec![crate::stages::RAW.to_owned()],
@@ -132,20 +136,39 @@ impl NatsBus {
         let name = self.stream_name(stage);
         let mut known = self.streams.lock().await;
         if !known.contains(&name) {
-            self.js
-                .get_or_create_stream(stream::Config {
-                    name: name.clone(),
-                    subjects: vec![self.subject(stage)],
-                    retention: stream::RetentionPolicy::WorkQueue,
-                    storage: stream::StorageType::File,
-                    discard: stream::DiscardPolicy::New,
-                    max_bytes: self.config.max_bytes,
-                    num_replicas: self.config.replicas,
-                    duplicate_window: self.config.duplicate_window,
-                    ..Default::default()
-                })
+            let wanted = stream::Config {
+                name: name.clone(),
+                subjects: vec![self.subject(stage)],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::New,
+                max_bytes: self.config.max_bytes,
+                num_replicas: self.config.replicas,
+                duplicate_window: self.config.duplicate_window,
+                ..Default::default()
+            };
+            let existing = self
+                .js
+                .get_or_create_stream(wanted.clone())
                 .await
                 .map_err(unavailable)?;
+            // A stream made by an earlier start keeps its settings; the operator's current
+            // ones are applied to it, so changing a limit does not need a manual step.
+            let have = &existing.cached_info().config;
+            if let Some(changed) = limits_changed(have, &wanted) {
+                self.js.update_stream(&wanted).await.map_err(|e| {
+                    BusError::Unavailable(format!(
+                        "cannot change {changed} of the NATS stream {name}: {e}"
+                    ))
+                })?;
+                tracing::info!(
+                    stream = %name,
+                    changed,
+                    max_bytes = wanted.max_bytes,
+                    replicas = wanted.num_replicas,
+                    "updated nats stream settings"
+                );
+            }
             known.insert(name.clone());
         }
         Ok(name)
@@ -407,6 +430,21 @@ impl Bus for NatsBus {
         }
         Ok(())
     }
+}
+
+/// The names of the settings an existing stream holds differently from `wanted`, if any.
+fn limits_changed(have: &stream::Config, wanted: &stream::Config) -> Option<String> {
+    let mut changed = Vec::new();
+    if have.max_bytes != wanted.max_bytes {
+        changed.push("max_bytes");
+    }
+    if have.num_replicas != wanted.num_replicas {
+        changed.push("replicas");
+    }
+    if have.duplicate_window != wanted.duplicate_window {
+        changed.push("duplicate_window");
+    }
+    (!changed.is_empty()).then(|| changed.join(", "))
 }
 
 /// A stored message's `Nats-Msg-Id`.
