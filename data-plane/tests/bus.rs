@@ -491,16 +491,26 @@ async fn nats_applies_changed_stream_limits_to_an_existing_stream() {
             .expect("the stream holds 1 MiB now");
     }
 
-    // A setting the server cannot apply is a clear error, not a silent keep.
-    let clustered = NatsBus::connect(with(1 << 20, 3)).await.expect("connect");
+    larger.delete_stages(&[STAGE]).await.expect("clean up");
+
+    // Settings the server cannot apply are a clear error naming the stream.
+    let clustered = NatsBus::connect(NatsConfig {
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        replicas: 3,
+        ..NatsConfig::new(url.clone())
+    })
+    .await
+    .expect("connect");
     match clustered.publish(STAGE, big(100)).await {
         Err(BusError::Unavailable(message)) => {
+            assert!(
+                message.contains("cannot create the NATS stream T"),
+                "{message}"
+            );
             assert!(message.contains("replicas"), "{message}");
-            assert!(message.contains(&prefix.to_uppercase()), "{message}");
         }
-        other => panic!("three replicas on one server: {other:?}"),
+        other => panic!("three replicas on a single server: {other:?}"),
     }
-    larger.delete_stages(&[STAGE]).await.expect("clean up");
 }
 
 #[tokio::test]

@@ -151,7 +151,9 @@ impl NatsBus {
                 .js
                 .get_or_create_stream(wanted.clone())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| {
+                    BusError::Unavailable(format!("cannot create the NATS stream {name}: {e}"))
+                })?;
             // A stream made by an earlier start keeps its settings; the operator's current
             // ones are applied to it, so changing a limit does not need a manual step.
             let have = &existing.cached_info().config;
