@@ -493,23 +493,16 @@ async fn nats_applies_changed_stream_limits_to_an_existing_stream() {
 
     larger.delete_stages(&[STAGE]).await.expect("clean up");
 
-    // Settings the server cannot apply are a clear error naming the stream.
-    let clustered = NatsBus::connect(NatsConfig {
-        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
-        replicas: 3,
-        ..NatsConfig::new(url.clone())
-    })
-    .await
-    .expect("connect");
-    match clustered.publish(STAGE, big(100)).await {
-        Err(BusError::Unavailable(message)) => {
+    // Replicas on a single server are refused at connection, before any stream is touched.
+    match NatsBus::connect(with(1 << 20, 3)).await {
+        Err(BusError::Invalid(message)) => {
             assert!(
-                message.contains("cannot create the NATS stream T"),
+                message.contains("3 replicas need a NATS cluster"),
                 "{message}"
             );
-            assert!(message.contains("replicas"), "{message}");
         }
-        other => panic!("three replicas on a single server: {other:?}"),
+        Err(other) => panic!("three replicas on a single server: {other:?}"),
+        Ok(_) => panic!("three replicas on a single server were accepted"),
     }
 }
 

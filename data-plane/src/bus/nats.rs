@@ -100,6 +100,14 @@ impl NatsBus {
             .map_err(|e| {
                 BusError::Unavailable(format!("cannot connect to NATS at {}: {e}", config.url))
             })?;
+        // A single server refuses to create a replicated stream but accepts an update of an
+        // existing one to several replicas and reports it, which would hide the mistake.
+        if config.replicas > 1 && client.server_info().cluster.is_none() {
+            return Err(BusError::Invalid(format!(
+                "{} replicas need a NATS cluster; the server at {} is not in one",
+                config.replicas, config.url
+            )));
+        }
         Ok(Self {
             config,
             js: jetstream::new(client.clone()),
