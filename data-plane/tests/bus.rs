@@ -311,9 +311,13 @@ fn embedded_bus(dir: &std::path::Path) -> EmbeddedBus {
     .expect("open")
 }
 
+/// The machine's NATS server (`.ci/run` makes sure one runs).
+fn nats_url() -> String {
+    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
 async fn nats_bus() -> (NatsBus, String) {
-    let url =
-        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = nats_url();
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
     let config = NatsConfig {
         prefix: prefix.clone(),
@@ -439,8 +443,7 @@ async fn nats_packs_a_raw_publish_and_settles_it_as_one() {
 
 #[tokio::test]
 async fn nats_refuses_publishes_when_a_stage_is_full() {
-    let url =
-        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = nats_url();
     let config = NatsConfig {
         prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
         max_bytes: 4096,
@@ -461,8 +464,7 @@ async fn nats_refuses_publishes_when_a_stage_is_full() {
 
 #[tokio::test]
 async fn nats_applies_changed_stream_limits_to_an_existing_stream() {
-    let url =
-        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = nats_url();
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
     let with = |max_bytes: i64, replicas: usize| NatsConfig {
         prefix: prefix.clone(),
