@@ -188,6 +188,12 @@ struct DataPlaneArgs {
     #[arg(long, env = "SLUICE_NATS_REPLICAS", default_value_t = 1)]
     nats_replicas: usize,
 
+    /// Packed publishes to the `raw` stage that may await NATS's acknowledgement at once;
+    /// requests arriving meanwhile are stored together as one message. 0 stores each request
+    /// as its own message (at most 1024).
+    #[arg(long, env = "SLUICE_NATS_PACKS_IN_FLIGHT", default_value_t = sluice_data_plane::bus::nats::DEFAULT_PACKS_IN_FLIGHT)]
+    nats_packs_in_flight: usize,
+
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503
     /// (at least 1 MiB).
     #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_data_plane::bus::embedded::DEFAULT_MAX_BYTES)]
@@ -345,6 +351,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 nats_fetch_bytes: args.nats_fetch_bytes,
                 nats_max_bytes: args.nats_max_bytes,
                 nats_replicas: args.nats_replicas,
+                nats_packs_in_flight: args.nats_packs_in_flight,
                 bus_max_bytes: args.bus_max_bytes,
                 proxy_addr: args.proxy_addr,
                 receiver_urls: args.receiver_urls,

@@ -247,6 +247,10 @@ async fn data_plane_bus_limits_are_checked_at_start_up() {
         (("SLUICE_NATS_FETCH_BYTES", "1000"), "nats_fetch_bytes"),
         (("SLUICE_NATS_MAX_BYTES", "1000"), "nats_max_bytes"),
         (("SLUICE_NATS_REPLICAS", "0"), "nats_replicas"),
+        (
+            ("SLUICE_NATS_PACKS_IN_FLIGHT", "5000"),
+            "nats_packs_in_flight",
+        ),
         (("SLUICE_BUS_MAX_BYTES", "lots"), "--bus-max-bytes"),
     ] {
         let output = std::process::Command::new(SLUICE)

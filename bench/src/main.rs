@@ -74,6 +74,10 @@ enum Scenario {
         /// `nats_fetch_bytes`); by default the node's default.
         #[arg(long)]
         nats_fetch_bytes: Option<usize>,
+        /// Packed publishes to `raw` awaiting NATS's acknowledgement at once (the node's
+        /// `nats_packs_in_flight`; 0: each request its own message); by default the node's.
+        #[arg(long)]
+        nats_packs_in_flight: Option<usize>,
         /// The load generator's HTTP client.
         #[arg(long, value_enum, default_value_t = receiver::Generator::Lean)]
         generator: receiver::Generator,
@@ -293,12 +297,14 @@ fn main() -> anyhow::Result<()> {
         seconds,
         rate,
         nats_fetch_bytes,
+        nats_packs_in_flight,
         generator,
     } = &cli.scenario
     {
         let args = receiver::ReceiverArgs {
             nats_url: nats_url.clone(),
             nats_fetch_bytes: *nats_fetch_bytes,
+            nats_packs_in_flight: *nats_packs_in_flight,
             batch: *batch,
             concurrency: *concurrency,
             seconds: *seconds,

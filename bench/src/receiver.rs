@@ -14,6 +14,7 @@ use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
 pub struct ReceiverArgs {
     pub nats_url: Option<String>,
     pub nats_fetch_bytes: Option<usize>,
+    pub nats_packs_in_flight: Option<usize>,
     pub batch: usize,
     pub concurrency: usize,
     pub seconds: u64,
@@ -95,10 +96,14 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     }
     let nats_url = args.nats_url.clone();
     let fetch_bytes = args.nats_fetch_bytes;
+    let packs_in_flight = args.nats_packs_in_flight;
     let world = crate::world::start(&server, json!({"sources": [{"name": "web"}]}), |node, _| {
         node.nats_url = nats_url;
         if let Some(bytes) = fetch_bytes {
             node.nats_fetch_bytes = bytes;
+        }
+        if let Some(packs) = packs_in_flight {
+            node.nats_packs_in_flight = packs;
         }
     })
     .await?;
@@ -214,10 +219,15 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let requests = all.len() as f64 / elapsed.as_secs_f64();
     let report = format!(
         "bus={} generator={:?} batch={} event_bytes={} concurrency={} rate={} requests={:.0}/s events={:.0}/s consumed={:.0}/s p50={:.2}ms p99={:.2}ms errors={}",
-        match (&args.nats_url, args.nats_fetch_bytes) {
-            (Some(_), Some(bytes)) => format!("nats fetch_bytes={bytes}"),
-            (Some(_), None) => "nats".into(),
-            (None, _) => "embedded".into(),
+        match &args.nats_url {
+            Some(_) => format!(
+                "nats fetch_bytes={} packs_in_flight={}",
+                args.nats_fetch_bytes
+                    .unwrap_or(sluice_data_plane::bus::nats::DEFAULT_FETCH_BYTES),
+                args.nats_packs_in_flight
+                    .unwrap_or(sluice_data_plane::bus::nats::DEFAULT_PACKS_IN_FLIGHT),
+            ),
+            None => "embedded".into(),
         },
         args.generator,
         args.batch,

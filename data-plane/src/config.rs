@@ -59,6 +59,11 @@ pub struct RawConfig {
     /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
     /// streams an earlier start made too. Default: 1.
     pub nats_replicas: usize,
+    /// Packed publishes to the NATS `raw` stage that may await the server's acknowledgement
+    /// at once; requests arriving meanwhile are stored together as one message, so under load
+    /// the server stores one message per group of requests. 0 stores each request as its own
+    /// message. At most 1,024. Default: 4.
+    pub nats_packs_in_flight: usize,
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
     /// At least 1,048,576. Default: 268,435,456 (256 MiB).
     pub bus_max_bytes: u64,
@@ -140,6 +145,7 @@ impl Default for RawConfig {
             nats_fetch_bytes: crate::bus::nats::DEFAULT_FETCH_BYTES,
             nats_max_bytes: crate::bus::nats::DEFAULT_MAX_BYTES,
             nats_replicas: 1,
+            nats_packs_in_flight: crate::bus::nats::DEFAULT_PACKS_IN_FLIGHT,
             bus_max_bytes: crate::bus::embedded::DEFAULT_MAX_BYTES,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
@@ -196,6 +202,7 @@ pub struct Config {
     pub nats_fetch_bytes: usize,
     pub nats_max_bytes: u64,
     pub nats_replicas: usize,
+    pub nats_packs_in_flight: usize,
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
@@ -263,6 +270,12 @@ impl RawConfig {
             return Err(invalid(
                 "nats_replicas",
                 format!("1 to {}", crate::bus::nats::MAX_REPLICAS),
+            ));
+        }
+        if self.nats_packs_in_flight > crate::bus::nats::MAX_PACKS_IN_FLIGHT {
+            return Err(invalid(
+                "nats_packs_in_flight",
+                format!("0 to {}", crate::bus::nats::MAX_PACKS_IN_FLIGHT),
             ));
         }
         if self.bus_max_bytes < crate::bus::embedded::MIN_MAX_BYTES {
@@ -367,6 +380,7 @@ impl RawConfig {
             nats_fetch_bytes: self.nats_fetch_bytes,
             nats_max_bytes: self.nats_max_bytes,
             nats_replicas: self.nats_replicas,
+            nats_packs_in_flight: self.nats_packs_in_flight,
             bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
         })
     }
@@ -675,6 +689,7 @@ mod tests {
         let config = raw().validate().expect("valid");
         assert_eq!(config.nats_max_bytes, 1 << 30);
         assert_eq!(config.nats_replicas, 1);
+        assert_eq!(config.nats_packs_in_flight, 4);
         for (bad, field) in [
             (
                 RawConfig {
@@ -704,17 +719,29 @@ mod tests {
                 },
                 "nats_replicas",
             ),
+            (
+                RawConfig {
+                    nats_packs_in_flight: 1025,
+                    ..raw()
+                },
+                "nats_packs_in_flight",
+            ),
         ] {
             assert_eq!(bad.validate().expect_err("out of range").field, field);
         }
         let set = RawConfig {
             nats_max_bytes: 1024 * 1024,
             nats_replicas: 3,
+            nats_packs_in_flight: 0,
             ..raw()
         }
         .validate()
         .expect("valid");
         assert_eq!((set.nats_max_bytes, set.nats_replicas), (1024 * 1024, 3));
+        assert_eq!(
+            set.nats_packs_in_flight, 0,
+            "0 turns packing across calls off"
+        );
     }
 
     #[test]

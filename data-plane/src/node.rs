@@ -243,6 +243,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
                 packed_fetch_bytes: node.config.nats_fetch_bytes,
                 max_bytes: node.config.nats_max_bytes as i64,
                 replicas: node.config.nats_replicas,
+                packs_in_flight: node.config.nats_packs_in_flight,
                 ..NatsConfig::new(url.clone())
             })
             .await?,

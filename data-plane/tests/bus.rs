@@ -441,6 +441,90 @@ async fn nats_packs_a_raw_publish_and_settles_it_as_one() {
     bus.delete_stages(&["raw"]).await.expect("clean up");
 }
 
+/// Publishes `calls` one-event calls to `raw` at once; each call's outcome, by its event id.
+async fn publish_at_once(
+    bus: &NatsBus,
+    prefix: &str,
+    calls: usize,
+    size: usize,
+) -> Vec<(String, Result<(), BusError>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..calls {
+        let bus = bus.clone();
+        let id = format!("{prefix}-{i}");
+        tasks.spawn(async move {
+            let outcome = bus
+                .publish("raw", vec![Message::new(id.clone(), vec![b'x'; size])])
+                .await;
+            (id, outcome)
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stores_concurrent_raw_calls_together() {
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let bus = NatsBus::connect(NatsConfig {
+        prefix,
+        ack_wait: ACK_WAIT,
+        packs_in_flight: 1,
+        ..NatsConfig::new(nats_url())
+    })
+    .await
+    .expect("connect");
+    let calls = 300;
+    let outcomes = publish_at_once(&bus, "c", calls, 100).await;
+    assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+    let stored = bus.depth("raw").await.expect("depth");
+    assert!(
+        (1..calls as u64).contains(&stored),
+        "{calls} calls arriving together share messages: {stored} stored"
+    );
+    let got = drain(&bus, "raw", calls, Duration::from_secs(10)).await;
+    let ids: HashSet<_> = got.iter().map(|m| m.id.clone()).collect();
+    assert_eq!((got.len(), ids.len()), (calls, calls), "every event, once");
+    assert_eq!(bus.depth("raw").await.expect("depth"), 0);
+    bus.delete_stages(&["raw"]).await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_tells_every_call_of_a_refused_pack() {
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let bus = NatsBus::connect(NatsConfig {
+        prefix,
+        ack_wait: ACK_WAIT,
+        max_bytes: 16 * 1024,
+        packs_in_flight: 1,
+        ..NatsConfig::new(nats_url())
+    })
+    .await
+    .expect("connect");
+    // 16 KiB: a first burst of 8 calls of 1.5 KB fits; most of a second of 40 does not.
+    let first = publish_at_once(&bus, "a", 8, 1500).await;
+    assert!(first.iter().all(|(_, o)| o.is_ok()), "{first:?}");
+    let second = publish_at_once(&bus, "b", 40, 1500).await;
+    assert!(
+        second
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(()) | Err(BusError::Full { .. }))),
+        "{second:?}"
+    );
+    assert!(second.iter().any(|(_, o)| o.is_err()), "the stage filled");
+    let stored: HashSet<_> = second
+        .iter()
+        .filter(|(_, o)| o.is_ok())
+        .chain(&first)
+        .map(|(id, _)| id.clone())
+        .collect();
+    // What was acknowledged is there, and nothing that was refused.
+    let got = drain(&bus, "raw", 48, Duration::from_secs(3)).await;
+    let ids: HashSet<_> = got.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, stored);
+    assert_eq!(got.len(), stored.len());
+    bus.delete_stages(&["raw"]).await.expect("clean up");
+}
+
 #[tokio::test]
 async fn nats_refuses_publishes_when_a_stage_is_full() {
     let url = nats_url();

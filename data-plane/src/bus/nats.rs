@@ -9,6 +9,11 @@
 //! deliveries are settled together: the stored message is acknowledged once every part is,
 //! and comes back whole if any part is given back or left unsettled. The processor settles a
 //! fetched batch as one anyway. `depth` counts stored messages.
+//!
+//! Calls on a packed stage also share stored messages under load: a few packs may await the
+//! server's acknowledgement at once ([`NatsConfig::packs_in_flight`]), and the calls that
+//! arrive meanwhile are stored together in the next one. A call alone is sent at once, as
+//! itself; a call is never split across packs unless it is larger than one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +22,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
 
@@ -34,6 +41,12 @@ pub const DEFAULT_FETCH_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// The most replicas a JetStream stream can have.
 pub const MAX_REPLICAS: usize = 5;
+/// The default of [`NatsConfig::packs_in_flight`].
+pub const DEFAULT_PACKS_IN_FLIGHT: usize = 4;
+/// The most [`NatsConfig::packs_in_flight`] may be.
+pub const MAX_PACKS_IN_FLIGHT: usize = 1024;
+/// Publish calls waiting for a pack, per stage, before callers wait to hand theirs over.
+const PACK_QUEUE: usize = 4096;
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -58,6 +71,13 @@ pub struct NatsConfig {
     /// messages, and a pack can hold thousands of events, so this keeps a consumer's batch
     /// bounded. At least [`MIN_FETCH_BYTES`]. Default: 4 MiB.
     pub packed_fetch_bytes: usize,
+    /// Packed publishes to one stage that may await the server's acknowledgement at once.
+    /// Calls arriving while that many are in flight are stored together as one message, so
+    /// under load the server stores and acknowledges one message per group of concurrent
+    /// calls rather than one per call; 0 stores every call as its own message (a client's
+    /// retry of a request is then always deduplicated by the server, not only when the
+    /// retried request was stored alone). At most [`MAX_PACKS_IN_FLIGHT`]. Default: 4.
+    pub packs_in_flight: usize,
 }
 
 impl NatsConfig {
@@ -71,6 +91,7 @@ impl NatsConfig {
             duplicate_window: Duration::from_secs(120),
             packed_stages: vec![crate::stages::RAW.to_owned()],
             packed_fetch_bytes: DEFAULT_FETCH_BYTES,
+            packs_in_flight: DEFAULT_PACKS_IN_FLIGHT,
         }
     }
 }
@@ -85,6 +106,8 @@ pub struct NatsBus {
         tokio::sync::Mutex<std::collections::HashMap<String, consumer::PullConsumer>>,
     >,
     streams: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Per packed stage, the task that gathers concurrent calls into packs.
+    packers: Arc<std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<PackRequest>>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -114,6 +137,7 @@ impl NatsBus {
             client,
             consumers: Default::default(),
             streams: Default::default(),
+            packers: Default::default(),
         })
     }
 
@@ -213,6 +237,46 @@ impl NatsBus {
         self.config.packed_stages.iter().any(|s| s == stage)
     }
 
+    /// Hands a call to its stage's packer and waits until the pack holding it is stored.
+    async fn publish_in_pack(
+        &self,
+        stage: &str,
+        messages: Vec<Message>,
+        bytes: usize,
+    ) -> Result<(), BusError> {
+        let stopped = || BusError::Unavailable(format!("the publisher of stage {stage} stopped"));
+        let (reply, stored) = oneshot::channel();
+        self.packer(stage)
+            .send(PackRequest {
+                messages,
+                bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        stored
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|text| publish_error(stage, text))
+    }
+
+    /// The stage's packer, started on first use (again if it ever stopped).
+    fn packer(&self, stage: &str) -> mpsc::Sender<PackRequest> {
+        let mut packers = self.packers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(packer) = packers.get(stage).filter(|p| !p.is_closed()) {
+            return packer.clone();
+        }
+        let (packer, requests) = mpsc::channel(PACK_QUEUE);
+        tokio::spawn(run_packer(
+            self.js.clone(),
+            self.subject(stage),
+            requests,
+            self.config.packs_in_flight.clamp(1, MAX_PACKS_IN_FLIGHT),
+        ));
+        packers.insert(stage.to_owned(), packer.clone());
+        packer
+    }
+
     /// Deletes the streams of these stages (tests clean up with it).
     pub async fn delete_stages(&self, stages: &[&str]) -> Result<(), BusError> {
         for stage in stages {
@@ -230,6 +294,10 @@ impl Bus for NatsBus {
         self.ensure_stream(stage).await?;
         let subject = self.subject(stage);
         let stored = if self.is_packed(stage) {
+            let bytes = packed_bytes(&messages);
+            if self.config.packs_in_flight > 0 && bytes <= PACK_BYTES {
+                return self.publish_in_pack(stage, messages, bytes).await;
+            }
             packs(messages)
         } else {
             messages.into_iter().map(Stored::plain).collect()
@@ -245,20 +313,7 @@ impl Bus for NatsBus {
             );
         }
         for ack in acks {
-            ack.await.map_err(|e| {
-                let text = e.to_string();
-                if text.contains("maximum bytes")
-                    || text.contains("maximum messages")
-                    || text.contains("resource limits")
-                {
-                    BusError::Full {
-                        stage: stage.to_owned(),
-                        retry_after: Duration::from_secs(1),
-                    }
-                } else {
-                    BusError::Unavailable(text)
-                }
-            })?;
+            ack.await.map_err(|e| publish_error(stage, e.to_string()))?;
         }
         Ok(())
     }
@@ -457,6 +512,91 @@ fn limits_changed(have: &stream::Config, wanted: &stream::Config) -> Option<Stri
     (!changed.is_empty()).then(|| changed.join(", "))
 }
 
+/// What a refused publish means for its caller: a full stream asks producers to back off.
+fn publish_error(stage: &str, text: String) -> BusError {
+    if text.contains("maximum bytes")
+        || text.contains("maximum messages")
+        || text.contains("resource limits")
+    {
+        BusError::Full {
+            stage: stage.to_owned(),
+            retry_after: Duration::from_secs(1),
+        }
+    } else {
+        BusError::Unavailable(text)
+    }
+}
+
+/// A publish call waiting for its pack; told the server's refusal, if any.
+struct PackRequest {
+    messages: Vec<Message>,
+    bytes: usize,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The bytes `messages` take in a pack.
+fn packed_bytes(messages: &[Message]) -> usize {
+    messages.iter().map(|m| 8 + m.size() as usize).sum()
+}
+
+/// Gathers one stage's publish calls into packs: whatever waits when a pack may be sent goes
+/// in it (up to [`PACK_BYTES`], whole calls only), with at most `in_flight` packs awaiting the
+/// server's acknowledgement. Every caller of a pack is told its one outcome.
+async fn run_packer(
+    js: jetstream::Context,
+    subject: String,
+    mut requests: mpsc::Receiver<PackRequest>,
+    in_flight: usize,
+) {
+    let mut awaiting = FuturesUnordered::new();
+    let mut carried: Option<PackRequest> = None;
+    loop {
+        while awaiting.len() >= in_flight {
+            awaiting.next().await;
+        }
+        let first = match carried.take() {
+            Some(request) => request,
+            None => tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                Some(()) = awaiting.next(), if !awaiting.is_empty() => continue,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while let Ok(next) = requests.try_recv() {
+            if bytes + next.bytes > PACK_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.bytes;
+            group.push(next);
+        }
+        let mut messages = Vec::with_capacity(group.iter().map(|r| r.messages.len()).sum());
+        let mut replies = Vec::with_capacity(group.len());
+        for request in group {
+            messages.extend(request.messages);
+            replies.push(request.reply);
+        }
+        let sent = js
+            .send_publish(subject.clone(), pack(messages).publish())
+            .await;
+        awaiting.push(async move {
+            let outcome = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            for reply in replies {
+                // A caller that went away (its client hung up) needs no answer.
+                let _ = reply.send(outcome.clone());
+            }
+        });
+    }
+    while awaiting.next().await.is_some() {}
+}
+
 /// A stored message's `Nats-Msg-Id`.
 fn message_id(headers: Option<&async_nats::HeaderMap>) -> String {
     headers
@@ -505,7 +645,7 @@ fn packs(messages: Vec<Message>) -> Vec<Stored> {
     let mut group: Vec<Message> = Vec::new();
     let mut bytes = 0;
     for message in messages {
-        let size = 8 + message.size() as usize;
+        let size = packed_bytes(std::slice::from_ref(&message));
         if !group.is_empty() && bytes + size > PACK_BYTES {
             out.push(pack(std::mem::take(&mut group)));
             bytes = 0;
@@ -524,7 +664,7 @@ fn pack(mut group: Vec<Message>) -> Stored {
         return Stored::plain(group.remove(0));
     }
     let mut ids = Sha256::new();
-    let mut payload = BytesMut::with_capacity(group.iter().map(|m| 8 + m.size() as usize).sum());
+    let mut payload = BytesMut::with_capacity(packed_bytes(&group));
     for message in &group {
         ids.update(message.id.as_bytes());
         ids.update([0]);
