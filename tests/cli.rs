@@ -93,6 +93,17 @@ async fn start_data_plane_with_roles(
     key: &str,
     roles: &str,
 ) -> (Child, String) {
+    start_data_plane_with_env(state_dir, control_url, key, roles, &[]).await
+}
+
+/// Starts `sluice data-plane --roles <roles>` with more environment and waits until it listens.
+async fn start_data_plane_with_env(
+    state_dir: &Path,
+    control_url: &str,
+    key: &str,
+    roles: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(SLUICE)
         .args(["data-plane", "--roles", roles, "--http-addr", "127.0.0.1:0"])
         .arg("--state-dir")
@@ -101,6 +112,7 @@ async fn start_data_plane_with_roles(
         .env("SLUICE_SERVICE_KEY", key)
         .env("SLUICE_NODE_NAME", "edge-1")
         .env("SLUICE_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -632,15 +644,84 @@ async fn data_plane_help_and_bad_configuration() {
 /// `kill -9` of a receiver under load: every event it acknowledged is on the bus afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
-    use sluice_data_plane::bus::Bus as _;
     use sluice_data_plane::bus::embedded::{EmbeddedBus, EmbeddedConfig};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = [
+    let state = dir.path().join("node");
+    let stored = kill_a_receiver_under_load(dir.path(), &state, &[], async |_| {
+        let bus =
+            EmbeddedBus::open(EmbeddedConfig::new(state.join("bus"))).expect("reopen the bus");
+        stored_ids(&bus).await
+    })
+    .await;
+    assert!(stored > 500, "{stored} events stored");
+}
+
+/// The same on NATS, where concurrent requests share stored messages: an acknowledged request
+/// is in a message the server stored, whatever else shared it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
+    use sluice_data_plane::bus::Bus as _;
+    use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sluice_tests::nats_url();
+    let prefix = format!("k{}", uuid::Uuid::now_v7().simple());
+    let env = [("NATS_URL", url.as_str()), ("SLUICE_NATS_PREFIX", &prefix)];
+    let state = dir.path().join("node");
+    kill_a_receiver_under_load(dir.path(), &state, &env, async |acked| {
+        let bus = NatsBus::connect(NatsConfig {
+            prefix: prefix.clone(),
+            ..NatsConfig::new(url.clone())
+        })
+        .await
+        .expect("NATS");
+        let stored = stored_ids(&bus).await;
+        let messages = bus.depth("raw").await.expect("depth");
+        assert_eq!(messages, 0, "drained");
+        bus.delete_stages(&["raw"]).await.expect("clean up");
+        assert!(
+            stored.len() >= acked,
+            "{} stored of {acked} acknowledged",
+            stored.len()
+        );
+        stored
+    })
+    .await;
+}
+
+/// Every message id on `raw`, consumed.
+async fn stored_ids<B: sluice_data_plane::bus::Bus>(bus: &B) -> std::collections::HashSet<String> {
+    let mut stored = std::collections::HashSet::new();
+    loop {
+        let deliveries = bus
+            .fetch("raw", 5000, Duration::from_millis(300))
+            .await
+            .expect("fetch");
+        if deliveries.is_empty() {
+            return stored;
+        }
+        for delivery in deliveries {
+            stored.insert(delivery.message.id.clone());
+            bus.ack(delivery).await.expect("ack");
+        }
+    }
+}
+
+/// Sends batches from 16 connections to a receiver, kills it with SIGKILL after 1.5 s, and
+/// checks every acknowledged event is among the ids `read_back` (given how many were
+/// acknowledged) finds on the bus; returns how many that found.
+async fn kill_a_receiver_under_load(
+    dir: &Path,
+    state: &Path,
+    env: &[(&str, &str)],
+    read_back: impl AsyncFnOnce(usize) -> std::collections::HashSet<String>,
+) -> usize {
+    let admin = [
         ("SLUICE_ADMIN_EMAIL", ADMIN),
         ("SLUICE_ADMIN_PASSWORD", PASSWORD),
     ];
-    let cp = start(&dir.path().join("cp"), &env).await;
+    let cp = start(&dir.join("cp"), &admin).await;
     let owner = cp.login(ADMIN).await;
     let Provisioned {
         tenant,
@@ -649,8 +730,8 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
     } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
     let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
 
-    let state = dir.path().join("node");
-    let (mut node, url) = start_data_plane(&state, &cp.grpc, &service).await;
+    let (mut node, url) =
+        start_data_plane_with_env(state, &cp.grpc, &service, "receiver", env).await;
     wait_ready(&url).await;
     let client = reqwest::Client::new();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -705,21 +786,7 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
         acked.len()
     );
 
-    let bus = EmbeddedBus::open(EmbeddedConfig::new(state.join("bus"))).expect("reopen the bus");
-    let mut stored = std::collections::HashSet::new();
-    loop {
-        let deliveries = bus
-            .fetch("raw", 5000, Duration::from_millis(300))
-            .await
-            .expect("fetch");
-        if deliveries.is_empty() {
-            break;
-        }
-        for delivery in deliveries {
-            stored.insert(delivery.message.id.clone());
-            bus.ack(delivery).await.expect("ack");
-        }
-    }
+    let stored = read_back(acked.len()).await;
     let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
         lost.is_empty(),
@@ -729,6 +796,7 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
         &lost[..lost.len().min(3)]
     );
     assert!(cp.terminate().await.success());
+    stored.len()
 }
 
 /// Waits until the node at `url` is ready (it has applied a configuration).
