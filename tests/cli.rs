@@ -648,7 +648,7 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("node");
-    let stored = kill_a_receiver_under_load(dir.path(), &state, &[], async |_| {
+    let stored = kill_a_receiver_under_load(dir.path(), &state, &[], async || {
         let bus =
             EmbeddedBus::open(EmbeddedConfig::new(state.join("bus"))).expect("reopen the bus");
         stored_ids(&bus).await
@@ -669,7 +669,7 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
     let prefix = format!("k{}", uuid::Uuid::now_v7().simple());
     let env = [("NATS_URL", url.as_str()), ("SLUICE_NATS_PREFIX", &prefix)];
     let state = dir.path().join("node");
-    kill_a_receiver_under_load(dir.path(), &state, &env, async |acked| {
+    let stored = kill_a_receiver_under_load(dir.path(), &state, &env, async || {
         let bus = NatsBus::connect(NatsConfig {
             prefix: prefix.clone(),
             ..NatsConfig::new(url.clone())
@@ -680,14 +680,10 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
         let messages = bus.depth("raw").await.expect("depth");
         assert_eq!(messages, 0, "drained");
         bus.delete_stages(&["raw"]).await.expect("clean up");
-        assert!(
-            stored.len() >= acked,
-            "{} stored of {acked} acknowledged",
-            stored.len()
-        );
         stored
     })
     .await;
+    assert!(stored > 500, "{stored} events stored");
 }
 
 /// Every message id on `raw`, consumed.
@@ -709,13 +705,13 @@ async fn stored_ids<B: sluice_data_plane::bus::Bus>(bus: &B) -> std::collections
 }
 
 /// Sends batches from 16 connections to a receiver, kills it with SIGKILL after 1.5 s, and
-/// checks every acknowledged event is among the ids `read_back` (given how many were
-/// acknowledged) finds on the bus; returns how many that found.
+/// checks every acknowledged event is among the ids `read_back` finds on the bus; returns how
+/// many that found.
 async fn kill_a_receiver_under_load(
     dir: &Path,
     state: &Path,
     env: &[(&str, &str)],
-    read_back: impl AsyncFnOnce(usize) -> std::collections::HashSet<String>,
+    read_back: impl AsyncFnOnce() -> std::collections::HashSet<String>,
 ) -> usize {
     let admin = [
         ("SLUICE_ADMIN_EMAIL", ADMIN),
@@ -786,7 +782,7 @@ async fn kill_a_receiver_under_load(
         acked.len()
     );
 
-    let stored = read_back(acked.len()).await;
+    let stored = read_back().await;
     let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
         lost.is_empty(),

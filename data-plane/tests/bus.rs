@@ -486,6 +486,91 @@ async fn nats_stores_concurrent_raw_calls_together() {
     assert_eq!((got.len(), ids.len()), (calls, calls), "every event, once");
     assert_eq!(bus.depth("raw").await.expect("depth"), 0);
     bus.delete_stages(&["raw"]).await.expect("clean up");
+
+    // 0 in flight: every call its own message, as before packing.
+    let alone = NatsBus::connect(NatsConfig {
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        packs_in_flight: 0,
+        ..NatsConfig::new(nats_url())
+    })
+    .await
+    .expect("connect");
+    let outcomes = publish_at_once(&alone, "d", calls, 100).await;
+    assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+    assert_eq!(alone.depth("raw").await.expect("depth"), calls as u64);
+    alone.delete_stages(&["raw"]).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn nats_refuses_a_message_id_with_a_line_break() {
+    let (bus, _) = nats_bus().await;
+    for stage in ["raw", STAGE] {
+        let broken = vec![Message::new("a\r\nNats-Msg-Id: b", "x")];
+        let refused = bus.publish(stage, broken).await;
+        assert!(matches!(refused, Err(BusError::Invalid(_))), "{refused:?}");
+        bus.publish(stage, batch("fine", 1))
+            .await
+            .expect("the stage still takes messages");
+    }
+    bus.delete_stages(&["raw", STAGE]).await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_packs_whole_calls_and_never_splits_one() {
+    let bus = NatsBus::connect(NatsConfig {
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        packs_in_flight: 1,
+        ..NatsConfig::new(nats_url())
+    })
+    .await
+    .expect("connect");
+    // 12 calls of 50 events of 4 KB, about 200 KiB each: two fit in a pack, a third waits for
+    // the next.
+    let mut tasks = tokio::task::JoinSet::new();
+    for call in 0..12 {
+        let bus = bus.clone();
+        tasks.spawn(async move {
+            let messages = (0..50)
+                .map(|i| Message::new(format!("k{call}-{i}"), vec![b'x'; 4000]))
+                .collect();
+            bus.publish("raw", messages).await
+        });
+    }
+    for outcome in tasks.join_all().await {
+        outcome.expect("publish");
+    }
+    // Browsing gives each part with the sequence of the stored message that holds it.
+    let browsed = bus.browse("raw", 0, 1000).await.expect("browse");
+    assert_eq!(browsed.len(), 600);
+    let mut per_message: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for (seq, message) in &browsed {
+        per_message
+            .entry(*seq)
+            .or_default()
+            .push(message.id.clone());
+    }
+    assert!(
+        per_message.len() < 12,
+        "calls share messages: {} stored",
+        per_message.len()
+    );
+    for (seq, ids) in &per_message {
+        assert!(
+            ids.len() == 50 || ids.len() == 100,
+            "message {seq}: whole calls only, at most two: {} events",
+            ids.len()
+        );
+        for call in ids.chunks(50) {
+            let prefix = call[0].split('-').next().expect("call");
+            let want: Vec<String> = (0..50).map(|i| format!("{prefix}-{i}")).collect();
+            assert_eq!(
+                call,
+                want.as_slice(),
+                "message {seq}: a call's events in order"
+            );
+        }
+    }
+    bus.delete_stages(&["raw"]).await.expect("clean up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,6 +588,8 @@ async fn nats_tells_every_call_of_a_refused_pack() {
     // 16 KiB: a first burst of 8 calls of 1.5 KB fits; most of a second of 40 does not.
     let first = publish_at_once(&bus, "a", 8, 1500).await;
     assert!(first.iter().all(|(_, o)| o.is_ok()), "{first:?}");
+    let stored = bus.depth("raw").await.expect("depth");
+    assert!(stored < 8, "the calls shared messages: {stored} stored");
     let second = publish_at_once(&bus, "b", 40, 1500).await;
     assert!(
         second
@@ -511,7 +598,7 @@ async fn nats_tells_every_call_of_a_refused_pack() {
         "{second:?}"
     );
     assert!(second.iter().any(|(_, o)| o.is_err()), "the stage filled");
-    let stored: HashSet<_> = second
+    let accepted: HashSet<_> = second
         .iter()
         .filter(|(_, o)| o.is_ok())
         .chain(&first)
@@ -520,8 +607,8 @@ async fn nats_tells_every_call_of_a_refused_pack() {
     // What was acknowledged is there, and nothing that was refused.
     let got = drain(&bus, "raw", 48, Duration::from_secs(3)).await;
     let ids: HashSet<_> = got.iter().map(|m| m.id.clone()).collect();
-    assert_eq!(ids, stored);
-    assert_eq!(got.len(), stored.len());
+    assert_eq!(ids, accepted);
+    assert_eq!(got.len(), accepted.len());
     bus.delete_stages(&["raw"]).await.expect("clean up");
 }
 

@@ -3,7 +3,7 @@
 //! explicit acks with redelivery after the ack wait, and `Nats-Msg-Id` set to the message id
 //! so a retried publish is stored once.
 //!
-//! On a *packed* stage (`raw` by default) one publish call is stored as one JetStream message
+//! On a *packed* stage (`raw` by default) one publish call is stored in one JetStream message
 //! (split only to stay under the server's payload limit): a batch request costs the server one
 //! store and one acknowledgement instead of one per event, and each pack is stored whole. Its
 //! deliveries are settled together: the stored message is acknowledged once every part is,
@@ -13,7 +13,9 @@
 //! Calls on a packed stage also share stored messages under load: a few packs may await the
 //! server's acknowledgement at once ([`NatsConfig::packs_in_flight`]), and the calls that
 //! arrive meanwhile are stored together in the next one. A call alone is sent at once, as
-//! itself; a call is never split across packs unless it is larger than one.
+//! itself; a call is never split across packs unless it is larger than one. The server
+//! deduplicates a pack by its id, derived from its messages' ids: a retried call is stored
+//! once only if it ends up in a pack of the same messages (alone both times, say).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +32,8 @@ use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
 
 /// Header of a packed message: how many messages it holds.
 const PACK_HEADER: &str = "Sluice-Pack";
-/// Largest packed payload, bytes: half of the server's default `max_payload` (1 MiB).
+/// Largest packed payload, bytes: half of the server's default `max_payload` (1 MiB); less
+/// on a server that allows less (half of its `max_payload`).
 const PACK_BYTES: usize = 512 * 1024;
 /// The server's default `max_payload`, bytes: the least a fetch's byte budget may be, so any
 /// one stored message fits.
@@ -64,8 +67,8 @@ pub struct NatsConfig {
     pub ack_wait: Duration,
     /// How long a message id is remembered for deduplication. Default: 2 minutes.
     pub duplicate_window: Duration,
-    /// Stages whose publish calls are stored packed, one JetStream message per call.
-    /// Default: `raw`.
+    /// Stages whose publish calls are stored packed: a call's messages in one JetStream
+    /// message, with the calls that arrive with it. Default: `raw`.
     pub packed_stages: Vec<String>,
     /// Most bytes one fetch of a packed stage returns: a fetch's `max` counts stored
     /// messages, and a pack can hold thousands of events, so this keeps a consumer's batch
@@ -74,9 +77,9 @@ pub struct NatsConfig {
     /// Packed publishes to one stage that may await the server's acknowledgement at once.
     /// Calls arriving while that many are in flight are stored together as one message, so
     /// under load the server stores and acknowledges one message per group of concurrent
-    /// calls rather than one per call; 0 stores every call as its own message (a client's
-    /// retry of a request is then always deduplicated by the server, not only when the
-    /// retried request was stored alone). At most [`MAX_PACKS_IN_FLIGHT`]. Default: 4.
+    /// calls rather than one per call; 0 stores every call as its own message (so a retried
+    /// call within the duplicate window is always stored once, not only when it and the
+    /// first were both stored alone). At most [`MAX_PACKS_IN_FLIGHT`]. Default: 4.
     pub packs_in_flight: usize,
 }
 
@@ -106,6 +109,8 @@ pub struct NatsBus {
         tokio::sync::Mutex<std::collections::HashMap<String, consumer::PullConsumer>>,
     >,
     streams: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Largest packed payload on this server, bytes (see [`PACK_BYTES`]).
+    pack_bytes: usize,
     /// Per packed stage, the task that gathers concurrent calls into packs.
     packers: Arc<std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<PackRequest>>>>,
 }
@@ -131,8 +136,10 @@ impl NatsBus {
                 config.replicas, config.url
             )));
         }
+        let pack_bytes = PACK_BYTES.min(client.server_info().max_payload / 2);
         Ok(Self {
             config,
+            pack_bytes,
             js: jetstream::new(client.clone()),
             client,
             consumers: Default::default(),
@@ -263,8 +270,10 @@ impl NatsBus {
     /// The stage's packer, started on first use (again if it ever stopped).
     fn packer(&self, stage: &str) -> mpsc::Sender<PackRequest> {
         let mut packers = self.packers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(packer) = packers.get(stage).filter(|p| !p.is_closed()) {
-            return packer.clone();
+        match packers.get(stage) {
+            Some(packer) if !packer.is_closed() => return packer.clone(),
+            Some(_) => tracing::warn!(stage, "restarting the nats publisher of a stage"),
+            None => {}
         }
         let (packer, requests) = mpsc::channel(PACK_QUEUE);
         tokio::spawn(run_packer(
@@ -272,6 +281,7 @@ impl NatsBus {
             self.subject(stage),
             requests,
             self.config.packs_in_flight.clamp(1, MAX_PACKS_IN_FLIGHT),
+            self.pack_bytes,
         ));
         packers.insert(stage.to_owned(), packer.clone());
         packer
@@ -291,14 +301,22 @@ impl Bus for NatsBus {
         if messages.is_empty() {
             return Ok(());
         }
+        // A message id travels as a header value, which cannot hold a line break (and the
+        // client library would panic on one, in the packer every caller shares).
+        if let Some(bad) = messages.iter().find(|m| m.id.contains(['\r', '\n'])) {
+            return Err(BusError::Invalid(format!(
+                "message id {:?} contains a line break",
+                bad.id
+            )));
+        }
         self.ensure_stream(stage).await?;
         let subject = self.subject(stage);
         let stored = if self.is_packed(stage) {
             let bytes = packed_bytes(&messages);
-            if self.config.packs_in_flight > 0 && bytes <= PACK_BYTES {
+            if self.config.packs_in_flight > 0 && bytes <= self.pack_bytes {
                 return self.publish_in_pack(stage, messages, bytes).await;
             }
-            packs(messages)
+            packs(messages, self.pack_bytes)
         } else {
             messages.into_iter().map(Stored::plain).collect()
         };
@@ -540,13 +558,14 @@ fn packed_bytes(messages: &[Message]) -> usize {
 }
 
 /// Gathers one stage's publish calls into packs: whatever waits when a pack may be sent goes
-/// in it (up to [`PACK_BYTES`], whole calls only), with at most `in_flight` packs awaiting the
+/// in it (up to `pack_bytes`, whole calls only), with at most `in_flight` packs awaiting the
 /// server's acknowledgement. Every caller of a pack is told its one outcome.
 async fn run_packer(
     js: jetstream::Context,
     subject: String,
     mut requests: mpsc::Receiver<PackRequest>,
     in_flight: usize,
+    pack_bytes: usize,
 ) {
     let mut awaiting = FuturesUnordered::new();
     let mut carried: Option<PackRequest> = None;
@@ -567,7 +586,7 @@ async fn run_packer(
         let mut bytes = first.bytes;
         let mut group = vec![first];
         while let Ok(next) = requests.try_recv() {
-            if bytes + next.bytes > PACK_BYTES {
+            if bytes + next.bytes > pack_bytes {
                 carried = Some(next);
                 break;
             }
@@ -637,16 +656,16 @@ impl Stored {
     }
 }
 
-/// The JetStream messages one publish call on a packed stage becomes: as few as fit under
-/// [`PACK_BYTES`]. A lone message is stored as itself; a pack's id is derived from its
-/// messages' ids, so a retried call is deduplicated like a retried message.
-fn packs(messages: Vec<Message>) -> Vec<Stored> {
+/// The JetStream messages `messages` become on a packed stage: as few as fit under
+/// `pack_bytes`. A lone message is stored as itself; a pack's id is derived from its
+/// messages' ids, so the same messages packed again are deduplicated like a retried message.
+fn packs(messages: Vec<Message>, pack_bytes: usize) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut group: Vec<Message> = Vec::new();
     let mut bytes = 0;
     for message in messages {
         let size = packed_bytes(std::slice::from_ref(&message));
-        if !group.is_empty() && bytes + size > PACK_BYTES {
+        if !group.is_empty() && bytes + size > pack_bytes {
             out.push(pack(std::mem::take(&mut group)));
             bytes = 0;
         }
@@ -763,30 +782,33 @@ mod tests {
         let messages: Vec<Message> = (0..3)
             .map(|i| Message::new(format!("e-{i}"), format!("payload {i}")))
             .collect();
-        let built = packs(messages.clone());
+        let built = packs(messages.clone(), PACK_BYTES);
         assert_eq!(built.len(), 1);
         assert_eq!(built[0].packed, Some(3));
         assert_eq!(parts(&built[0]), Some(messages.clone()));
-        let again = packs(messages.clone());
+        let again = packs(messages.clone(), PACK_BYTES);
         assert_eq!(built[0].id, again[0].id, "a retried call has the same id");
         assert!(built[0].id.starts_with("pack-3-e-0-"), "{}", built[0].id);
-        let other = packs(vec![
-            messages[0].clone(),
-            messages[2].clone(),
-            messages[1].clone(),
-        ]);
+        let other = packs(
+            vec![
+                messages[0].clone(),
+                messages[2].clone(),
+                messages[1].clone(),
+            ],
+            PACK_BYTES,
+        );
         assert_ne!(built[0].id, other[0].id, "other messages, another id");
     }
 
     #[test]
     fn lone_messages_stay_themselves_and_large_calls_are_split() {
-        let lone = packs(vec![Message::new("only", "x")]);
+        let lone = packs(vec![Message::new("only", "x")], PACK_BYTES);
         assert_eq!(lone[0].id, "only");
         assert_eq!(lone[0].packed, None);
         let big: Vec<Message> = (0..5)
             .map(|i| Message::new(format!("b-{i}"), vec![b'x'; 200 * 1024]))
             .collect();
-        let built = packs(big.clone());
+        let built = packs(big.clone(), PACK_BYTES);
         assert_eq!(
             built.len(),
             3,

@@ -320,6 +320,11 @@ impl Event<'_> {
             _ => {}
         }
         let message_id = match id(&self.message_id, "messageId")? {
+            // The id travels as a bus message id (a NATS header), where a line break would
+            // end the header.
+            Some(given) if given.chars().any(char::is_control) => {
+                return Err("messageId: must not contain control characters".into());
+            }
             Some(given) => given.to_owned(),
             None => uuid::Uuid::now_v7().to_string(),
         };
@@ -421,6 +426,12 @@ mod tests {
             let err = envelope(call, body).expect_err(body);
             assert!(err.contains(needle), "{body}: {err}");
         }
+        let broken = r#"{"userId":"u","messageId":"a\r\nNats-Msg-Id: b"}"#;
+        assert!(
+            envelope("page", broken)
+                .expect_err("control characters")
+                .contains("messageId: must not contain control characters")
+        );
         let long = format!(r#"{{"userId":"{}"}}"#, "u".repeat(MAX_ID + 1));
         assert!(
             envelope("page", &long)
