@@ -78,6 +78,9 @@ enum Scenario {
         /// `nats_packs_in_flight`; 0: each request its own message); by default the node's.
         #[arg(long)]
         nats_packs_in_flight: Option<usize>,
+        /// Also list the N slowest requests with when each started in the measured window.
+        #[arg(long, default_value_t = 0)]
+        slowest: usize,
         /// The load generator's HTTP client.
         #[arg(long, value_enum, default_value_t = receiver::Generator::Lean)]
         generator: receiver::Generator,
@@ -298,6 +301,7 @@ fn main() -> anyhow::Result<()> {
         rate,
         nats_fetch_bytes,
         nats_packs_in_flight,
+        slowest,
         generator,
     } = &cli.scenario
     {
@@ -305,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             nats_url: nats_url.clone(),
             nats_fetch_bytes: *nats_fetch_bytes,
             nats_packs_in_flight: *nats_packs_in_flight,
+            slowest: *slowest,
             batch: *batch,
             concurrency: *concurrency,
             seconds: *seconds,

@@ -20,6 +20,9 @@ pub struct ReceiverArgs {
     pub seconds: u64,
     /// Requests per second to hold (0: as fast as possible), for latency at a given load.
     pub rate: u64,
+    /// Also report the slowest requests, each with when it started, to tell a periodic stall
+    /// (a collector, a timer) from load.
+    pub slowest: usize,
     pub generator: Generator,
 }
 
@@ -190,7 +193,7 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
                 let failure = sender.post(body).await;
                 if measuring.load(Ordering::Relaxed) {
                     match failure {
-                        None => latencies.push(started.elapsed()),
+                        None => latencies.push((started.elapsed(), started)),
                         Some(failure) => {
                             if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                                 eprintln!("first error: {failure}");
@@ -209,12 +212,13 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
+    let mut timed = Vec::new();
     for worker in workers {
-        all.extend(worker.await.unwrap_or_default());
+        timed.extend(worker.await.unwrap_or_default());
     }
     let _ = consumer.await;
-    all.sort_unstable();
+    timed.sort_unstable();
+    let all: Vec<Duration> = timed.iter().map(|(latency, _)| *latency).collect();
     let pct = |p: f64| ms(percentile(&all, p));
     let requests = all.len() as f64 / elapsed.as_secs_f64();
     let report = format!(
@@ -245,6 +249,23 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
         pct(0.99),
         errors.load(Ordering::Relaxed)
     );
+    let slowest: Vec<String> = timed
+        .iter()
+        .rev()
+        .take(args.slowest)
+        .map(|(latency, at)| {
+            format!(
+                "{:.2}ms@{:.0}ms",
+                ms(*latency),
+                ms(at.saturating_duration_since(started))
+            )
+        })
+        .collect();
+    let report = if slowest.is_empty() {
+        report
+    } else {
+        format!("{report}\nslowest (latency@start): {}", slowest.join(" "))
+    };
     server.spawn(world.shutdown()).await?;
     Ok(report)
 }
