@@ -48,6 +48,10 @@ pub const MAX_REPLICAS: usize = 5;
 pub const DEFAULT_PACKS_IN_FLIGHT: usize = 4;
 /// The most [`NatsConfig::packs_in_flight`] may be.
 pub const MAX_PACKS_IN_FLIGHT: usize = 1024;
+/// How long after its expiry a fetch still waits for what the server sent before it. The
+/// client library itself waits 5 s for the server's closing status, which a NATS 2.9 server
+/// does not always send: the consumer would sit on the messages it has for those 5 s.
+const FETCH_GRACE: Duration = Duration::from_millis(200);
 /// Publish calls waiting for a pack, per stage, before callers wait to hand theirs over.
 const PACK_QUEUE: usize = 4096;
 
@@ -349,16 +353,17 @@ impl Bus for NatsBus {
     ) -> Result<Vec<Delivery>, BusError> {
         self.connected()?;
         let consumer = self.consumer(stage).await?;
-        let mut fetch = consumer
-            .fetch()
-            .max_messages(max.max(1))
-            .expires(wait.max(Duration::from_millis(10)));
+        let expires = wait.max(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + expires + FETCH_GRACE;
+        let mut fetch = consumer.fetch().max_messages(max.max(1)).expires(expires);
         if self.is_packed(stage) {
             fetch = fetch.max_bytes(self.config.packed_fetch_bytes.max(MIN_FETCH_BYTES));
         }
         let mut batch = fetch.messages().await.map_err(unavailable)?;
         let mut deliveries = Vec::new();
-        while let Some(message) = batch.next().await {
+        // The server delivers nothing for this request after its expiry, so past the deadline
+        // the batch is whole even if its closing status never came.
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, batch.next()).await {
             let message = match message {
                 Ok(message) => message,
                 // The server ends a fetch that reached its byte budget with a 409: what came
