@@ -688,20 +688,11 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
 
 /// Every message id on `raw`, consumed.
 async fn stored_ids<B: sluice_data_plane::bus::Bus>(bus: &B) -> std::collections::HashSet<String> {
-    let mut stored = std::collections::HashSet::new();
-    loop {
-        let deliveries = bus
-            .fetch("raw", 5000, Duration::from_millis(300))
-            .await
-            .expect("fetch");
-        if deliveries.is_empty() {
-            return stored;
-        }
-        for delivery in deliveries {
-            stored.insert(delivery.message.id.clone());
-            bus.ack(delivery).await.expect("ack");
-        }
-    }
+    sluice_tests::drain_stage(bus, "raw")
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
 }
 
 /// Sends batches from 16 connections to a receiver, kills it with SIGKILL after 1.5 s, and

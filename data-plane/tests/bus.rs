@@ -316,18 +316,26 @@ fn nats_url() -> String {
     std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-async fn nats_bus() -> (NatsBus, String) {
-    let url = nats_url();
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let config = NatsConfig {
-        prefix: prefix.clone(),
+/// Settings of a bus of its own: a fresh stream prefix on the machine's NATS.
+fn fresh_nats_config() -> NatsConfig {
+    NatsConfig {
+        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
         ack_wait: ACK_WAIT,
-        ..NatsConfig::new(url.clone())
-    };
-    let bus = NatsBus::connect(config)
+        ..NatsConfig::new(nats_url())
+    }
+}
+
+async fn connect_nats(config: NatsConfig) -> NatsBus {
+    let url = config.url.clone();
+    NatsBus::connect(config)
         .await
-        .unwrap_or_else(|e| panic!("NATS at {url} is required for these tests: {e}"));
-    (bus, prefix)
+        .unwrap_or_else(|e| panic!("NATS at {url} is required for these tests: {e}"))
+}
+
+async fn nats_bus() -> (NatsBus, String) {
+    let config = fresh_nats_config();
+    let prefix = config.prefix.clone();
+    (connect_nats(config).await, prefix)
 }
 
 both_back_ends!(
@@ -464,15 +472,11 @@ async fn publish_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stores_concurrent_raw_calls_together() {
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let bus = NatsBus::connect(NatsConfig {
-        prefix,
-        ack_wait: ACK_WAIT,
+    let bus = connect_nats(NatsConfig {
         packs_in_flight: 1,
-        ..NatsConfig::new(nats_url())
+        ..fresh_nats_config()
     })
-    .await
-    .expect("connect");
+    .await;
     let calls = 300;
     let outcomes = publish_at_once(&bus, "c", calls, 100).await;
     assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
@@ -488,13 +492,11 @@ async fn nats_stores_concurrent_raw_calls_together() {
     bus.delete_stages(&["raw"]).await.expect("clean up");
 
     // 0 in flight: every call its own message, as before packing.
-    let alone = NatsBus::connect(NatsConfig {
-        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+    let alone = connect_nats(NatsConfig {
         packs_in_flight: 0,
-        ..NatsConfig::new(nats_url())
+        ..fresh_nats_config()
     })
-    .await
-    .expect("connect");
+    .await;
     let outcomes = publish_at_once(&alone, "d", calls, 100).await;
     assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
     assert_eq!(alone.depth("raw").await.expect("depth"), calls as u64);
@@ -517,13 +519,11 @@ async fn nats_refuses_a_message_id_with_a_line_break() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_packs_whole_calls_and_never_splits_one() {
-    let bus = NatsBus::connect(NatsConfig {
-        prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+    let bus = connect_nats(NatsConfig {
         packs_in_flight: 1,
-        ..NatsConfig::new(nats_url())
+        ..fresh_nats_config()
     })
-    .await
-    .expect("connect");
+    .await;
     // 12 calls of 50 events of 4 KB, about 200 KiB each: two fit in a pack, a third waits for
     // the next.
     let mut tasks = tokio::task::JoinSet::new();
@@ -575,16 +575,12 @@ async fn nats_packs_whole_calls_and_never_splits_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_tells_every_call_of_a_refused_pack() {
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let bus = NatsBus::connect(NatsConfig {
-        prefix,
-        ack_wait: ACK_WAIT,
+    let bus = connect_nats(NatsConfig {
         max_bytes: 16 * 1024,
         packs_in_flight: 1,
-        ..NatsConfig::new(nats_url())
+        ..fresh_nats_config()
     })
-    .await
-    .expect("connect");
+    .await;
     // 16 KiB: a first burst of 8 calls of 1.5 KB fits; most of a second of 40 does not.
     let first = publish_at_once(&bus, "a", 8, 1500).await;
     assert!(first.iter().all(|(_, o)| o.is_ok()), "{first:?}");

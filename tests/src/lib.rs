@@ -283,6 +283,27 @@ impl Cp {
 }
 
 /// A minimal valid spec with one source; `tag` makes each version different.
+/// Every message on `stage` now, each acknowledged, in the order fetched.
+pub async fn drain_stage<B: sluice_data_plane::bus::Bus>(
+    bus: &B,
+    stage: &str,
+) -> Vec<sluice_data_plane::bus::Message> {
+    let mut out = Vec::new();
+    loop {
+        let deliveries = bus
+            .fetch(stage, 1000, Duration::from_millis(300))
+            .await
+            .expect("fetch");
+        if deliveries.is_empty() {
+            return out;
+        }
+        for delivery in deliveries {
+            out.push(delivery.message.clone());
+            bus.ack(delivery).await.expect("ack");
+        }
+    }
+}
+
 pub fn spec(tag: &str) -> Value {
     json!({"sources": [{"name": "web"}], "governance": [{"step": "drop_fields", "fields": [format!("properties.{tag}")]}]})
 }

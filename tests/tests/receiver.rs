@@ -8,7 +8,6 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_data_plane::RunningNode;
-use sluice_data_plane::bus::{Bus, Message};
 use sluice_tests::{Cp, CpOptions, eventually, start_node};
 
 struct Setup {
@@ -81,24 +80,13 @@ async fn send(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Everything on the raw stage now, acknowledged.
+/// Everything on the raw stage now, acknowledged, as envelopes.
 async fn drain(node: &RunningNode) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let deliveries = node
-            .bus
-            .fetch("raw", 1000, Duration::from_millis(300))
-            .await
-            .expect("fetch");
-        if deliveries.is_empty() {
-            return out;
-        }
-        for delivery in deliveries {
-            let Message { payload, .. } = delivery.message.clone();
-            out.push(serde_json::from_slice(&payload).expect("envelope json"));
-            node.bus.ack(delivery).await.expect("ack");
-        }
-    }
+    sluice_tests::drain_stage(&node.bus, "raw")
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("envelope json"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
