@@ -56,6 +56,8 @@ pub struct ArchiveArgs {
     pub python: Option<String>,
     /// Partition counts to measure the local queries with too, beside the default.
     pub local_partitions: Vec<usize>,
+    /// A query's name whose `EXPLAIN ANALYZE` is printed, local and S3.
+    pub explain: Option<String>,
 }
 
 /// Where the archive is copied for the S3 measurement.
@@ -256,6 +258,37 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         runtime.block_on(time_queries(store, &limits, &queries, args.runs))
     };
     // More columns: local disk with other partition counts, then one per count against S3.
+    let explain = |store: &Arc<dyn ObjectStore>, partitions: usize| -> anyhow::Result<String> {
+        let Some(name) = &args.explain else {
+            return Ok(String::new());
+        };
+        let query = queries
+            .iter()
+            .find(|q| q.name == name.as_str())
+            .with_context(|| format!("no query named {name:?}"))?;
+        let limits = Limits {
+            partitions,
+            ..limits.clone()
+        };
+        let engine = QueryEngine::new(store.clone(), limits);
+        let sql = format!("EXPLAIN ANALYZE {}", query.sluice);
+        let result = runtime
+            .block_on(engine.run(TENANT, &sql))
+            .map_err(|e| anyhow::anyhow!("explain {name}: {e}"))?;
+        let rows = sluice_query::output::json_rows(&result.batches)?;
+        let table: String = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row["plan"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(format!(
+            "\nEXPLAIN ANALYZE ({partitions} partitions, {:.1} ms):\n{table}\n",
+            result.elapsed.as_secs_f64() * 1e3
+        ))
+    };
+    let mut explained = explain(&local, limits.partitions)?;
     let mut columns = Vec::new();
     for &partitions in &args.local_partitions {
         columns.push((
@@ -270,6 +303,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         } else {
             target.partitions.clone()
         };
+        explained.push_str(&explain(&store, partitions[0])?);
         for partitions in partitions {
             columns.push((
                 format!("s3 p={partitions}"),
@@ -331,6 +365,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             query.name, local_ms, more, duck_ms, ratio, same
         ));
     }
+    report.push_str(&explained);
     report.push_str("\nqueries:\n");
     for query in &queries {
         report.push_str(&format!("  {}: {}\n", query.name, query.sluice));

@@ -144,6 +144,11 @@ enum Scenario {
         /// marked `np`).
         #[arg(long)]
         s3_without_pushdown: bool,
+        /// Print `EXPLAIN ANALYZE` (the scan's bytes, requests' time, pages pruned) of the
+        /// named query (`count`, `group by a property`, …) on local disk and on S3 after the
+        /// timings.
+        #[arg(long)]
+        explain: Option<String>,
         /// A Python with `duckdb` installed, to run the same queries on the same files.
         #[arg(long)]
         python: Option<String>,
@@ -257,6 +262,7 @@ fn main() -> anyhow::Result<()> {
         s3_partitions,
         local_partitions,
         s3_without_pushdown,
+        explain,
         python,
     } = &cli.scenario
     {
@@ -282,6 +288,7 @@ fn main() -> anyhow::Result<()> {
             }),
             python: python.clone(),
             local_partitions: local_partitions.clone(),
+            explain: explain.clone(),
         };
         print!("{}", archive::run(args)?);
         return Ok(());

@@ -145,6 +145,39 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
             }
         })
     };
+    // With --slowest: when each runtime (and a plain thread) woke up late, to tell a stall of
+    // this process from one of the server it talks to.
+    let lag_probes = (args.slowest > 0).then(|| {
+        let probe = |stop: Arc<AtomicBool>| async move {
+            let mut late = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let took = before.elapsed();
+                if took > Duration::from_millis(8) {
+                    late.push((std::time::SystemTime::now(), took));
+                }
+            }
+            late
+        };
+        let thread_stop = stop.clone();
+        (
+            tokio::spawn(probe(stop.clone())),
+            server.spawn(probe(stop.clone())),
+            std::thread::spawn(move || {
+                let mut late = Vec::new();
+                while !thread_stop.load(Ordering::Relaxed) {
+                    let before = Instant::now();
+                    std::thread::sleep(Duration::from_millis(1));
+                    let took = before.elapsed();
+                    if took > Duration::from_millis(8) {
+                        late.push((std::time::SystemTime::now(), took));
+                    }
+                }
+                late
+            }),
+        )
+    });
     let errors = Arc::new(AtomicU64::new(0));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -208,6 +241,7 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     tokio::time::sleep(Duration::from_secs(2)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
@@ -264,7 +298,34 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let report = if slowest.is_empty() {
         report
     } else {
-        format!("{report}\nslowest (latency@start): {}", slowest.join(" "))
+        let unix = started_wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{report}\nslowest (latency@start, from unix {:.3} s): {}",
+            unix.as_secs_f64(),
+            slowest.join(" ")
+        )
+    };
+    let report = match lag_probes {
+        Some((generator, node, thread)) => {
+            let show = |late: Vec<(std::time::SystemTime, Duration)>| {
+                late.iter()
+                    .map(|(at, took)| {
+                        let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                        format!("{:.1}ms@{:.3}", ms(*took), at.as_secs_f64())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!(
+                "{report}\nlate wake-ups (took@unix s, ended): generator runtime: {}\nnode runtime: {}\nthread: {}",
+                show(generator.await.unwrap_or_default()),
+                show(node.await.unwrap_or_default()),
+                show(thread.join().unwrap_or_default()),
+            )
+        }
+        None => report,
     };
     server.spawn(world.shutdown()).await?;
     Ok(report)
