@@ -71,6 +71,9 @@ pub struct S3Target {
     pub partitions: Vec<usize>,
     /// Also measure the S3 queries without filters evaluated while decoding.
     pub without_pushdown: bool,
+    /// Added to every request to the S3 server, as a server farther away than loopback
+    /// would (0: none).
+    pub latency: Duration,
 }
 
 /// xorshift64*: reproducible data without a dependency.
@@ -247,18 +250,15 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let limits = Limits::default();
-    let local_times = runtime.block_on(time_queries(&local, &limits, &queries, args.runs))?;
-    let time_with = |store: &Arc<dyn ObjectStore>, partitions: usize, pushdown_filters: bool| {
-        let limits = Limits {
-            partitions,
-            pushdown_filters,
-            ..limits.clone()
-        };
+    let limits = |partitions: usize| Limits {
+        partitions,
+        ..Limits::default()
+    };
+    let time_with = |store: &Arc<dyn ObjectStore>, limits: Limits| {
         runtime.block_on(time_queries(store, &limits, &queries, args.runs))
     };
-    // More columns: local disk with other partition counts, then one per count against S3.
-    let explain = |store: &Arc<dyn ObjectStore>, partitions: usize| -> anyhow::Result<String> {
+    let local_times = time_with(&local, limits(sluice_query::cores()))?;
+    let explain = |store: &Arc<dyn ObjectStore>, limits: Limits| -> anyhow::Result<String> {
         let Some(name) = &args.explain else {
             return Ok(String::new());
         };
@@ -266,10 +266,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             .iter()
             .find(|q| q.name == name.as_str())
             .with_context(|| format!("no query named {name:?}"))?;
-        let limits = Limits {
-            partitions,
-            ..limits.clone()
-        };
+        let partitions = limits.partitions;
         let engine = QueryEngine::new(store.clone(), limits);
         let sql = format!("EXPLAIN ANALYZE {}", query.sluice);
         let result = runtime
@@ -288,31 +285,46 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             result.elapsed.as_secs_f64() * 1e3
         ))
     };
-    let mut explained = explain(&local, limits.partitions)?;
+    let mut explained = explain(&local, limits(sluice_query::cores()))?;
+    // More columns: local disk with other partition counts, then one per count against S3.
     let mut columns = Vec::new();
     for &partitions in &args.local_partitions {
         columns.push((
             format!("local p={partitions}"),
-            time_with(&local, partitions, true)?,
+            time_with(&local, limits(partitions))?,
         ));
     }
     if let Some(target) = &args.s3 {
-        let store = runtime.block_on(copy_to_s3(&local, target))?;
+        let mut store = runtime.block_on(copy_to_s3(&local, target))?;
+        if !target.latency.is_zero() {
+            let config = object_store::throttle::ThrottleConfig {
+                wait_get_per_call: target.latency,
+                wait_list_per_call: target.latency,
+                ..Default::default()
+            };
+            store = Arc::new(object_store::throttle::ThrottledStore::new(store, config));
+        }
         let partitions = if target.partitions.is_empty() {
             vec![sluice_query::remote_partitions()]
         } else {
             target.partitions.clone()
         };
-        explained.push_str(&explain(&store, partitions[0])?);
+        explained.push_str(&explain(&store, limits(partitions[0]))?);
         for partitions in partitions {
             columns.push((
                 format!("s3 p={partitions}"),
-                time_with(&store, partitions, true)?,
+                time_with(&store, limits(partitions))?,
             ));
             if target.without_pushdown {
                 columns.push((
                     format!("s3 p={partitions} np"),
-                    time_with(&store, partitions, false)?,
+                    time_with(
+                        &store,
+                        Limits {
+                            pushdown_filters: false,
+                            ..limits(partitions)
+                        },
+                    )?,
                 ));
             }
         }

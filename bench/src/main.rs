@@ -144,8 +144,12 @@ enum Scenario {
         /// marked `np`).
         #[arg(long)]
         s3_without_pushdown: bool,
+        /// Milliseconds added to every request to the S3 server (a GET waits that long
+        /// before it is sent), as a server farther away than loopback would.
+        #[arg(long, default_value_t = 0)]
+        s3_latency_ms: u64,
         /// Print `EXPLAIN ANALYZE` (the scan's bytes, requests' time, pages pruned) of the
-        /// named query (`count`, `group by a property`, …) on local disk and on S3 after the
+        /// named query (`count`, `group by property`, …) on local disk and on S3 after the
         /// timings.
         #[arg(long)]
         explain: Option<String>,
@@ -262,6 +266,7 @@ fn main() -> anyhow::Result<()> {
         s3_partitions,
         local_partitions,
         s3_without_pushdown,
+        s3_latency_ms,
         explain,
         python,
     } = &cli.scenario
@@ -285,6 +290,7 @@ fn main() -> anyhow::Result<()> {
                 secret_key: s3_secret_key.clone(),
                 partitions: s3_partitions.clone(),
                 without_pushdown: *s3_without_pushdown,
+                latency: std::time::Duration::from_millis(*s3_latency_ms),
             }),
             python: python.clone(),
             local_partitions: local_partitions.clone(),
