@@ -78,7 +78,9 @@ enum Scenario {
         /// `nats_packs_in_flight`; 0: each request its own message); by default the node's.
         #[arg(long)]
         nats_packs_in_flight: Option<usize>,
-        /// Also list the N slowest requests with when each started in the measured window.
+        /// Also list the N slowest requests with when each started in the measured window,
+        /// and every late wake-up (over 8 ms for a 1 ms sleep) of this process's runtimes and
+        /// of a plain thread, with wall-clock times.
         #[arg(long, default_value_t = 0)]
         slowest: usize,
         /// The load generator's HTTP client.

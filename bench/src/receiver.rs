@@ -21,7 +21,8 @@ pub struct ReceiverArgs {
     /// Requests per second to hold (0: as fast as possible), for latency at a given load.
     pub rate: u64,
     /// Also report the slowest requests, each with when it started, to tell a periodic stall
-    /// (a collector, a timer) from load.
+    /// (a collector, a timer) from load, and this process's late wake-ups, to tell a stall of
+    /// ours from the server's.
     pub slowest: usize,
     pub generator: Generator,
 }
