@@ -332,6 +332,15 @@ async fn connect_nats(config: NatsConfig) -> NatsBus {
         .unwrap_or_else(|e| panic!("NATS at {url} is required for these tests: {e}"))
 }
 
+/// A bus on a fresh prefix with `packs` packs of `raw` awaiting the server at most.
+async fn nats_with_packs_in_flight(packs: usize) -> NatsBus {
+    connect_nats(NatsConfig {
+        packs_in_flight: packs,
+        ..fresh_nats_config()
+    })
+    .await
+}
+
 async fn nats_bus() -> (NatsBus, String) {
     let config = fresh_nats_config();
     let prefix = config.prefix.clone();
@@ -472,11 +481,7 @@ async fn publish_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_stores_concurrent_raw_calls_together() {
-    let bus = connect_nats(NatsConfig {
-        packs_in_flight: 1,
-        ..fresh_nats_config()
-    })
-    .await;
+    let bus = nats_with_packs_in_flight(1).await;
     let calls = 300;
     let outcomes = publish_at_once(&bus, "c", calls, 100).await;
     assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
@@ -492,11 +497,7 @@ async fn nats_stores_concurrent_raw_calls_together() {
     bus.delete_stages(&["raw"]).await.expect("clean up");
 
     // 0 in flight: every call its own message, as before packing.
-    let alone = connect_nats(NatsConfig {
-        packs_in_flight: 0,
-        ..fresh_nats_config()
-    })
-    .await;
+    let alone = nats_with_packs_in_flight(0).await;
     let outcomes = publish_at_once(&alone, "d", calls, 100).await;
     assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
     assert_eq!(alone.depth("raw").await.expect("depth"), calls as u64);
@@ -519,11 +520,7 @@ async fn nats_refuses_a_message_id_with_a_line_break() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_packs_whole_calls_and_never_splits_one() {
-    let bus = connect_nats(NatsConfig {
-        packs_in_flight: 1,
-        ..fresh_nats_config()
-    })
-    .await;
+    let bus = nats_with_packs_in_flight(1).await;
     // 12 calls of 50 events of 4 KB, about 200 KiB each: two fit in a pack, a third waits for
     // the next.
     let mut tasks = tokio::task::JoinSet::new();
