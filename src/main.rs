@@ -175,12 +175,12 @@ struct DataPlaneArgs {
 
     /// Most bytes one fetch of the `raw` stage takes from NATS (at least 1 MiB): smaller
     /// bounds the bursts a processor takes in at once.
-    #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = sluice_data_plane::bus::nats::DEFAULT_FETCH_BYTES)]
+    #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = sluice_bus::nats::DEFAULT_FETCH_BYTES)]
     nats_fetch_bytes: usize,
 
     /// Bytes each stage's NATS stream may hold before receivers answer 503 (at least
     /// 1 MiB); applied to streams that already exist too.
-    #[arg(long, env = "SLUICE_NATS_MAX_BYTES", default_value_t = sluice_data_plane::bus::nats::DEFAULT_MAX_BYTES)]
+    #[arg(long, env = "SLUICE_NATS_MAX_BYTES", default_value_t = sluice_bus::nats::DEFAULT_MAX_BYTES)]
     nats_max_bytes: u64,
 
     /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
@@ -191,12 +191,12 @@ struct DataPlaneArgs {
     /// Packed publishes to the `raw` stage that may await NATS's acknowledgement at once;
     /// requests arriving meanwhile are stored together as one message. 0 stores each request
     /// as its own message (at most 1024).
-    #[arg(long, env = "SLUICE_NATS_PACKS_IN_FLIGHT", default_value_t = sluice_data_plane::bus::nats::DEFAULT_PACKS_IN_FLIGHT)]
+    #[arg(long, env = "SLUICE_NATS_PACKS_IN_FLIGHT", default_value_t = sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT)]
     nats_packs_in_flight: usize,
 
     /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503
     /// (at least 1 MiB).
-    #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_data_plane::bus::embedded::DEFAULT_MAX_BYTES)]
+    #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_bus::embedded::DEFAULT_MAX_BYTES)]
     bus_max_bytes: u64,
 
     /// The proxy's public listener for browsers and SDKs (/sluice.js, /v1/*); health and

@@ -644,7 +644,7 @@ async fn data_plane_help_and_bad_configuration() {
 /// `kill -9` of a receiver under load: every event it acknowledged is on the bus afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
-    use sluice_data_plane::bus::embedded::{EmbeddedBus, EmbeddedConfig};
+    use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("node");
@@ -661,8 +661,8 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event() {
 /// is in a message the server stored, whatever else shared it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
-    use sluice_data_plane::bus::Bus as _;
-    use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
+    use sluice_bus::Bus as _;
+    use sluice_bus::nats::{NatsBus, NatsConfig};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let url = sluice_tests::nats_url();
@@ -687,7 +687,7 @@ async fn a_receiver_killed_under_load_keeps_every_acknowledged_event_on_nats() {
 }
 
 /// Every message id on `raw`, consumed.
-async fn stored_ids<B: sluice_data_plane::bus::Bus>(bus: &B) -> std::collections::HashSet<String> {
+async fn stored_ids<B: sluice_bus::Bus>(bus: &B) -> std::collections::HashSet<String> {
     sluice_tests::drain_stage(bus, "raw")
         .await
         .into_iter()

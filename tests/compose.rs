@@ -15,18 +15,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serde_yaml_ng::Value as Yaml;
+use sluice_proto::Role;
 use sluice_tests::{Cp, CpOptions, Vendor, eventually, free_port, nats_url, s3_url};
 use tokio::process::{Child, Command};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-const ROLES: [&str; 6] = [
-    "proxy",
-    "receiver",
-    "processor",
-    "delivery",
-    "archiver",
-    "query",
-];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,7 +215,7 @@ async fn new_bucket() -> String {
 fn the_compose_file_runs_every_role_hardened() {
     let text = std::fs::read_to_string(repo().join("deploy/docker-compose.yml")).expect("read");
     let compose: Yaml = serde_yaml_ng::from_str(&text).expect("valid YAML");
-    for role in ROLES {
+    for role in Role::ALL.map(Role::as_str) {
         let service = &compose["services"][role];
         assert_eq!(
             service["command"],
@@ -293,7 +286,7 @@ async fn the_compose_file_moves_events_from_proxy_to_delivery_and_archive() {
     let (services, proxy_port) = services(&compose, &dotenv, state.path());
     let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
-    let mut roles = ROLES.to_vec();
+    let mut roles = Role::ALL.map(Role::as_str).to_vec();
     roles.sort_unstable();
     assert_eq!(names, roles, "one service per role");
 

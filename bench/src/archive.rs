@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sluice_archive::record::{BatchBuilder, Envelope};
 use sluice_archive::store::StoreConfig;
 use sluice_archive::{encode, layout};
-use sluice_data_plane::stages::ArchiveRecord;
+use sluice_pipeline::stages::ArchiveRecord;
 use sluice_query::{Limits, QueryEngine};
 
 use crate::stats::ms;

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::stats::{ms, percentile};
-use sluice_data_plane::bus::embedded::{EmbeddedBus, EmbeddedConfig};
-use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
-use sluice_data_plane::bus::{Bus, Message};
+use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+use sluice_bus::nats::{NatsBus, NatsConfig};
+use sluice_bus::{Bus, Message};
 
 pub struct BusArgs {
     pub backend: String,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use sluice_data_plane::applied::{AppliedConfig, AppliedPipeline};
-use sluice_data_plane::pipeline::enrich::Enricher;
-use sluice_data_plane::processor::Engine;
+use sluice_pipeline::AppliedPipeline;
+use sluice_pipeline::batch::Engine;
+use sluice_pipeline::enrich::Enricher;
 
 pub struct ProcessorArgs {
     pub events: usize,
@@ -61,29 +61,21 @@ pub fn envelope(i: usize, pipeline_id: &str) -> (String, bytes::Bytes) {
     (format!("m{i}"), bytes::Bytes::from(json))
 }
 
-pub fn config() -> anyhow::Result<AppliedConfig> {
+/// The bench pipeline as the processor runs it.
+pub fn applied() -> anyhow::Result<AppliedPipeline> {
     let spec = sluice_proto::spec::parse_value(pipeline())?;
     spec.validate()
         .map_err(|e| anyhow::anyhow!("invalid bench pipeline: {e:?}"))?;
-    Ok(AppliedConfig {
-        version: 1,
-        tenant_id: "t".into(),
-        pipelines: vec![AppliedPipeline {
-            id: "p-bench".into(),
-            name: "main".into(),
-            revision: 1,
-            spec,
-        }],
-        ingest_keys: Vec::new(),
-        access_keys: Vec::new(),
-        jwks: sluice_keys::Jwks { keys: Vec::new() },
-        issued_at_unix_ms: 0,
-        received_at_unix_ms: 0,
+    Ok(AppliedPipeline {
+        id: "p-bench".into(),
+        name: "main".into(),
+        revision: 1,
+        spec,
     })
 }
 
 pub fn run(args: ProcessorArgs) -> anyhow::Result<String> {
-    let engine = Engine::new(&config()?, Arc::new(Enricher::new(None)));
+    let engine = Engine::new(1, &[applied()?], Arc::new(Enricher::new(None)));
     let events: Vec<(String, bytes::Bytes)> =
         (0..args.events).map(|i| envelope(i, "p-bench")).collect();
     // Warm the caches (user agents, sessions) as a running processor has them.

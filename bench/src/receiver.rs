@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::stats::{ms, percentile};
 use serde_json::json;
-use sluice_data_plane::bus::Bus;
-use sluice_data_plane::bus::nats::{NatsBus, NatsConfig};
+use sluice_bus::Bus;
+use sluice_bus::nats::{NatsBus, NatsConfig};
 
 pub struct ReceiverArgs {
     pub nats_url: Option<String>,
@@ -262,9 +262,9 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
             Some(_) => format!(
                 "nats fetch_bytes={} packs_in_flight={}",
                 args.nats_fetch_bytes
-                    .unwrap_or(sluice_data_plane::bus::nats::DEFAULT_FETCH_BYTES),
+                    .unwrap_or(sluice_bus::nats::DEFAULT_FETCH_BYTES),
                 args.nats_packs_in_flight
-                    .unwrap_or(sluice_data_plane::bus::nats::DEFAULT_PACKS_IN_FLIGHT),
+                    .unwrap_or(sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT),
             ),
             None => "embedded".into(),
         },

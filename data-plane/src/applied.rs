@@ -6,16 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sluice_keys::{Jwks, ParsedKey, verify_key_digest};
 use sluice_proto::config::v1::Snapshot;
-use sluice_proto::spec::{self, PipelineSpec};
+use sluice_proto::spec;
 
-/// A pipeline as applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppliedPipeline {
-    pub id: String,
-    pub name: String,
-    pub revision: u64,
-    pub spec: PipelineSpec,
-}
+pub use sluice_pipeline::AppliedPipeline;
 
 /// An ingest key a receiver accepts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -142,11 +142,11 @@ impl Default for RawConfig {
             max_backoff_secs: 30,
             nats_url: None,
             nats_prefix: "sluice".into(),
-            nats_fetch_bytes: crate::bus::nats::DEFAULT_FETCH_BYTES,
-            nats_max_bytes: crate::bus::nats::DEFAULT_MAX_BYTES,
+            nats_fetch_bytes: sluice_bus::nats::DEFAULT_FETCH_BYTES,
+            nats_max_bytes: sluice_bus::nats::DEFAULT_MAX_BYTES,
             nats_replicas: 1,
-            nats_packs_in_flight: crate::bus::nats::DEFAULT_PACKS_IN_FLIGHT,
-            bus_max_bytes: crate::bus::embedded::DEFAULT_MAX_BYTES,
+            nats_packs_in_flight: sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT,
+            bus_max_bytes: sluice_bus::embedded::DEFAULT_MAX_BYTES,
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
             receiver_urls: String::new(),
             proxy_cookie_name: "sluice_id".into(),
@@ -206,7 +206,7 @@ pub struct Config {
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
-    pub archiver: crate::archiver::ArchiverConfig,
+    pub archiver: crate::roles::archiver::ArchiverConfig,
     pub query: sluice_query::Limits,
 }
 
@@ -246,44 +246,44 @@ impl RawConfig {
                 "1 to 64 lowercase letters, digits and _",
             ));
         }
-        if self.nats_fetch_bytes < crate::bus::nats::MIN_FETCH_BYTES {
+        if self.nats_fetch_bytes < sluice_bus::nats::MIN_FETCH_BYTES {
             return Err(invalid(
                 "nats_fetch_bytes",
                 format!(
                     "at least {} bytes, so any one message fits",
-                    crate::bus::nats::MIN_FETCH_BYTES
+                    sluice_bus::nats::MIN_FETCH_BYTES
                 ),
             ));
         }
-        if self.nats_max_bytes < crate::bus::nats::MIN_FETCH_BYTES as u64
+        if self.nats_max_bytes < sluice_bus::nats::MIN_FETCH_BYTES as u64
             || self.nats_max_bytes > i64::MAX as u64
         {
             return Err(invalid(
                 "nats_max_bytes",
                 format!(
                     "at least {} bytes, so any one message fits",
-                    crate::bus::nats::MIN_FETCH_BYTES
+                    sluice_bus::nats::MIN_FETCH_BYTES
                 ),
             ));
         }
-        if !(1..=crate::bus::nats::MAX_REPLICAS).contains(&self.nats_replicas) {
+        if !(1..=sluice_bus::nats::MAX_REPLICAS).contains(&self.nats_replicas) {
             return Err(invalid(
                 "nats_replicas",
-                format!("1 to {}", crate::bus::nats::MAX_REPLICAS),
+                format!("1 to {}", sluice_bus::nats::MAX_REPLICAS),
             ));
         }
-        if self.nats_packs_in_flight > crate::bus::nats::MAX_PACKS_IN_FLIGHT {
+        if self.nats_packs_in_flight > sluice_bus::nats::MAX_PACKS_IN_FLIGHT {
             return Err(invalid(
                 "nats_packs_in_flight",
-                format!("0 to {}", crate::bus::nats::MAX_PACKS_IN_FLIGHT),
+                format!("0 to {}", sluice_bus::nats::MAX_PACKS_IN_FLIGHT),
             ));
         }
-        if self.bus_max_bytes < crate::bus::embedded::MIN_MAX_BYTES {
+        if self.bus_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
             return Err(invalid(
                 "bus_max_bytes",
                 format!(
                     "at least {} bytes, so a full batch request fits",
-                    crate::bus::embedded::MIN_MAX_BYTES
+                    sluice_bus::embedded::MIN_MAX_BYTES
                 ),
             ));
         }
@@ -387,7 +387,7 @@ impl RawConfig {
 }
 
 impl RawConfig {
-    fn archiver_config(&self) -> Result<crate::archiver::ArchiverConfig, ConfigError> {
+    fn archiver_config(&self) -> Result<crate::roles::archiver::ArchiverConfig, ConfigError> {
         use sluice_archive::store::StoreConfig;
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let store = match (set(&self.s3_bucket), set(&self.archive_url)) {
@@ -454,7 +454,7 @@ impl RawConfig {
                 "flush thresholds must be positive",
             ));
         }
-        Ok(crate::archiver::ArchiverConfig {
+        Ok(crate::roles::archiver::ArchiverConfig {
             store,
             flush_bytes: self.archive_flush_bytes,
             flush_age: Duration::from_secs(self.archive_flush_secs),

@@ -2,32 +2,237 @@
 //! control plane (and runs on its last-known-good copy when the control plane is away), and
 //! the roles that collect, govern, deliver, archive and query events inside the customer's
 //! network.
+//!
+//! This module is the composition root: [`start`] builds the node from its parts and nothing
+//! below imports it. Beside it, the node's own state ([`state`], [`sync`], last-known-good,
+//! identity), [`config`], [`http`] (the error every API answers with and who may call),
+//! [`telemetry`] (counters, metrics, consumers) and [`roles`].
 
-mod access;
 pub mod applied;
-pub mod archiver;
-pub mod bus;
 pub mod config;
-pub mod consumers;
-pub mod counters;
-pub mod delivery;
-mod destinations;
-pub mod dlq;
-mod http;
+pub mod http;
 mod identity;
 mod lkg;
-mod metrics;
-mod node;
-pub mod pipeline;
-pub mod processor;
-mod proxy;
-mod query_api;
-pub mod receiver;
-pub mod stages;
+pub mod roles;
+mod routes;
+mod scrape;
+mod shutdown;
+pub mod state;
 mod sync;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_bus::AnyBus;
+use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+use sluice_bus::nats::{NatsBus, NatsConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use config::{Config, RawConfig};
-pub use node::{NodeError, RunningNode, run, start};
+use shutdown::until_true;
+use state::NodeState;
 
 /// This build's version, reported to the control plane.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Bus(#[from] sluice_bus::BusError),
+    #[error("{0}")]
+    GeoIp(String),
+    #[error("{0}")]
+    Archive(#[from] sluice_archive::ArchiveError),
+    #[error("{0}")]
+    Proxy(#[from] roles::proxy::ProxyError),
+    #[error("delivery: cannot build the HTTP client: {0}")]
+    DeliveryClient(reqwest::Error),
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    pub http_addr: SocketAddr,
+    /// The proxy's public listener, when the node runs the proxy role.
+    pub proxy_addr: Option<SocketAddr>,
+    pub state: Arc<NodeState>,
+    /// The bus the node's roles use.
+    pub bus: AnyBus,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    sync: JoinHandle<()>,
+    proxy: Option<roles::proxy::RunningProxy>,
+    /// Processor workers and the delivery supervisor.
+    roles: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.sync.await;
+        if let Some(proxy) = self.proxy {
+            proxy.stopped().await;
+        }
+        for role in self.roles {
+            let _ = role.await;
+        }
+        if let Ok(Err(e)) = self.server.await {
+            tracing::warn!(error = %e, "http server ended with an error");
+        }
+        if let AnyBus::Embedded(bus) = &self.bus
+            && let Err(e) = bus.flush()
+        {
+            tracing::warn!(error = %e, "cannot persist bus acknowledgements on shutdown");
+        }
+    }
+
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Loads identity and last-known-good, binds the HTTP listener, and starts syncing.
+pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+    let state_dir = config.state_dir.display().to_string();
+    let state_err = |source| NodeError::StateDir {
+        path: state_dir.clone(),
+        source,
+    };
+    identity::private_dir(&config.state_dir).map_err(state_err)?;
+    let node_id = identity::node_id(&config.state_dir).map_err(state_err)?;
+    let node = Arc::new(NodeState::new(config, node_id));
+    node.adopt_last_known_good();
+    let listener = TcpListener::bind(node.config.http_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: node.config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: node.config.http_addr,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let bus = match &node.config.nats_url {
+        Some(url) => AnyBus::Nats(Box::new(
+            NatsBus::connect(NatsConfig {
+                prefix: node.config.nats_prefix.clone(),
+                packed_fetch_bytes: node.config.nats_fetch_bytes,
+                max_bytes: node.config.nats_max_bytes as i64,
+                replicas: node.config.nats_replicas,
+                packs_in_flight: node.config.nats_packs_in_flight,
+                ..NatsConfig::new(url.clone())
+            })
+            .await?,
+        )),
+        None => AnyBus::Embedded(EmbeddedBus::open(EmbeddedConfig {
+            max_bytes: node.config.bus_max_bytes,
+            ..EmbeddedConfig::new(node.config.state_dir.join("bus"))
+        })?),
+    };
+    let archive = if node.config.runs("archiver") || node.config.runs("query") {
+        Some(node.config.archiver.store.open()?)
+    } else {
+        None
+    };
+    let app = routes::router(node.clone(), bus.clone(), archive.clone());
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { until_true(&mut server_shutdown).await })
+            .await
+    });
+    let proxy = if node.config.runs("proxy") {
+        let local_receiver = node.config.runs("receiver").then_some(http_addr);
+        Some(roles::proxy::start(node.clone(), local_receiver, shutdown_rx.clone()).await?)
+    } else {
+        None
+    };
+    let mut roles = Vec::new();
+    if node.config.runs("processor") {
+        let geoip = match &node.config.geoip_db {
+            Some(path) => Some(Arc::new(
+                sluice_pipeline::enrich::GeoIp::open(path).map_err(NodeError::GeoIp)?,
+            )),
+            None => None,
+        };
+        let enricher = Arc::new(sluice_pipeline::enrich::Enricher::new(geoip));
+        roles.extend(roles::processor::start(
+            node.clone(),
+            bus.clone(),
+            enricher,
+            shutdown_rx.clone(),
+        ));
+    }
+    if node.config.runs("delivery") {
+        roles.push(
+            roles::delivery::start(node.clone(), bus.clone(), shutdown_rx.clone())
+                .map_err(NodeError::DeliveryClient)?,
+        );
+    }
+    if node.config.runs("archiver")
+        && let Some(store) = &archive
+    {
+        roles.push(roles::archiver::start(
+            node.clone(),
+            bus.clone(),
+            store.clone(),
+            node.config.archiver.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    let sync = tokio::spawn(sync::run(node.clone(), shutdown_rx));
+    tracing::info!(http_addr = %http_addr, node_id = %node.node_id, roles = ?node.config.roles, "data plane listening");
+    Ok(RunningNode {
+        http_addr,
+        proxy_addr: proxy.as_ref().map(|p| p.addr),
+        proxy,
+        roles,
+        state: node,
+        bus,
+        shutdown,
+        server,
+        sync,
+    })
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> Result<(), NodeError> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down"),
+        () = running.wait() => tracing::error!("http server stopped unexpectedly"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), running.shutdown()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::node::{NodeState, now_ms, until_true};
+use crate::shutdown::until_true;
+use crate::state::NodeState;
+use sluice_pipeline::time::now_ms;
 
 /// First retry delay; doubles per failure up to the configured cap.
 const BASE_BACKOFF: Duration = Duration::from_millis(500);

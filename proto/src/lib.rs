@@ -3,11 +3,14 @@
 //! validation both planes run.
 
 pub mod error_code;
+pub mod role;
 pub mod spec;
 
 pub use error_code::ErrorCode;
+pub use role::Role;
 
 /// The generated config-sync protocol.
+#[cfg(feature = "grpc")]
 pub mod config {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]

@@ -284,10 +284,7 @@ impl Cp {
 
 /// A minimal valid spec with one source; `tag` makes each version different.
 /// Every message on `stage` now, each acknowledged, in the order fetched.
-pub async fn drain_stage<B: sluice_data_plane::bus::Bus>(
-    bus: &B,
-    stage: &str,
-) -> Vec<sluice_data_plane::bus::Message> {
+pub async fn drain_stage<B: sluice_bus::Bus>(bus: &B, stage: &str) -> Vec<sluice_bus::Message> {
     let mut out = Vec::new();
     loop {
         let deliveries = bus

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sluice_bus::Bus;
 use sluice_data_plane::RunningNode;
-use sluice_data_plane::bus::Bus;
 use sluice_tests::{Cp, CpOptions, eventually, free_port, start_node_with};
 
 struct Tenant {

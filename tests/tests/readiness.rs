@@ -125,7 +125,7 @@ async fn a_node_is_ready_only_while_its_roles_read_their_stages() {
     })
     .await;
     let url = format!("http://{}", node.http_addr);
-    let deliver = sluice_data_plane::stages::deliver(&pipeline, "crm");
+    let deliver = sluice_pipeline::stages::deliver(&pipeline, "crm");
 
     // Every stage a role reads is listed, and the node is ready once all are read.
     until_every_stage_is_read(&url, &["archive", "raw", &deliver], Duration::from_secs(15)).await;

@@ -9,13 +9,3 @@ mod snapshot;
 pub use hub::{ChangeHub, ControlEvent};
 pub use service::ConfigSyncService;
 pub use snapshot::SnapshotCache;
-
-/// Roles a data-plane node may run.
-pub const ROLES: [&str; 6] = [
-    "proxy",
-    "receiver",
-    "processor",
-    "delivery",
-    "archiver",
-    "query",
-];

@@ -12,7 +12,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ControlEvent, ROLES};
+use sluice_proto::Role;
+
+use super::ControlEvent;
 use crate::auth::{bearer_token, verify_key};
 use crate::metrics;
 use crate::state::AppState;
@@ -417,11 +419,8 @@ fn validate_hello(hello: &Hello) -> Result<(), Status> {
     }
     let mut seen = std::collections::HashSet::new();
     for role in &hello.roles {
-        if !ROLES.contains(&role.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "hello.roles: unknown role {role:?}; known: {}",
-                ROLES.join(", ")
-            )));
+        if let Err(unknown) = role.parse::<Role>() {
+            return Err(Status::invalid_argument(format!("hello.roles: {unknown}")));
         }
         if !seen.insert(role) {
             return Err(Status::invalid_argument(format!(

@@ -1,0 +1,263 @@
+//! The archiver role: consumes `archive` and writes Parquet files to the tenant's prefix of the
+//! object store, `tenant=<id>/dataset=<name>/dt=YYYY-MM-DD/hour=HH/part-<uuid>.parquet`.
+//!
+//! Events are held (unacknowledged, kept alive on the bus) until the file holding them exists;
+//! a flush happens when the held events reach `flush_bytes` or the oldest reaches `flush_age`.
+//! A crash loses nothing: held events come back and are written again, so the archive may
+//! hold an event twice, never zero times (its `event_id` removes the duplicate in a query).
+//! While the store is unreachable the archiver retries with backoff and stops fetching, so the
+//! stage fills and the receivers push back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use sluice_archive::layout;
+use sluice_archive::record::{BatchBuilder, Envelope};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::shutdown::until_true;
+use crate::state::NodeState;
+use crate::telemetry::metrics;
+use sluice_bus::{AnyBus, Bus as _, Delivery};
+use sluice_pipeline::stages::{self, ArchiveRecord};
+use sluice_pipeline::time::now_ms;
+
+/// Settings of the archiver role.
+#[derive(Debug, Clone)]
+pub struct ArchiverConfig {
+    pub store: sluice_archive::store::StoreConfig,
+    /// Held event bytes that trigger a flush.
+    pub flush_bytes: u64,
+    /// Age of the oldest held event that triggers a flush.
+    pub flush_age: Duration,
+}
+
+/// Events gathered for one partition.
+#[derive(Default)]
+struct Partition {
+    rows: BatchBuilder,
+}
+
+/// Everything held since the last flush.
+#[derive(Default)]
+struct Held {
+    partitions: BTreeMap<(String, String, String), Partition>,
+    deliveries: Vec<Delivery>,
+    bytes: u64,
+    since: Option<Instant>,
+}
+
+const FETCH_MAX: usize = 2000;
+/// How often held events are kept alive on the bus (well inside its 30 s ack wait).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub fn start(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    store: Arc<dyn ObjectStore>,
+    config: ArchiverConfig,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    node.archive_stats.store_up.store(1, Ordering::Relaxed);
+    tokio::spawn(run(node, bus, store, config, stop))
+}
+
+async fn run(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    store: Arc<dyn ObjectStore>,
+    config: ArchiverConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::info!(store = %config.store.describe(), flush_bytes = config.flush_bytes, flush_age_secs = config.flush_age.as_secs(), "archiver started");
+    tokio::select! {
+        () = until_true(&mut stop) => return,
+        () = node.consumers.open(&bus, stages::ARCHIVE) => {}
+    }
+    let mut held = Held::default();
+    let mut kept_alive = Instant::now();
+    loop {
+        let wait = match held.since {
+            Some(since) => config
+                .flush_age
+                .saturating_sub(since.elapsed())
+                .min(Duration::from_secs(1)),
+            None => Duration::from_secs(1),
+        };
+        let fetched = tokio::select! {
+            () = until_true(&mut stop) => break,
+            fetched = bus.fetch(stages::ARCHIVE, FETCH_MAX, wait) => fetched,
+        };
+        node.consumers.outcome(stages::ARCHIVE, &fetched);
+        match fetched {
+            Ok(deliveries) => {
+                for delivery in deliveries {
+                    hold(&mut held, delivery);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the archive stage");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        node.archive_stats
+            .buffered
+            .store(held.deliveries.len() as u64, Ordering::Relaxed);
+        let due = held.bytes >= config.flush_bytes
+            || held.since.is_some_and(|s| s.elapsed() >= config.flush_age);
+        if due && !held.deliveries.is_empty() {
+            let batch = std::mem::take(&mut held);
+            if !flush(&node, &bus, &store, batch, &mut stop).await {
+                break;
+            }
+            kept_alive = Instant::now();
+        } else if kept_alive.elapsed() >= KEEP_ALIVE && !held.deliveries.is_empty() {
+            if let Err(e) = bus.keep_alive(&held.deliveries).await {
+                tracing::warn!(error = %e, "cannot keep held archive events alive on the bus");
+            }
+            kept_alive = Instant::now();
+        }
+    }
+    // Stopping: write what is held once; whatever is not written comes back after a restart.
+    if !held.deliveries.is_empty() {
+        let (_, never) = watch::channel(true);
+        let mut never = never;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            flush(&node, &bus, &store, held, &mut never),
+        )
+        .await;
+    }
+}
+
+/// Adds one delivery to what is held.
+fn hold(held: &mut Held, delivery: Delivery) {
+    let record = serde_json::from_slice::<ArchiveRecord>(&delivery.message.payload).ok();
+    let parsed = record.as_ref().and_then(|r| {
+        Envelope::parse(r.event.get())
+            .ok()
+            .map(|e| (r.dataset.as_str(), e))
+    });
+    let Some((dataset, event)) = parsed else {
+        // Only the processor writes this stage; a record it cannot have written is a bug,
+        // and keeping it would block the stage forever.
+        tracing::error!(id = %delivery.message.id, "an archive record that is not one; skipping it");
+        held.deliveries.push(delivery);
+        return;
+    };
+    let dataset = if layout::is_safe_segment(dataset) {
+        dataset.to_owned()
+    } else {
+        "events".to_owned()
+    };
+    let received = event.received_at().unwrap_or_else(now_ms);
+    let (dt, hour) = layout::partition(received);
+    held.partitions
+        .entry((dataset, dt, hour))
+        .or_default()
+        .rows
+        .push(&event, received);
+    held.bytes += delivery.message.payload.len() as u64;
+    held.since.get_or_insert_with(Instant::now);
+    held.deliveries.push(delivery);
+}
+
+/// Writes one file per partition, retrying until each exists, then acknowledges the events.
+/// False when asked to stop before that (the events then come back after a restart).
+async fn flush(
+    node: &Arc<NodeState>,
+    bus: &AnyBus,
+    store: &Arc<dyn ObjectStore>,
+    held: Held,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(tenant_id) = node.current().map(|c| c.tenant_id.clone()) else {
+        return true;
+    };
+    if !layout::is_safe_segment(&tenant_id) {
+        tracing::error!(tenant_id = %tenant_id, "a tenant id that cannot be a path; not archiving");
+        return true;
+    }
+    let started = Instant::now();
+    let events = held.deliveries.len() as u64;
+    let mut files: Vec<(Path, Bytes)> = Vec::new();
+    for ((dataset, dt, hour), mut partition) in held.partitions {
+        let rows = partition.rows.len();
+        let encoded = tokio::task::spawn_blocking(move || {
+            partition
+                .rows
+                .finish()
+                .and_then(|batch| sluice_archive::encode::parquet(&batch))
+        })
+        .await;
+        match encoded {
+            Ok(Ok(bytes)) => {
+                let path =
+                    layout::object_path(&tenant_id, &dataset, &dt, &hour, uuid::Uuid::now_v7());
+                files.push((path, bytes));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, rows, "cannot encode an archive file; the events stay on the bus");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "archive encoding panicked; the events stay on the bus");
+                return true;
+            }
+        }
+    }
+    let stats = &node.archive_stats;
+    let mut backoff = Duration::from_millis(500);
+    let mut kept_alive = Instant::now();
+    for (path, bytes) in &files {
+        loop {
+            let started = Instant::now();
+            let uploaded = sluice_archive::encode::upload(store, path, bytes.clone()).await;
+            let outcome = if uploaded.is_ok() { "ok" } else { "error" };
+            node.metrics
+                .histogram(metrics::ARCHIVE_UPLOAD_SECONDS, &[("outcome", outcome)])
+                .record(started.elapsed());
+            match uploaded {
+                Ok(()) => {
+                    stats.files.fetch_add(1, Ordering::Relaxed);
+                    stats.store_up.store(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                    stats.store_up.store(0, Ordering::Relaxed);
+                    tracing::warn!(error = %e, path = %path, retry_in_ms = backoff.as_millis() as u64, "archive upload failed; holding the events and retrying");
+                    tokio::select! {
+                        () = until_true(stop) => return false,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if kept_alive.elapsed() >= KEEP_ALIVE {
+                        let _ = bus.keep_alive(&held.deliveries).await;
+                        kept_alive = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = bus.ack_all(held.deliveries).await {
+        tracing::warn!(error = %e, "cannot acknowledge archived events; they will be archived again");
+        return true;
+    }
+    node.counters.archived.fetch_add(events, Ordering::Relaxed);
+    stats.buffered.store(0, Ordering::Relaxed);
+    tracing::debug!(
+        events,
+        files = files.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "archived"
+    );
+    true
+}

@@ -1,0 +1,461 @@
+//! The delivery role: per destination, workers that take shaped payloads from its
+//! `deliver.<pipeline>.<destination>` stage and send them, at least once.
+//!
+//! * Isolation: every destination has its own stage, its own workers (its `concurrency`) and
+//!   its own rate limit, so one that is down or slow holds up only itself.
+//! * The destination's kind reads each answer (`classify`: GA4 answers 2xx to a malformed
+//!   hit, Meta reports errors in its JSON body). Retries what it calls transient (408, 429,
+//!   5xx, timeouts and connection errors for most) with exponential backoff and full
+//!   jitter, honouring `Retry-After`; the event waits on the bus in between. After the last
+//!   attempt, or at once when refused for good, it goes to the destination's DLQ with the
+//!   answer. A refused batch is split until the refused events are alone ([`decide`]).
+//! * A supervisor starts and stops workers as destinations are added, changed or removed;
+//!   a worker finishes the batch in hand first.
+
+pub mod decide;
+mod limiter;
+pub mod retry;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sluice_bus::{AnyBus, Bus, Delivery, Message};
+use sluice_pipeline::destinations::{Request, Resolved, Response, Verdict};
+use sluice_pipeline::stages::{self, DlqEntry};
+use sluice_pipeline::time::{now_ms, rfc3339};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::applied::AppliedConfig;
+use crate::shutdown::until_true;
+use crate::state::NodeState;
+use crate::telemetry::counters::DestinationCounters;
+use crate::telemetry::metrics;
+use decide::{BatchStep, EventStep};
+use limiter::RateLimiter;
+
+/// How much of a destination's answer a DLQ entry keeps, in bytes.
+const MAX_RESPONSE: usize = 2048;
+/// How often DLQ depths are read for status and metrics.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A destination as its workers run it.
+pub struct Destination {
+    pub pipeline_id: String,
+    /// The pipeline's name, a label of the destination's metrics.
+    pipeline: String,
+    pub name: String,
+    stage: String,
+    dlq: String,
+    resolved: Resolved,
+    limiter: Option<RateLimiter>,
+    counters: Arc<DestinationCounters>,
+}
+
+struct Running {
+    fingerprint: String,
+    destination: Arc<Destination>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Starts the supervisor; it stops every worker when `shutdown` turns true. Fails when the
+/// HTTP client cannot be built (its TLS roots cannot load): delivering without the timeouts
+/// set here would hang on a vendor that stops answering.
+pub fn start(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, reqwest::Error> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()?;
+    Ok(tokio::spawn(supervise(node, bus, http, shutdown)))
+}
+
+async fn supervise(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    http: reqwest::Client,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut config = node.subscribe();
+    let mut running: HashMap<(String, String), Running> = HashMap::new();
+    let mut depths = tokio::time::interval(DEPTH_INTERVAL);
+    let current = config.borrow_and_update().clone();
+    reconcile(&node, &bus, &http, &mut running, current.as_deref()).await;
+    loop {
+        tokio::select! {
+            () = until_true(&mut shutdown) => break,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let current = config.borrow_and_update().clone();
+                reconcile(&node, &bus, &http, &mut running, current.as_deref()).await;
+            }
+            _ = depths.tick() => update_depths(&node, &bus, &running).await,
+        }
+    }
+    for run in running.values() {
+        let _ = run.stop.send(true);
+    }
+    for run in running.into_values() {
+        for worker in run.workers {
+            let _ = worker.await;
+        }
+    }
+}
+
+/// Makes the running workers match the configuration.
+async fn reconcile(
+    node: &Arc<NodeState>,
+    bus: &AnyBus,
+    http: &reqwest::Client,
+    running: &mut HashMap<(String, String), Running>,
+    config: Option<&AppliedConfig>,
+) {
+    let mut wanted: HashMap<(String, String), (String, Destination)> = HashMap::new();
+    for pipeline in config.map(|c| c.pipelines.as_slice()).unwrap_or_default() {
+        for spec in &pipeline.spec.destinations {
+            let resolved = match Resolved::new(spec.clone(), |name| node.secrets.resolve(name)) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    // The configuration was checked for this before it was applied.
+                    tracing::error!(destination = %spec.name, error = %e, "cannot run a destination");
+                    continue;
+                }
+            };
+            let fingerprint = format!(
+                "{}|{}",
+                serde_json::to_string(spec).unwrap_or_default(),
+                resolved.secret_fingerprint()
+            );
+            let destination = Destination {
+                pipeline_id: pipeline.id.clone(),
+                name: spec.name.clone(),
+                stage: stages::deliver(&pipeline.id, &spec.name),
+                dlq: stages::dlq(&pipeline.id, &spec.name),
+                limiter: spec
+                    .rate_limit
+                    .as_ref()
+                    .map(|r| RateLimiter::new(r.events_per_second, r.burst)),
+                counters: node
+                    .counters
+                    .destination(&pipeline.id, &pipeline.name, &spec.name),
+                pipeline: pipeline.name.clone(),
+                resolved,
+            };
+            wanted.insert(
+                (pipeline.id.clone(), spec.name.clone()),
+                (fingerprint, destination),
+            );
+        }
+    }
+    let stale: Vec<(String, String)> = running
+        .iter()
+        .filter(|(key, run)| {
+            wanted
+                .get(*key)
+                .is_none_or(|(fp, _)| *fp != run.fingerprint)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in stale {
+        if let Some(run) = running.remove(&key) {
+            let _ = run.stop.send(true);
+            node.consumers.stopped(&run.destination.stage);
+            tracing::info!(pipeline_id = %key.0, destination = %key.1, "destination workers stopping");
+            // The workers finish their batch in hand on their own; no need to wait here.
+            drop(run.workers);
+        }
+    }
+    for (key, (fingerprint, destination)) in wanted {
+        if running.contains_key(&key) {
+            continue;
+        }
+        let destination = Arc::new(destination);
+        // Counted against readiness before its workers first run.
+        node.consumers.starting(&destination.stage);
+        let (stop, stop_rx) = watch::channel(false);
+        let workers = (0..destination.resolved.spec.concurrency())
+            .map(|_| {
+                tokio::spawn(work(
+                    destination.clone(),
+                    node.clone(),
+                    bus.clone(),
+                    http.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!(pipeline_id = %key.0, destination = %key.1, workers = destination.resolved.spec.concurrency(), "destination workers started");
+        running.insert(
+            key,
+            Running {
+                fingerprint,
+                destination,
+                stop,
+                workers,
+            },
+        );
+    }
+}
+
+async fn update_depths(
+    node: &NodeState,
+    bus: &AnyBus,
+    running: &HashMap<(String, String), Running>,
+) {
+    let mut total = 0;
+    for run in running.values() {
+        if let Ok(depth) = bus.depth(&run.destination.dlq).await {
+            run.destination
+                .counters
+                .dlq_depth
+                .store(depth, Ordering::Relaxed);
+            total += depth;
+        }
+    }
+    node.counters.dlq_depth.store(total, Ordering::Relaxed);
+}
+
+async fn work(
+    destination: Arc<Destination>,
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    http: reqwest::Client,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max = destination.resolved.max_batch();
+    tokio::select! {
+        () = until_true(&mut stop) => return,
+        () = node.consumers.open(&bus, &destination.stage) => {}
+    }
+    loop {
+        let fetched = tokio::select! {
+            () = until_true(&mut stop) => return,
+            fetched = bus.fetch(&destination.stage, max, Duration::from_secs(1)) => fetched,
+        };
+        node.consumers.outcome(&destination.stage, &fetched);
+        let deliveries = match fetched {
+            Ok(d) if d.is_empty() => continue,
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(destination = %destination.name, error = %e, "cannot read a destination's stage");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Some(limiter) = &destination.limiter {
+            limiter.acquire(deliveries.len()).await;
+        }
+        destination.send(deliveries, &node, &bus, &http).await;
+    }
+}
+
+/// A vendor's answer as read here: the status, `Retry-After` and the start of the body.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+impl Destination {
+    async fn send(
+        &self,
+        deliveries: Vec<Delivery>,
+        node: &NodeState,
+        bus: &AnyBus,
+        http: &reqwest::Client,
+    ) {
+        let mut work = VecDeque::from([deliveries]);
+        while let Some(batch) = work.pop_front() {
+            let items: Vec<(&str, &[u8])> = batch
+                .iter()
+                .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
+                .collect();
+            let request = self.resolved.request(&items, now_ms());
+            let started = Instant::now();
+            let (verdict, answer) = match post(http, request, self.resolved.spec.timeout()).await {
+                Ok(answer) => {
+                    let response = Response {
+                        status: answer.status,
+                        retry_after: answer.retry_after,
+                        body: &answer.body,
+                    };
+                    (self.resolved.classify(&response, batch.len()), Some(answer))
+                }
+                Err(error) => (
+                    Verdict::Retry {
+                        error,
+                        retry_after: None,
+                    },
+                    None,
+                ),
+            };
+            let outcome = match &verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Retry { .. } => "retry",
+                Verdict::DeadLetter { .. } => "dead_letter",
+            };
+            node.metrics
+                .histogram(
+                    metrics::DELIVERY_REQUEST_SECONDS,
+                    &[
+                        ("pipeline_id", &self.pipeline_id),
+                        ("pipeline", &self.pipeline),
+                        ("destination", &self.name),
+                        ("outcome", outcome),
+                    ],
+                )
+                .record(started.elapsed());
+            let status = answer.as_ref().map(|a| a.status);
+            let response = answer.map(|a| String::from_utf8_lossy(&a.body).into_owned());
+            match decide::batch_step(&verdict, batch.len()) {
+                BatchStep::Ack => {
+                    let n = batch.len() as u64;
+                    if let Err(e) = bus.ack_all(batch).await {
+                        tracing::warn!(destination = %self.name, error = %e, "delivered but not acknowledged; the events may be sent again");
+                    }
+                    self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    node.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                }
+                BatchStep::Split => {
+                    tracing::debug!(destination = %self.name, status = ?status, events = batch.len(), "a batch was refused; splitting it to find the refused events");
+                    let (first, second) = decide::halves(batch);
+                    work.push_front(second);
+                    work.push_front(first);
+                }
+                BatchStep::PerEvent => {
+                    let (error, retry_after) = match &verdict {
+                        Verdict::Retry { error, retry_after } => (error.as_str(), *retry_after),
+                        Verdict::DeadLetter { error } => (error.as_str(), None),
+                        Verdict::Delivered => ("", None),
+                    };
+                    let max_attempts = self.resolved.spec.retry.max_attempts;
+                    for delivery in batch {
+                        let attempts = u32::try_from(delivery.redeliveries + 1).unwrap_or(u32::MAX);
+                        match decide::event_step(&verdict, attempts, max_attempts) {
+                            EventStep::DeadLetter => {
+                                let failure = Failure {
+                                    attempts,
+                                    status,
+                                    error,
+                                    response: response.clone(),
+                                };
+                                self.dead_letter(delivery, failure, node, bus).await;
+                            }
+                            EventStep::Retry => {
+                                let wait =
+                                    retry::delay(&self.resolved.spec.retry, attempts, retry_after);
+                                tracing::debug!(destination = %self.name, message_id = %delivery.message.id, attempt = attempts, retry_in_ms = wait.as_millis() as u64, error = %error, "delivery failed; retrying later");
+                                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                                if let Err(e) = bus.nack(delivery, wait).await {
+                                    tracing::error!(destination = %self.name, error = %e, "cannot schedule a retry; the event comes back after the ack wait");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves an event to the destination's DLQ with what went wrong; only then is it
+    /// acknowledged, so it is never lost in between.
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        failure: Failure<'_>,
+        node: &NodeState,
+        bus: &AnyBus,
+    ) {
+        let entry = DlqEntry {
+            id: delivery.message.id.clone(),
+            pipeline_id: self.pipeline_id.clone(),
+            destination: self.name.clone(),
+            failed_at: rfc3339(now_ms()),
+            attempts: failure.attempts,
+            status: failure.status,
+            error: failure.error.to_owned(),
+            response: failure.response,
+            shaped: true,
+            payload: stages::raw_json(&delivery.message.payload),
+        };
+        let message = Message::new(delivery.message.id.clone(), entry.to_bytes());
+        let started = Instant::now();
+        let published = bus.publish(&self.dlq, vec![message]).await;
+        node.metrics.bus_publish(&self.dlq, started.elapsed());
+        if let Err(e) = published {
+            tracing::error!(destination = %self.name, error = %e, "cannot write to the dead-letter queue; retrying the event later");
+            let _ = bus.nack(delivery, Duration::from_secs(5)).await;
+            return;
+        }
+        tracing::warn!(destination = %self.name, message_id = %entry.id, attempts = entry.attempts, status = ?entry.status, error = %entry.error, "event moved to the dead-letter queue");
+        if let Err(e) = bus.ack(delivery).await {
+            tracing::warn!(destination = %self.name, error = %e, "dead-lettered but not acknowledged; it may be tried again");
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        node.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why an event is dead-lettered.
+struct Failure<'e> {
+    attempts: u32,
+    status: Option<u16>,
+    error: &'e str,
+    response: Option<String>,
+}
+
+/// Sends a request; the vendor's answer, or why there was none.
+async fn post(
+    http: &reqwest::Client,
+    request: Request,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let mut builder = http.post(&request.url).timeout(timeout).body(request.body);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder.send().await.map_err(|e| {
+        // Never the URL: it may carry an API secret (GA4, Meta).
+        if e.is_timeout() {
+            format!("no answer within {} ms", timeout.as_millis())
+        } else if e.is_connect() {
+            format!("cannot connect: {}", e.without_url())
+        } else {
+            e.without_url().to_string()
+        }
+    })?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = read_some(response).await;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// The start of an answer's body.
+async fn read_some(mut response: reqwest::Response) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_RESPONSE {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX_RESPONSE);
+    bytes
+}

@@ -1,0 +1,184 @@
+//! The processor role: takes envelopes from `raw`, governs each once with its pipeline, and
+//! fans it out — one message per destination that accepts it, one for the archive. Events
+//! that fail governance go to `rejected`; events a destination cannot take as they are go
+//! straight to its dead-letter queue. A batch from `raw` is acknowledged only after every
+//! message it produced is on the bus, so a crash or a full stage loses nothing (at worst a
+//! batch is processed twice; every message keeps the event id for deduplication).
+//!
+//! A new configuration applies from the next batch: the batch in hand finishes with the one
+//! it started with.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_bus::{AnyBus, Bus, Delivery, Message};
+use sluice_pipeline::batch::{self, Compiled};
+use sluice_pipeline::enrich::Enricher;
+use sluice_pipeline::stages;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::applied::AppliedConfig;
+use crate::shutdown::until_true;
+use crate::state::NodeState;
+use crate::telemetry::metrics;
+
+/// Envelopes per batch from `raw`.
+const BATCH: usize = 500;
+/// Concurrent batches (each runs on the blocking pool, so both cores are used).
+const WORKERS: usize = 2;
+/// When the bus refuses the output (a full stage), the batch comes back after this.
+const RETRY: Duration = Duration::from_secs(1);
+
+struct Processor {
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    enricher: Arc<Enricher>,
+    compiled: Mutex<Option<Arc<Compiled>>>,
+}
+
+pub fn start(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    enricher: Arc<Enricher>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let processor = Arc::new(Processor {
+        node,
+        bus,
+        enricher,
+        compiled: Mutex::new(None),
+    });
+    (0..WORKERS)
+        .map(|_| tokio::spawn(work(processor.clone(), shutdown.clone())))
+        .collect()
+}
+
+async fn work(processor: Arc<Processor>, mut shutdown: watch::Receiver<bool>) {
+    tokio::select! {
+        () = until_true(&mut shutdown) => return,
+        () = processor.node.consumers.open(&processor.bus, stages::RAW) => {}
+    }
+    loop {
+        let fetched = tokio::select! {
+            () = until_true(&mut shutdown) => return,
+            fetched = processor.bus.fetch(stages::RAW, BATCH, Duration::from_secs(1)) => fetched,
+        };
+        processor.node.consumers.outcome(stages::RAW, &fetched);
+        let deliveries = match fetched {
+            Ok(d) if d.is_empty() => continue,
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "processor cannot read the raw stage");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        processor.handle(deliveries).await;
+    }
+}
+
+impl Processor {
+    fn compiled(&self, config: &AppliedConfig) -> Arc<Compiled> {
+        let mut cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(compiled) = cached.as_ref()
+            && compiled.version == config.version
+        {
+            return compiled.clone();
+        }
+        let compiled = Compiled::new(config.version, &config.pipelines);
+        for (pipeline, error) in &compiled.failed {
+            // Validation ran before the configuration was applied: this is a bug, and the
+            // pipeline's events are rejected with a reason rather than lost.
+            tracing::error!(pipeline = %pipeline, error = %error, "cannot compile a pipeline");
+        }
+        let compiled = Arc::new(compiled);
+        *cached = Some(compiled.clone());
+        compiled
+    }
+
+    async fn handle(&self, deliveries: Vec<Delivery>) {
+        let Some(config) = self.node.current() else {
+            self.give_back(deliveries, RETRY).await;
+            return;
+        };
+        let compiled = self.compiled(&config);
+        let enricher = self.enricher.clone();
+        let payloads: Vec<(String, bytes::Bytes)> = deliveries
+            .iter()
+            .map(|d| (d.message.id.clone(), d.message.payload.clone()))
+            .collect();
+        let output = match tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let output = batch::process(&compiled, &enricher, &payloads);
+            (output, started.elapsed())
+        })
+        .await
+        {
+            Ok((output, took)) => {
+                self.node
+                    .metrics
+                    .histogram(metrics::PROCESSING_BATCH_SECONDS, &[])
+                    .record(took);
+                output
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "processing a batch failed");
+                self.give_back(deliveries, RETRY).await;
+                return;
+            }
+        };
+        // Every stage is its own log with its own durable commit; waiting for them one after
+        // another put up to four commits in a row between an event's arrival and its delivery.
+        let published = futures_util::future::join_all(output.by_stage.into_iter().map(
+            |(stage, messages)| async move {
+                let messages = messages
+                    .into_iter()
+                    .map(|(id, payload)| Message::new(id, payload))
+                    .collect();
+                let started = Instant::now();
+                let outcome = self.bus.publish(&stage, messages).await;
+                self.node.metrics.bus_publish(&stage, started.elapsed());
+                (stage, outcome)
+            },
+        ))
+        .await;
+        let mut failed = false;
+        for (stage, outcome) in published {
+            if let Err(e) = outcome {
+                tracing::warn!(stage = %stage, error = %e, "cannot publish processed events; the batch will be processed again");
+                failed = true;
+            }
+        }
+        if failed {
+            self.give_back(deliveries, RETRY).await;
+            return;
+        }
+        if let Err(e) = self.bus.ack_all(deliveries).await {
+            tracing::error!(error = %e, "cannot acknowledge a processed batch; it will be processed again");
+        }
+        let counters = &self.node.counters;
+        counters
+            .processed
+            .fetch_add(output.processed, Ordering::Relaxed);
+        for (reason, count) in &output.rejected {
+            counters.add_rejected(*reason, *count);
+        }
+        for (key, tally) in output.destinations {
+            let c = counters.destination(&key.pipeline_id, &key.pipeline, &key.destination);
+            c.routed.fetch_add(tally.routed, Ordering::Relaxed);
+            c.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
+            c.failed.fetch_add(tally.invalid, Ordering::Relaxed);
+            counters.failed.fetch_add(tally.invalid, Ordering::Relaxed);
+        }
+    }
+
+    async fn give_back(&self, deliveries: Vec<Delivery>, delay: Duration) {
+        for delivery in deliveries {
+            if let Err(e) = self.bus.nack(delivery, delay).await {
+                tracing::error!(error = %e, "cannot return an event to the raw stage");
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The node's one HTTP listener: its roles' routes, health and metrics, composed for the
+//! roles this node runs.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::state::NodeState;
+use sluice_bus::AnyBus;
+
+pub fn router(
+    node: Arc<NodeState>,
+    bus: AnyBus,
+    archive: Option<Arc<dyn object_store::ObjectStore>>,
+) -> Router {
+    let mut app = Router::new();
+    if node.config.runs("query")
+        && let Some(store) = archive
+    {
+        app = app.merge(crate::roles::query::router(node.clone(), store));
+    }
+    if node.config.runs("receiver") {
+        app = app.merge(crate::roles::receiver::router(node.clone(), bus.clone()));
+    }
+    if node.config.runs("processor") || node.config.runs("delivery") {
+        app = app.merge(crate::roles::dlq::router(node.clone(), bus));
+    }
+    app.merge(health(node))
+}
+
+fn health(node: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": {"code": "not_found", "message": "no such route"}})),
+            )
+        })
+        .with_state(node)
+}
+
+async fn live() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// Ready once a configuration is loaded (from the control plane or last-known-good) and every
+/// bus stage the node's roles consume is being read. Names the node and its roles, so a check
+/// can tell which process answered on a port.
+async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let connected = node.connected.load(std::sync::atomic::Ordering::Relaxed);
+    let consumers = node.consumers.snapshot();
+    let consumers_json: serde_json::Map<String, serde_json::Value> = consumers
+        .iter()
+        .map(|(stage, state)| (stage.clone(), state.describe().into()))
+        .collect();
+    let Some(config) = node.current() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "unavailable",
+                "reason": "no configuration yet: waiting for the control plane",
+                "node_id": node.node_id,
+                "roles": node.config.roles,
+                "control_plane_connected": connected,
+                "consumers": consumers_json,
+            })),
+        );
+    };
+    let mut body = json!({
+        "status": "ok",
+        "node_id": node.node_id,
+        "roles": node.config.roles,
+        "config_version": config.version,
+        "config_age_seconds": node.config_age_seconds(&config),
+        "control_plane_connected": connected,
+        "source": if node.synced_from_control_plane() { "control_plane" } else { "last_known_good" },
+        "consumers": consumers_json,
+    });
+    let not_reading: Vec<String> = consumers
+        .iter()
+        .filter(|(_, state)| !state.is_reading())
+        .map(|(stage, state)| format!("{stage} ({})", state.describe()))
+        .collect();
+    // Delivery registers a destination's stage when it starts its workers, just after a
+    // configuration is installed: until then the destination is not read either.
+    let unstarted: Vec<String> = if node.config.runs("delivery") {
+        config
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.spec
+                    .destinations
+                    .iter()
+                    .map(|d| sluice_pipeline::stages::deliver(&p.id, &d.name))
+            })
+            .filter(|stage| !consumers.iter().any(|(s, _)| s == stage))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reason = if !unstarted.is_empty() {
+        Some(format!(
+            "delivery has not started {} yet",
+            unstarted.join(", ")
+        ))
+    } else if !not_reading.is_empty() {
+        Some(format!("not reading {}", not_reading.join(", ")))
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, axum::Json(body)),
+        Some(reason) => {
+            body["status"] = "unavailable".into();
+            body["reason"] = reason.into();
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        }
+    }
+}
+
+async fn render_metrics(State(node): State<Arc<NodeState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::scrape::render(&node),
+    )
+}

@@ -1,0 +1,231 @@
+//! Counters every role adds to, reported to the control plane (counts only, never a payload)
+//! and exported as metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sluice_pipeline::RejectReason;
+
+/// The counters of one node.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events the receiver put on the bus.
+    pub received: AtomicU64,
+    /// Events the processor governed and routed.
+    pub processed: AtomicU64,
+    /// Events that failed governance (on the `rejected` stage).
+    pub rejected: AtomicU64,
+    /// The same, by class, in the order of [`RejectReason::ALL`].
+    rejected_by_reason: [AtomicU64; RejectReason::ALL.len()],
+    /// Events delivered, over all destinations.
+    pub delivered: AtomicU64,
+    /// Events moved to a dead-letter queue, over all destinations.
+    pub failed: AtomicU64,
+    /// Events in dead-letter queues now, over all destinations.
+    pub dlq_depth: AtomicU64,
+    /// Events written to the archive.
+    pub archived: AtomicU64,
+    /// By (pipeline id, destination name).
+    destinations: Mutex<BTreeMap<(String, String), Arc<DestinationCounters>>>,
+}
+
+/// One destination's counters.
+#[derive(Debug, Default)]
+pub struct DestinationCounters {
+    /// The pipeline's name, as it was last seen (a rename keeps the id).
+    pipeline: Mutex<String>,
+    /// Routed to it by the processor.
+    pub routed: AtomicU64,
+    /// Not for it (consent, filter, or nothing its kind sends).
+    pub skipped: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Failed attempts that will be tried again.
+    pub retried: AtomicU64,
+    /// Moved to its dead-letter queue.
+    pub failed: AtomicU64,
+    pub dlq_depth: AtomicU64,
+}
+
+const NAMES: [&str; 6] = [
+    "routed",
+    "skipped",
+    "delivered",
+    "retried",
+    "failed",
+    "dlq_depth",
+];
+
+impl DestinationCounters {
+    fn values(&self) -> [u64; 6] {
+        [
+            &self.routed,
+            &self.skipped,
+            &self.delivered,
+            &self.retried,
+            &self.failed,
+            &self.dlq_depth,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A destination's counters, as `/metrics` shows them.
+pub struct DestinationValues {
+    pub pipeline_id: String,
+    pub pipeline: String,
+    pub destination: String,
+    /// (outcome, value) for `routed` … `failed`, then `dlq_depth`.
+    pub values: [(&'static str, u64); 6],
+}
+
+impl Counters {
+    /// The counters of a destination, by its pipeline's id.
+    pub fn destination(
+        &self,
+        pipeline_id: &str,
+        pipeline: &str,
+        destination: &str,
+    ) -> Arc<DestinationCounters> {
+        let counters = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((pipeline_id.to_owned(), destination.to_owned()))
+            .or_default()
+            .clone();
+        let mut name = counters.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+        if *name != pipeline {
+            pipeline.clone_into(&mut name);
+        }
+        drop(name);
+        counters
+    }
+
+    /// Counts `n` events refused for `reason`.
+    pub fn add_rejected(&self, reason: RejectReason, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+            self.rejected_by_reason[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Rejected events per class.
+    pub fn rejected_by_reason(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL
+            .iter()
+            .zip(&self.rejected_by_reason)
+            .map(|(reason, n)| (*reason, n.load(Ordering::Relaxed)))
+    }
+
+    /// Name → value, as status reports carry them: the node's totals, and
+    /// `<pipeline name>/<destination>.<counter>` per destination.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::from([
+            ("received".to_owned(), self.received.load(Ordering::Relaxed)),
+            (
+                "processed".to_owned(),
+                self.processed.load(Ordering::Relaxed),
+            ),
+            ("rejected".to_owned(), self.rejected.load(Ordering::Relaxed)),
+            (
+                "delivered".to_owned(),
+                self.delivered.load(Ordering::Relaxed),
+            ),
+            ("failed".to_owned(), self.failed.load(Ordering::Relaxed)),
+            (
+                "dlq_depth".to_owned(),
+                self.dlq_depth.load(Ordering::Relaxed),
+            ),
+            ("archived".to_owned(), self.archived.load(Ordering::Relaxed)),
+        ]);
+        for d in self.by_destination() {
+            for (counter, value) in d.values {
+                *out.entry(format!("{}/{}.{counter}", d.pipeline, d.destination))
+                    .or_default() += value;
+            }
+        }
+        out
+    }
+
+    /// Every destination's counters, for metrics.
+    pub fn by_destination(&self) -> Vec<DestinationValues> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((pipeline_id, destination), c)| {
+                let values = c.values();
+                DestinationValues {
+                    pipeline_id: pipeline_id.clone(),
+                    pipeline: c.pipeline.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    destination: destination.clone(),
+                    values: std::array::from_fn(|i| (NAMES[i], values[i])),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the proxy counts, for metrics.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Events accepted into the spool.
+    pub accepted: AtomicU64,
+    /// Events a receiver acknowledged.
+    pub forwarded: AtomicU64,
+    /// Events every receiver refused for good, moved to the spool's `rejected` stage.
+    pub rejected: AtomicU64,
+    /// Events in the spool, not yet acknowledged by a receiver.
+    pub spool_depth: AtomicU64,
+    /// Receivers that passed their last health check.
+    pub receivers_healthy: AtomicU64,
+}
+
+/// What the archiver reports as metrics.
+#[derive(Debug, Default)]
+pub struct ArchiveStats {
+    pub files: AtomicU64,
+    pub upload_failures: AtomicU64,
+    /// Events held, waiting for their file.
+    pub buffered: AtomicU64,
+    /// 1 when the last upload succeeded (or none failed yet), 0 while the store fails.
+    pub store_up: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_report_under_their_pipeline() {
+        let counters = Counters::default();
+        counters.received.fetch_add(3, Ordering::Relaxed);
+        counters
+            .destination("p1", "main", "crm")
+            .delivered
+            .fetch_add(2, Ordering::Relaxed);
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot["received"], 3);
+        assert_eq!(snapshot["main/crm.delivered"], 2);
+        assert_eq!(snapshot["main/crm.failed"], 0);
+        // A rename keeps the series (keyed by id) and reports under the new name.
+        counters.destination("p1", "renamed", "crm");
+        let by_destination = counters.by_destination();
+        assert_eq!(by_destination.len(), 1);
+        assert_eq!(by_destination[0].pipeline_id, "p1");
+        assert_eq!(by_destination[0].pipeline, "renamed");
+        assert_eq!(by_destination[0].values[2], ("delivered", 2));
+    }
+
+    #[test]
+    fn rejections_count_by_reason_and_in_total() {
+        let counters = Counters::default();
+        counters.add_rejected(RejectReason::SchemaViolation, 2);
+        counters.add_rejected(RejectReason::BadEnvelope, 1);
+        assert_eq!(counters.rejected.load(Ordering::Relaxed), 3);
+        let by_reason: BTreeMap<_, _> = counters.rejected_by_reason().collect();
+        assert_eq!(by_reason[&RejectReason::SchemaViolation], 2);
+        assert_eq!(by_reason[&RejectReason::UnknownPipeline], 0);
+    }
+}

@@ -1,0 +1,324 @@
+//! Every metric the data plane exports, in one place, through the `metrics` crate into a
+//! Prometheus recorder of the node's own (one process may run several nodes: tests, `sluice
+//! dev`), so each node's `/metrics` shows only its own series.
+//!
+//! Counters that status reports also carry are counted once, in [`super::counters`], and
+//! mirrored into the recorder when `/metrics` is scraped; latencies are recorded as they
+//! happen, into histograms.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder as _, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+/// The configuration version the node runs (0: none yet).
+pub const CONFIG_VERSION: &str = "sluice_config_version";
+/// Seconds since the running configuration was received from the control plane.
+pub const CONFIG_AGE_SECONDS: &str = "sluice_config_age_seconds";
+/// 1 while the config-sync stream is open.
+pub const CONTROL_PLANE_CONNECTED: &str = "sluice_control_plane_connected";
+/// Snapshots refused by this node.
+pub const CONFIG_REJECTED_TOTAL: &str = "sluice_config_rejected_total";
+/// Events by `stage` (`received`, `processed`, `rejected`, `delivered`, `failed`,
+/// `archived`).
+pub const EVENTS_TOTAL: &str = "sluice_events_total";
+/// Events refused by governance, by `reason` (a `RejectReason`).
+pub const REJECTED_TOTAL: &str = "sluice_rejected_total";
+/// Events waiting in dead-letter queues, over all destinations.
+pub const DLQ_DEPTH: &str = "sluice_dlq_depth";
+/// Per destination (`pipeline_id`, `pipeline` name, `destination`), by `outcome`: routed,
+/// skipped, delivered, retried, failed (moved to the DLQ).
+pub const DESTINATION_EVENTS_TOTAL: &str = "sluice_destination_events_total";
+/// Per destination: events in its dead-letter queue.
+pub const DESTINATION_DLQ_DEPTH: &str = "sluice_destination_dlq_depth";
+/// Proxy: events by `outcome` (`accepted` into the spool, `forwarded` to a receiver,
+/// `rejected` for good by the receivers).
+pub const PROXY_EVENTS_TOTAL: &str = "sluice_proxy_events_total";
+/// Proxy: events in the disk spool waiting for a receiver.
+pub const PROXY_SPOOL_DEPTH: &str = "sluice_proxy_spool_depth";
+/// Proxy: receivers that passed their last health check.
+pub const PROXY_RECEIVERS_HEALTHY: &str = "sluice_proxy_receivers_healthy";
+/// Archiver: Parquet files written.
+pub const ARCHIVE_FILES_TOTAL: &str = "sluice_archive_files_total";
+/// Archiver: failed uploads (each is retried; events stay held on the bus).
+pub const ARCHIVE_UPLOAD_FAILURES_TOTAL: &str = "sluice_archive_upload_failures_total";
+/// Archiver: events held until their file is written.
+pub const ARCHIVE_BUFFERED_EVENTS: &str = "sluice_archive_buffered_events";
+/// Archiver: 1 when the object store took the last upload, 0 while uploads fail.
+pub const ARCHIVE_STORE_UP: &str = "sluice_archive_store_up";
+/// Per bus `stage` a role of the node consumes: 1 while it is read, 0 while its consumer
+/// is starting or failing.
+pub const CONSUMER_READING: &str = "sluice_consumer_reading";
+/// Seconds to publish one batch of messages to the bus (until durable), by `stage` kind
+/// (`raw`, `deliver`, `dlq`, `archive`, `rejected`, …).
+pub const BUS_PUBLISH_SECONDS: &str = "sluice_bus_publish_seconds";
+/// Seconds the processor spends on one batch from `raw` (governance and shaping).
+pub const PROCESSING_BATCH_SECONDS: &str = "sluice_processing_batch_seconds";
+/// Seconds per request to a destination's vendor, by destination and `outcome`
+/// (`delivered`, `retry`, `dead_letter`).
+pub const DELIVERY_REQUEST_SECONDS: &str = "sluice_delivery_request_seconds";
+/// Seconds to upload one archive file to object storage, by `outcome` (`ok`, `error`).
+pub const ARCHIVE_UPLOAD_SECONDS: &str = "sluice_archive_upload_seconds";
+
+/// Every metric with its kind, unit and help text (`promtool check metrics` wants HELP on
+/// each).
+const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
+        CONFIG_VERSION,
+        Kind::Gauge,
+        None,
+        "Configuration version the node runs (0: none).",
+    ),
+    (
+        CONFIG_AGE_SECONDS,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Seconds since the running configuration came from the control plane.",
+    ),
+    (
+        CONTROL_PLANE_CONNECTED,
+        Kind::Gauge,
+        None,
+        "1 while the config-sync stream is open.",
+    ),
+    (
+        CONFIG_REJECTED_TOTAL,
+        Kind::Counter,
+        None,
+        "Snapshots this node refused.",
+    ),
+    (EVENTS_TOTAL, Kind::Counter, None, "Events by stage."),
+    (
+        REJECTED_TOTAL,
+        Kind::Counter,
+        None,
+        "Events refused by governance, by reason.",
+    ),
+    (
+        DLQ_DEPTH,
+        Kind::Gauge,
+        None,
+        "Events waiting in dead-letter queues.",
+    ),
+    (
+        DESTINATION_EVENTS_TOTAL,
+        Kind::Counter,
+        None,
+        "Events per destination by outcome.",
+    ),
+    (
+        DESTINATION_DLQ_DEPTH,
+        Kind::Gauge,
+        None,
+        "Events in a destination's dead-letter queue.",
+    ),
+    (
+        PROXY_EVENTS_TOTAL,
+        Kind::Counter,
+        None,
+        "Proxy events by outcome.",
+    ),
+    (
+        PROXY_SPOOL_DEPTH,
+        Kind::Gauge,
+        None,
+        "Events in the proxy's spool waiting for a receiver.",
+    ),
+    (
+        PROXY_RECEIVERS_HEALTHY,
+        Kind::Gauge,
+        None,
+        "Receivers that passed their last health check.",
+    ),
+    (
+        ARCHIVE_FILES_TOTAL,
+        Kind::Counter,
+        None,
+        "Parquet files written to the archive.",
+    ),
+    (
+        ARCHIVE_UPLOAD_FAILURES_TOTAL,
+        Kind::Counter,
+        None,
+        "Archive uploads that failed and are retried.",
+    ),
+    (
+        ARCHIVE_BUFFERED_EVENTS,
+        Kind::Gauge,
+        None,
+        "Events held until their archive file is written.",
+    ),
+    (
+        ARCHIVE_STORE_UP,
+        Kind::Gauge,
+        None,
+        "1 when the object store took the last upload.",
+    ),
+    (
+        CONSUMER_READING,
+        Kind::Gauge,
+        None,
+        "1 while a role reads this bus stage, 0 while it cannot.",
+    ),
+    (
+        BUS_PUBLISH_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Seconds to publish a batch to a bus stage until it is durable.",
+    ),
+    (
+        PROCESSING_BATCH_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Seconds the processor spends governing and shaping one batch.",
+    ),
+    (
+        DELIVERY_REQUEST_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Seconds per request to a destination's vendor, by outcome.",
+    ),
+    (
+        ARCHIVE_UPLOAD_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Seconds to upload one archive file, by outcome.",
+    ),
+];
+
+/// Histogram buckets, in seconds: from a fast durable commit to a slow vendor.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One node's recorder.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Labels as the recorder takes them.
+pub type Labels<'l> = &'l [(&'static str, &'l str)];
+
+fn key(name: &'static str, labels: Labels<'_>) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl Metrics {
+    pub fn new() -> Self {
+        // Setting buckets fails only for an empty list.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        for (name, kind, unit, help) in DESCRIPTIONS {
+            let name = KeyName::from_const_str(name);
+            let help = metrics::SharedString::const_str(help);
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, *unit, help),
+                Kind::Gauge => recorder.describe_gauge(name, *unit, help),
+                Kind::Histogram => recorder.describe_histogram(name, *unit, help),
+            }
+        }
+        Self { recorder }
+    }
+
+    pub fn counter(&self, name: &'static str, labels: Labels<'_>) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: Labels<'_>) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: Labels<'_>) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// Records a bus publish of `stage` that took `took`.
+    pub fn bus_publish(&self, stage: &str, took: Duration) {
+        let kind = stage.split('.').next().unwrap_or(stage);
+        self.histogram(BUS_PUBLISH_SECONDS, &[("stage", kind)])
+            .record(took);
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        self.recorder.handle().render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_every_metric_has_help() {
+        let metrics = Metrics::new();
+        metrics
+            .counter(DESTINATION_EVENTS_TOTAL, &[("pipeline", "a\"b\\")])
+            .increment(2);
+        metrics
+            .counter(DESTINATION_EVENTS_TOTAL, &[("pipeline", "two\nlines")])
+            .increment(1);
+        metrics.bus_publish("deliver.p.d", Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"sluice_destination_events_total{pipeline="a\"b\\"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sluice_destination_events_total{pipeline="two\nlines"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP sluice_destination_events_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sluice_bus_publish_seconds_bucket{stage="deliver",le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP sluice_bus_publish_seconds "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nodes_do_not_share_series() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.counter(EVENTS_TOTAL, &[("stage", "received")])
+            .increment(1);
+        assert!(!b.render().contains("sluice_events_total{"));
+    }
+}
