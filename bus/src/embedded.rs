@@ -25,7 +25,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
+use crate::contract::{AckToken, Bus, BusError, Delivery, Erased, Message, check_stage};
+
+/// This bus's stage behind a delivery's token.
+fn own(stage: Arc<Erased>) -> Result<Arc<Stage>, BusError> {
+    stage.downcast::<Stage>().map_err(|_| foreign())
+}
+
+fn foreign() -> BusError {
+    BusError::Invalid("a delivery of another bus settled on the embedded bus".into())
+}
 
 /// Bytes of record header: body length and CRC-32.
 const HEADER: usize = 8;
@@ -237,7 +246,7 @@ impl Bus for EmbeddedBus {
     async fn ack(&self, delivery: Delivery) -> Result<(), BusError> {
         match delivery.token {
             AckToken::Embedded { stage, seq } => {
-                stage.ack(seq);
+                own(stage)?.ack(seq);
                 Ok(())
             }
             AckToken::Nats(_) | AckToken::NatsPack(_) => Err(BusError::Invalid(
@@ -287,6 +296,7 @@ impl Bus for EmbeddedBus {
                     "a NATS delivery acked on the embedded bus".into(),
                 ));
             };
+            let stage = own(stage)?;
             match by_stage.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &stage)) {
                 Some((_, seqs)) => seqs.push(seq),
                 None => by_stage.push((stage, vec![seq])),
@@ -301,7 +311,7 @@ impl Bus for EmbeddedBus {
     async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
         match delivery.token {
             AckToken::Embedded { stage, seq } => {
-                stage.release(seq, delay);
+                own(stage)?.release(seq, delay);
                 Ok(())
             }
             AckToken::Nats(_) | AckToken::NatsPack(_) => Err(BusError::Invalid(
@@ -313,7 +323,10 @@ impl Bus for EmbeddedBus {
     async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
         for delivery in deliveries {
             match &delivery.token {
-                AckToken::Embedded { stage, seq } => stage.extend(*seq),
+                AckToken::Embedded { stage, seq } => stage
+                    .downcast_ref::<Stage>()
+                    .ok_or_else(foreign)?
+                    .extend(*seq),
                 AckToken::Nats(_) | AckToken::NatsPack(_) => {
                     return Err(BusError::Invalid(
                         "a NATS delivery kept alive on the embedded bus".into(),

@@ -28,7 +28,22 @@ use futures_util::stream::FuturesUnordered;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AckToken, Bus, BusError, Delivery, Message, check_stage};
+use crate::contract::{AckToken, Bus, BusError, Delivery, Erased, Message, check_stage};
+
+/// This bus's message behind a delivery's token.
+fn own_message(message: Box<Erased>) -> Result<Box<jetstream::Message>, BusError> {
+    message
+        .downcast::<jetstream::Message>()
+        .map_err(|_| foreign())
+}
+
+fn own_pack(pack: Arc<Erased>) -> Result<Arc<Pack>, BusError> {
+    pack.downcast::<Pack>().map_err(|_| foreign())
+}
+
+fn foreign() -> BusError {
+    BusError::Invalid("a delivery of another bus settled on the NATS bus".into())
+}
 
 /// Header of a packed message: how many messages it holds.
 const PACK_HEADER: &str = "Sluice-Pack";
@@ -410,8 +425,11 @@ impl Bus for NatsBus {
         match delivery.token {
             // The double ack waits for the server's confirmation: once it returns, the
             // message will not be delivered again.
-            AckToken::Nats(message) => message.double_ack().await.map_err(unavailable),
-            AckToken::NatsPack(pack) => pack.settle(None).await,
+            AckToken::Nats(message) => own_message(message)?
+                .double_ack()
+                .await
+                .map_err(unavailable),
+            AckToken::NatsPack(pack) => own_pack(pack)?.settle(None).await,
             AckToken::Embedded { .. } => Err(BusError::Invalid(
                 "an embedded delivery acked on the NATS bus".into(),
             )),
@@ -484,11 +502,11 @@ impl Bus for NatsBus {
 
     async fn nack(&self, delivery: Delivery, delay: Duration) -> Result<(), BusError> {
         match delivery.token {
-            AckToken::Nats(message) => message
+            AckToken::Nats(message) => own_message(message)?
                 .ack_with(jetstream::AckKind::Nak(Some(delay)))
                 .await
                 .map_err(unavailable),
-            AckToken::NatsPack(pack) => pack.settle(Some(delay)).await,
+            AckToken::NatsPack(pack) => own_pack(pack)?.settle(Some(delay)).await,
             AckToken::Embedded { .. } => Err(BusError::Invalid(
                 "an embedded delivery nacked on the NATS bus".into(),
             )),
@@ -496,16 +514,19 @@ impl Bus for NatsBus {
     }
 
     async fn keep_alive(&self, deliveries: &[Delivery]) -> Result<(), BusError> {
-        let mut last_pack: Option<&Arc<Pack>> = None;
+        let mut last_pack: Option<&Pack> = None;
         for delivery in deliveries {
             match &delivery.token {
                 AckToken::Nats(message) => message
+                    .downcast_ref::<jetstream::Message>()
+                    .ok_or_else(foreign)?
                     .ack_with(jetstream::AckKind::Progress)
                     .await
                     .map_err(unavailable)?,
                 // Parts of one pack arrive together: one progress report covers them.
                 AckToken::NatsPack(pack) => {
-                    if last_pack.is_none_or(|last| !Arc::ptr_eq(last, pack)) {
+                    let pack = pack.downcast_ref::<Pack>().ok_or_else(foreign)?;
+                    if last_pack.is_none_or(|last| !std::ptr::eq(last, pack)) {
                         pack.message
                             .ack_with(jetstream::AckKind::Progress)
                             .await

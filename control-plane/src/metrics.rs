@@ -38,7 +38,35 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; ours then stays empty.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// HELP text for every metric (`promtool check metrics` wants it on each).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests served, by method, route and status."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency in seconds, by method and route."
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        "Requests refused for missing, invalid, revoked or expired credentials."
+    );
+    describe_counter!(LOGINS_TOTAL, "Sign-ins, by outcome.");
+    describe_gauge!(SYNC_STREAMS, "Open config-sync streams on this replica.");
+    describe_counter!(SYNC_SNAPSHOTS_TOTAL, "Snapshots sent to data planes.");
+    describe_counter!(SYNC_ACKS_TOTAL, "Snapshots data planes applied.");
+    describe_counter!(SYNC_NACKS_TOTAL, "Snapshots data planes refused.");
+    describe_counter!(
+        KEY_USAGE_FLUSHED_TOTAL,
+        "Key last-used times written to the store."
+    );
 }

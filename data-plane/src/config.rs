@@ -206,7 +206,7 @@ pub struct Config {
     pub bus_max_bytes: u64,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
-    pub archiver: crate::roles::archiver::ArchiverConfig,
+    pub archiver: ArchiverConfig,
     pub query: sluice_query::Limits,
 }
 
@@ -387,7 +387,7 @@ impl RawConfig {
 }
 
 impl RawConfig {
-    fn archiver_config(&self) -> Result<crate::roles::archiver::ArchiverConfig, ConfigError> {
+    fn archiver_config(&self) -> Result<ArchiverConfig, ConfigError> {
         use sluice_archive::store::StoreConfig;
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let store = match (set(&self.s3_bucket), set(&self.archive_url)) {
@@ -454,7 +454,7 @@ impl RawConfig {
                 "flush thresholds must be positive",
             ));
         }
-        Ok(crate::roles::archiver::ArchiverConfig {
+        Ok(ArchiverConfig {
             store,
             flush_bytes: self.archive_flush_bytes,
             flush_age: Duration::from_secs(self.archive_flush_secs),
@@ -568,6 +568,16 @@ fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "data-plane".to_owned())
+}
+
+/// Settings of the archiver role.
+#[derive(Debug, Clone)]
+pub struct ArchiverConfig {
+    pub store: sluice_archive::store::StoreConfig,
+    /// Held event bytes that trigger a flush.
+    pub flush_bytes: u64,
+    /// Age of the oldest held event that triggers a flush.
+    pub flush_age: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -36,8 +36,7 @@ pub use config::{Config, RawConfig};
 use shutdown::until_true;
 use state::NodeState;
 
-/// This build's version, reported to the control plane.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use sync::AGENT_VERSION;
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,9 @@ use crate::shutdown::until_true;
 use crate::state::NodeState;
 use sluice_pipeline::time::now_ms;
 
+/// This build's version, reported to the control plane.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// First retry delay; doubles per failure up to the configured cap.
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// Largest snapshot accepted, in bytes.
@@ -113,7 +116,7 @@ async fn session(node: &Arc<NodeState>) -> Result<(), SyncError> {
     let hello = Hello {
         node_id: node.node_id.clone(),
         name: node.config.node_name.clone(),
-        agent_version: crate::AGENT_VERSION.to_owned(),
+        agent_version: AGENT_VERSION.to_owned(),
         roles: node.config.roles.clone(),
         config_version: held,
     };

@@ -61,10 +61,13 @@ pub struct DestinationKey {
     pub destination: String,
 }
 
+/// A message to publish: its id (the event id) and payload.
+pub type Produced = (String, Vec<u8>);
+
 /// What one batch produced: messages (id, payload) per stage, in the order they were made.
 #[derive(Default)]
 pub struct Output {
-    pub by_stage: Vec<(String, Vec<(String, Vec<u8>)>)>,
+    pub by_stage: Vec<(String, Vec<Produced>)>,
     pub processed: u64,
     /// Rejected events by class.
     pub rejected: BTreeMap<RejectReason, u64>,

@@ -30,5 +30,4 @@ pub use engine::{
 };
 pub use reject::RejectReason;
 
-/// This build's version, sent as the `user-agent` of every delivery.
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use destinations::AGENT_VERSION;

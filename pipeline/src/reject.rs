@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The class of a rejection; the entry's free text says exactly what was wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The bus message is not an event envelope (not UTF-8, not a JSON object).
@@ -20,13 +22,8 @@ pub enum RejectReason {
     /// `rename_fields` could not write the new field (its parent is not an object).
     RenameFailed,
     /// An entry written before rejections were classified.
+    #[default]
     Unclassified,
-}
-
-impl Default for RejectReason {
-    fn default() -> Self {
-        RejectReason::Unclassified
-    }
 }
 
 impl RejectReason {

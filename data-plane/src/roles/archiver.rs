@@ -21,22 +21,13 @@ use sluice_archive::record::{BatchBuilder, Envelope};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::ArchiverConfig;
 use crate::shutdown::until_true;
 use crate::state::NodeState;
 use crate::telemetry::metrics;
 use sluice_bus::{AnyBus, Bus as _, Delivery};
 use sluice_pipeline::stages::{self, ArchiveRecord};
 use sluice_pipeline::time::now_ms;
-
-/// Settings of the archiver role.
-#[derive(Debug, Clone)]
-pub struct ArchiverConfig {
-    pub store: sluice_archive::store::StoreConfig,
-    /// Held event bytes that trigger a flush.
-    pub flush_bytes: u64,
-    /// Age of the oldest held event that triggers a flush.
-    pub flush_age: Duration,
-}
 
 /// Events gathered for one partition.
 #[derive(Default)]

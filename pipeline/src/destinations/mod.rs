@@ -30,6 +30,9 @@ pub fn shape(
     }
 }
 
+/// This build's version, sent as the `user-agent` of every delivery.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// A destination as delivery runs it: its spec and its secrets, resolved on this node.
 pub struct Resolved {
     pub spec: DestinationSpec,
@@ -93,10 +96,9 @@ impl Resolved {
         request
             .headers
             .push(("idempotency-key".into(), idempotency_key(batch)));
-        request.headers.push((
-            "user-agent".into(),
-            format!("Sluice/{}", crate::AGENT_VERSION),
-        ));
+        request
+            .headers
+            .push(("user-agent".into(), format!("Sluice/{}", AGENT_VERSION)));
         request
     }
 

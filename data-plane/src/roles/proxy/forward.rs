@@ -20,12 +20,16 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{REJECTED_STAGE, SPOOL_STAGE};
 use crate::shutdown::until_true;
 use crate::state::NodeState;
 use sluice_bus::embedded::EmbeddedBus;
 use sluice_bus::{Bus, Delivery, Message};
 use sluice_pipeline::time::now_ms;
+
+/// The spool's stage of events waiting for a receiver.
+pub(super) const SPOOL_STAGE: &str = "spool";
+/// Events every receiver refused for good (with the reason), kept for inspection.
+pub(super) const REJECTED_STAGE: &str = "rejected";
 
 /// Concurrent forwarders, each with one batch in flight.
 const WORKERS: usize = 4;

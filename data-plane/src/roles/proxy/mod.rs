@@ -40,6 +40,7 @@ use crate::roles::receiver::{
 };
 use crate::shutdown::until_true;
 use crate::state::NodeState;
+use forward::SPOOL_STAGE;
 use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use sluice_bus::{Bus, BusError, Message};
 use sluice_pipeline::time::now_ms;
@@ -57,11 +58,6 @@ pub enum ProxyError {
     #[error("proxy: cannot build the HTTP client to the receivers: {0}")]
     Client(#[from] reqwest::Error),
 }
-
-/// The spool's stage of events waiting for a receiver.
-const SPOOL_STAGE: &str = "spool";
-/// Events every receiver refused for good (with the reason), kept for inspection.
-const REJECTED_STAGE: &str = "rejected";
 
 /// The collector script, minified by hand; its size is checked by a test.
 const COLLECTOR_JS: &str = include_str!("collector.js");

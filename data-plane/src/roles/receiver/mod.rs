@@ -25,6 +25,7 @@ use crate::applied::{AppliedConfig, AppliedPipeline};
 use crate::http::{ApiError, Authorization};
 use crate::state::NodeState;
 use limits::SourceLimits;
+pub(crate) use segment::CALL_TYPES;
 use sluice_bus::{AnyBus, Bus, BusError, Message};
 use sluice_pipeline::time::now_ms;
 use sluice_pipeline::time::rfc3339;
@@ -37,8 +38,6 @@ pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 const ENVELOPE_OVERHEAD: usize = 512;
 /// The stage events are published to.
 pub const RAW_STAGE: &str = "raw";
-
-pub(crate) const CALL_TYPES: [&str; 6] = ["track", "page", "screen", "identify", "group", "alias"];
 
 struct Receiver {
     node: Arc<NodeState>,

@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::CALL_TYPES;
+/// The Segment call types, each its own endpoint and `type`.
+pub(crate) const CALL_TYPES: [&str; 6] = ["track", "page", "screen", "identify", "group", "alias"];
 
 /// Longest id accepted from a client (`messageId`, `userId`, …), in bytes.
 const MAX_ID: usize = 512;

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sluice_proto::ErrorCode;
 
-use super::ApiError;
+use crate::http::ApiError;
 
 /// Largest accepted clock difference, in milliseconds.
 const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
