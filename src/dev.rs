@@ -154,7 +154,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(demo) => demo,
         None => {
             let demo = seed(&api, &password, args.echo_addr).await?;
-            write_private(&demo_file, &serde_json::to_vec_pretty(&demo.to_json())?)?;
+            sluice_keys::private_file::write(
+                &demo_file,
+                &serde_json::to_vec_pretty(&demo.to_json())?,
+            )
+            .with_context(|| format!("cannot write {}", demo_file.display()))?;
             demo
         }
     };
@@ -214,20 +218,6 @@ fn read_demo(path: &Path) -> anyhow::Result<Option<Demo>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// The first run's demo, created through the REST API as a person would.

@@ -224,29 +224,12 @@ fn load_pepper(config: &Config) -> Result<Vec<u8>, StartError> {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let pepper = sluice_keys::random::token::<32>()?.into_bytes();
-            write_private_file(&path, &pepper).map_err(err)?;
+            sluice_keys::private_file::write(&path, &pepper).map_err(err)?;
             tracing::info!(path = %path.display(), "generated a new key pepper");
             Ok(pepper)
         }
         Err(e) => Err(err(e)),
     }
-}
-
-/// Writes a file readable only by its owner, atomically (temporary file and rename).
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The newest signing key signs; the one before it still verifies. A key older than 30 days is

@@ -5,16 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-/// Every role a node can run.
-pub const ROLES: [&str; 6] = [
-    "proxy",
-    "receiver",
-    "processor",
-    "delivery",
-    "archiver",
-    "query",
-];
+use sluice_proto::Role;
 
 /// Raw settings as they come from flags and the environment.
 #[derive(Debug, Clone, Deserialize)]
@@ -186,7 +177,7 @@ pub struct ProxyConfig {
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     pub http_addr: SocketAddr,
     pub state_dir: PathBuf,
     pub control_url: String,
@@ -211,8 +202,8 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn runs(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
     }
 }
 
@@ -293,12 +284,14 @@ impl RawConfig {
                 format!("at most {MAX_QUERY_PARTITIONS} (0 picks a default)"),
             ));
         }
-        if self.query_timeout_secs == 0 || self.query_max_rows == 0 || self.query_memory_bytes == 0
-        {
-            return Err(invalid(
-                "query_timeout_secs",
-                "query limits must be positive",
-            ));
+        for (field, value) in [
+            ("query_timeout_secs", self.query_timeout_secs as usize),
+            ("query_max_rows", self.query_max_rows),
+            ("query_memory_bytes", self.query_memory_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
         }
         let query = sluice_query::Limits {
             timeout: Duration::from_secs(self.query_timeout_secs),
@@ -352,12 +345,14 @@ impl RawConfig {
         if node_name.len() > 200 || node_name.chars().any(char::is_control) {
             return Err(invalid("node_name", "at most 200 printable characters"));
         }
-        if self.status_interval_secs == 0 || self.heartbeat_secs == 0 || self.max_backoff_secs == 0
-        {
-            return Err(invalid(
-                "status_interval_secs",
-                "intervals must be positive",
-            ));
+        for (field, value) in [
+            ("status_interval_secs", self.status_interval_secs),
+            ("heartbeat_secs", self.heartbeat_secs),
+            ("max_backoff_secs", self.max_backoff_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
         }
         Ok(Config {
             archiver,
@@ -381,7 +376,7 @@ impl RawConfig {
             nats_max_bytes: self.nats_max_bytes,
             nats_replicas: self.nats_replicas,
             nats_packs_in_flight: self.nats_packs_in_flight,
-            bus_max_bytes: self.bus_max_bytes.max(1024 * 1024),
+            bus_max_bytes: self.bus_max_bytes,
         })
     }
 }
@@ -448,11 +443,13 @@ impl RawConfig {
                 )
             }
         };
-        if self.archive_flush_bytes == 0 || self.archive_flush_secs == 0 {
-            return Err(invalid(
-                "archive_flush_bytes",
-                "flush thresholds must be positive",
-            ));
+        for (field, value) in [
+            ("archive_flush_bytes", self.archive_flush_bytes),
+            ("archive_flush_secs", self.archive_flush_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
         }
         Ok(ArchiverConfig {
             store,
@@ -461,36 +458,16 @@ impl RawConfig {
         })
     }
 
-    fn roles(&self) -> Result<Vec<String>, ConfigError> {
-        let roles: Vec<String> = if self.roles.trim() == "all" {
-            ROLES.iter().map(|r| (*r).to_owned()).collect()
-        } else {
-            let mut roles = Vec::new();
-            for role in self
-                .roles
-                .split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-            {
-                if !ROLES.contains(&role) {
-                    return Err(invalid(
-                        "roles",
-                        format!("unknown role {role:?}; known: all, {}", ROLES.join(", ")),
-                    ));
-                }
-                if !roles.iter().any(|r| r == role) {
-                    roles.push(role.to_owned());
-                }
-            }
-            roles
-        };
+    fn roles(&self) -> Result<Vec<Role>, ConfigError> {
+        let roles =
+            Role::parse_list(&self.roles).map_err(|e| invalid("roles", format!("{e}, or all")))?;
         if roles.is_empty() {
             return Err(invalid("roles", "name at least one role, or all"));
         }
         Ok(roles)
     }
 
-    fn proxy_config(&self, roles: &[String]) -> Result<ProxyConfig, ConfigError> {
+    fn proxy_config(&self, roles: &[Role]) -> Result<ProxyConfig, ConfigError> {
         let mut receiver_urls = Vec::new();
         for url in self
             .receiver_urls
@@ -509,8 +486,8 @@ impl RawConfig {
             }
             receiver_urls.push(url.trim_end_matches('/').to_owned());
         }
-        let runs_proxy = roles.iter().any(|r| r == "proxy");
-        let local_receiver = roles.iter().any(|r| r == "receiver");
+        let runs_proxy = roles.contains(&Role::Proxy);
+        let local_receiver = roles.contains(&Role::Receiver);
         if runs_proxy && receiver_urls.is_empty() && !local_receiver {
             return Err(invalid(
                 "receiver_urls",
@@ -544,6 +521,15 @@ impl RawConfig {
                 "a host name such as example.com",
             ));
         }
+        if self.spool_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
+            return Err(invalid(
+                "spool_max_bytes",
+                format!(
+                    "at least {} bytes, so a full batch request fits",
+                    sluice_bus::embedded::MIN_MAX_BYTES
+                ),
+            ));
+        }
         if runs_proxy && self.proxy_addr == self.http_addr && self.http_addr.port() != 0 {
             return Err(invalid(
                 "proxy_addr",
@@ -556,7 +542,7 @@ impl RawConfig {
             cookie_name: cookie_name.to_owned(),
             cookie_domain: cookie_domain.map(str::to_owned),
             trust_forwarded_for: self.proxy_trust_forwarded_for,
-            spool_max_bytes: self.spool_max_bytes.max(1024 * 1024),
+            spool_max_bytes: self.spool_max_bytes,
         })
     }
 }
@@ -583,6 +569,95 @@ pub struct ArchiverConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_names_its_own_field_and_nothing_is_clamped() {
+        let cases: Vec<(RawConfig, &str)> = vec![
+            (
+                RawConfig {
+                    query_max_rows: 0,
+                    ..raw()
+                },
+                "query_max_rows",
+            ),
+            (
+                RawConfig {
+                    query_memory_bytes: 0,
+                    ..raw()
+                },
+                "query_memory_bytes",
+            ),
+            (
+                RawConfig {
+                    query_timeout_secs: 0,
+                    ..raw()
+                },
+                "query_timeout_secs",
+            ),
+            (
+                RawConfig {
+                    archive_flush_secs: 0,
+                    ..raw()
+                },
+                "archive_flush_secs",
+            ),
+            (
+                RawConfig {
+                    archive_flush_bytes: 0,
+                    ..raw()
+                },
+                "archive_flush_bytes",
+            ),
+            (
+                RawConfig {
+                    heartbeat_secs: 0,
+                    ..raw()
+                },
+                "heartbeat_secs",
+            ),
+            (
+                RawConfig {
+                    max_backoff_secs: 0,
+                    ..raw()
+                },
+                "max_backoff_secs",
+            ),
+            (
+                RawConfig {
+                    status_interval_secs: 0,
+                    ..raw()
+                },
+                "status_interval_secs",
+            ),
+            (
+                RawConfig {
+                    spool_max_bytes: 1000,
+                    ..raw()
+                },
+                "spool_max_bytes",
+            ),
+            (
+                RawConfig {
+                    bus_max_bytes: 1000,
+                    ..raw()
+                },
+                "bus_max_bytes",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().expect_err(field);
+            assert_eq!(err.field, field, "{err}");
+        }
+        let config = RawConfig {
+            spool_max_bytes: 2 * 1024 * 1024,
+            bus_max_bytes: 3 * 1024 * 1024,
+            ..raw()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(config.proxy.spool_max_bytes, 2 * 1024 * 1024);
+        assert_eq!(config.bus_max_bytes, 3 * 1024 * 1024);
+    }
 
     fn raw() -> RawConfig {
         let key = sluice_keys::generate_key(sluice_keys::KeyType::Service).expect("key");
@@ -781,14 +856,14 @@ mod tests {
             roles: "all".into(),
             ..raw()
         };
-        assert_eq!(all.validate().expect("valid").roles.len(), ROLES.len());
+        assert_eq!(all.validate().expect("valid").roles.len(), Role::ALL.len());
         let config = RawConfig {
             roles: "receiver, processor,receiver".into(),
             ..raw()
         }
         .validate()
         .expect("valid");
-        assert_eq!(config.roles, vec!["receiver", "processor"]);
+        assert_eq!(config.roles, vec![Role::Receiver, Role::Processor]);
         assert!(
             RawConfig {
                 roles: "receiver,router".into(),

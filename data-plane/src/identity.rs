@@ -1,6 +1,5 @@
 //! The node's stable identity and private files in its state directory.
 
-use std::io::Write as _;
 use std::path::Path;
 
 const NODE_ID_FILE: &str = "node-id";
@@ -46,27 +45,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes a file readable only by its owner, atomically: a reader sees the old contents or
-/// the new, never a mix, even across a crash (write, fsync, rename, fsync the directory).
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
+pub use sluice_keys::private_file::write as write_private;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{Config, RawConfig};
 use shutdown::until_true;
+use sluice_proto::Role;
 use state::NodeState;
 
 pub use sync::AGENT_VERSION;
@@ -143,7 +144,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             ..EmbeddedConfig::new(node.config.state_dir.join("bus"))
         })?),
     };
-    let archive = if node.config.runs("archiver") || node.config.runs("query") {
+    let archive = if node.config.runs(Role::Archiver) || node.config.runs(Role::Query) {
         Some(node.config.archiver.store.open()?)
     } else {
         None
@@ -155,14 +156,14 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             .with_graceful_shutdown(async move { until_true(&mut server_shutdown).await })
             .await
     });
-    let proxy = if node.config.runs("proxy") {
-        let local_receiver = node.config.runs("receiver").then_some(http_addr);
+    let proxy = if node.config.runs(Role::Proxy) {
+        let local_receiver = node.config.runs(Role::Receiver).then_some(http_addr);
         Some(roles::proxy::start(node.clone(), local_receiver, shutdown_rx.clone()).await?)
     } else {
         None
     };
     let mut roles = Vec::new();
-    if node.config.runs("processor") {
+    if node.config.runs(Role::Processor) {
         let geoip = match &node.config.geoip_db {
             Some(path) => Some(Arc::new(
                 sluice_pipeline::enrich::GeoIp::open(path).map_err(NodeError::GeoIp)?,
@@ -177,13 +178,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             shutdown_rx.clone(),
         ));
     }
-    if node.config.runs("delivery") {
+    if node.config.runs(Role::Delivery) {
         roles.push(
             roles::delivery::start(node.clone(), bus.clone(), shutdown_rx.clone())
                 .map_err(NodeError::DeliveryClient)?,
         );
     }
-    if node.config.runs("archiver")
+    if node.config.runs(Role::Archiver)
         && let Some(store) = &archive
     {
         roles.push(roles::archiver::start(

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::state::NodeState;
 use sluice_bus::AnyBus;
+use sluice_proto::Role;
 
 pub fn router(
     node: Arc<NodeState>,
@@ -19,15 +20,15 @@ pub fn router(
     archive: Option<Arc<dyn object_store::ObjectStore>>,
 ) -> Router {
     let mut app = Router::new();
-    if node.config.runs("query")
+    if node.config.runs(Role::Query)
         && let Some(store) = archive
     {
         app = app.merge(crate::roles::query::router(node.clone(), store));
     }
-    if node.config.runs("receiver") {
+    if node.config.runs(Role::Receiver) {
         app = app.merge(crate::roles::receiver::router(node.clone(), bus.clone()));
     }
-    if node.config.runs("processor") || node.config.runs("delivery") {
+    if node.config.runs(Role::Processor) || node.config.runs(Role::Delivery) {
         app = app.merge(crate::roles::dlq::router(node.clone(), bus));
     }
     app.merge(health(node))
@@ -91,7 +92,7 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
         .collect();
     // Delivery registers a destination's stage when it starts its workers, just after a
     // configuration is installed: until then the destination is not read either.
-    let unstarted: Vec<String> = if node.config.runs("delivery") {
+    let unstarted: Vec<String> = if node.config.runs(Role::Delivery) {
         config
             .pipelines
             .iter()

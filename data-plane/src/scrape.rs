@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::NodeState;
 use crate::telemetry::metrics::{self as m, Metrics};
+use sluice_proto::Role;
 
 fn load(value: &AtomicU64) -> u64 {
     value.load(Ordering::Relaxed)
@@ -31,7 +32,7 @@ pub fn render(node: &NodeState) -> String {
             .gauge(m::CONSUMER_READING, &[("stage", &stage)])
             .set(f64::from(u8::from(state.is_reading())));
     }
-    if node.config.runs("archiver") {
+    if node.config.runs(Role::Archiver) {
         let stats = &node.archive_stats;
         metrics
             .counter(m::ARCHIVE_FILES_TOTAL, &[])
@@ -46,7 +47,7 @@ pub fn render(node: &NodeState) -> String {
             .gauge(m::ARCHIVE_STORE_UP, &[])
             .set(load(&stats.store_up) as f64);
     }
-    if node.config.runs("proxy") {
+    if node.config.runs(Role::Proxy) {
         let proxy = &node.proxy_stats;
         for (outcome, value) in [
             ("accepted", &proxy.accepted),

@@ -117,7 +117,12 @@ async fn session(node: &Arc<NodeState>) -> Result<(), SyncError> {
         node_id: node.node_id.clone(),
         name: node.config.node_name.clone(),
         agent_version: AGENT_VERSION.to_owned(),
-        roles: node.config.roles.clone(),
+        roles: node
+            .config
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
         config_version: held,
     };
     send(&tx, node_message::Kind::Hello(hello)).await?;
@@ -165,7 +170,12 @@ fn status(node: &NodeState) -> Status {
     let current = node.current();
     Status {
         applied_version: current.as_ref().map_or(0, |c| c.version),
-        roles: node.config.roles.clone(),
+        roles: node
+            .config
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
         counters: node.counters.snapshot().into_iter().collect(),
         last_error: node.last_error().unwrap_or_default(),
         config_age_seconds: current

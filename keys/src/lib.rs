@@ -6,6 +6,7 @@ pub mod error;
 pub mod jwt;
 pub mod key;
 pub mod password;
+pub mod private_file;
 pub mod random;
 
 pub use error::KeyError;

@@ -43,3 +43,60 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrations: Option<Value>,
 }
+
+/// How deep one event may nest objects and arrays. The receiver and the proxy refuse deeper
+/// events with 400: serde_json reads at most 128 levels, so a deeper event could be neither
+/// processed nor shown by the rejected and DLQ APIs.
+pub const MAX_EVENT_DEPTH: usize = 64;
+
+/// How deep `json` nests objects and arrays, counted over its bytes without parsing it
+/// (brackets inside strings do not count). Invalid JSON gets a number too; parsing it is
+/// what finds it invalid.
+pub fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        let cases: &[(&str, usize)] = &[
+            ("1", 0),
+            ("{}", 1),
+            (r#"{"a":[1,{"b":2}]}"#, 3),
+            (r#"{"a":"[[[{{{"}"#, 1),
+            (r#"{"a":"\"[[["}"#, 1),
+            (r#"{"a":"\\","b":[[]]}"#, 3),
+            (r#"[[],[[]],[]]"#, 3),
+        ];
+        for (json, want) in cases {
+            assert_eq!(nesting_depth(json.as_bytes()), *want, "{json}");
+        }
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(nesting_depth(deep.as_bytes()), 5000);
+    }
+}

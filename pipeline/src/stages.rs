@@ -125,9 +125,12 @@ pub fn event_id(message_id: &str) -> &str {
     }
 }
 
-/// The bytes as a JSON value, or as a JSON string when they are not JSON.
+/// The bytes as a JSON value, or as a JSON string when they are not JSON or nest deeper than
+/// a JSON reader takes (the rejected and DLQ APIs must be able to show every entry).
 pub fn raw_json(bytes: &[u8]) -> Box<RawValue> {
-    if let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(bytes) {
+    if crate::envelope::nesting_depth(bytes) <= SHOWABLE_DEPTH
+        && let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(bytes)
+    {
         return raw;
     }
     let mut out = Vec::with_capacity(bytes.len() + 2);
@@ -139,9 +142,23 @@ pub fn raw_json(bytes: &[u8]) -> Box<RawValue> {
         .unwrap_or_else(|| RawValue::NULL.to_owned())
 }
 
+/// Deepest nesting kept as JSON in a record: serde_json reads 128 levels, and a record wraps
+/// the event in a few of its own.
+const SHOWABLE_DEPTH: usize = 120;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_keep_only_what_a_json_reader_can_show() {
+        assert_eq!(raw_json(br#"{"a":1}"#).get(), r#"{"a":1}"#);
+        assert_eq!(raw_json(b"not json").get(), r#""not json""#);
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let kept = raw_json(deep.as_bytes());
+        let shown: serde_json::Value = serde_json::from_str(kept.get()).expect("showable");
+        assert_eq!(shown.as_str().map(str::len), Some(10_000));
+    }
 
     fn raw(json: &str) -> Box<RawValue> {
         RawValue::from_string(json.to_owned()).expect("json")

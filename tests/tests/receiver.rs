@@ -211,7 +211,19 @@ async fn bad_input_gets_the_exact_status_and_nothing_reaches_the_bus() {
     let auth = || Some(basic(&s.write_key));
     let huge = "x".repeat(33 * 1024);
     let big_batch: Vec<Value> = (0..20).map(|i| json!({"type": "track", "userId": "u", "event": format!("e{i}"), "properties": {"pad": "y".repeat(30 * 1024)}})).collect();
+    // Nested 5,000 levels deep: serde_json cannot read it back, so it is refused at the door.
+    let deep = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+    let too_deep = format!(
+        r#"{{"userId":"u","event":"x","properties":{{"p":{}}}}}"#,
+        deep(5000)
+    );
+    let too_deep_batch = format!(
+        r#"{{"batch":[{{"type":"track","userId":"u","event":"x","properties":{{"p":{}}}}}]}}"#,
+        deep(70)
+    );
     let cases: Vec<BadCase> = vec![
+        ("/v1/track", auth(), too_deep.into_bytes(), StatusCode::BAD_REQUEST, "bad_request"),
+        ("/v1/batch", auth(), too_deep_batch.into_bytes(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/v1/track", auth(), b"{\"userId\":".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/v1/track", auth(), b"[1,2]".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
         ("/v1/track", auth(), json!({"userId": "u"}).to_string().into_bytes(), StatusCode::BAD_REQUEST, "bad_request"),

@@ -135,45 +135,80 @@ impl Dlq {
         )
     }
 
-    /// The cursors to act on: the given ones, or every entry, a page at a time.
-    async fn entries(
-        &self,
-        stage: &str,
-        selection: &Selection,
-    ) -> Result<Vec<(u64, Message)>, ApiError> {
-        if selection.all {
-            let mut all = Vec::new();
-            let mut cursor = 0;
-            loop {
-                let page = self
-                    .bus
-                    .browse(stage, cursor, PAGE)
-                    .await
-                    .map_err(unavailable)?;
-                let Some(last) = page.last().map(|(c, _)| *c) else {
-                    return Ok(all);
-                };
-                cursor = last;
-                all.extend(page);
+    /// The entries an action is for, a page at a time (a DLQ may hold millions).
+    async fn pages(&self, stage: &str, selection: &Selection) -> Result<Pages, ApiError> {
+        let scope = if selection.all {
+            // What is there now: a replay may add entries behind the last one (a replayed
+            // event rejected again), and those wait for the next request.
+            Scope::All {
+                remaining: self.bus.depth(stage).await.map_err(unavailable)?,
             }
-        }
-        let wanted: std::collections::BTreeSet<u64> = selection.cursors.iter().copied().collect();
-        let mut found = Vec::new();
-        let mut cursor = wanted.first().map_or(0, |c| c.saturating_sub(1));
-        let last = wanted.last().copied().unwrap_or(0);
-        while cursor < last {
-            let page = self
-                .bus
-                .browse(stage, cursor, PAGE)
+        } else {
+            Scope::Cursors(selection.cursors.iter().copied().collect())
+        };
+        let cursor = match &scope {
+            Scope::Cursors(wanted) => wanted.first().map_or(0, |c| c.saturating_sub(1)),
+            Scope::All { .. } => 0,
+        };
+        Ok(Pages {
+            stage: stage.to_owned(),
+            scope,
+            cursor,
+        })
+    }
+}
+
+/// Which entries of a stage [`Pages`] yields.
+enum Scope {
+    Cursors(std::collections::BTreeSet<u64>),
+    /// Every entry, up to this many more.
+    All {
+        remaining: u64,
+    },
+}
+
+/// The selected entries of a stage, read page by page in cursor order.
+struct Pages {
+    stage: String,
+    scope: Scope,
+    cursor: u64,
+}
+
+impl Pages {
+    /// The next page of selected entries; `None` once there are no more.
+    async fn next(&mut self, bus: &AnyBus) -> Result<Option<Vec<(u64, Message)>>, ApiError> {
+        loop {
+            let done = match &self.scope {
+                Scope::Cursors(wanted) => wanted.last().is_none_or(|last| self.cursor >= *last),
+                Scope::All { remaining } => *remaining == 0,
+            };
+            if done {
+                return Ok(None);
+            }
+            let page = bus
+                .browse(&self.stage, self.cursor, PAGE)
                 .await
                 .map_err(unavailable)?;
             let Some(end) = page.last().map(|(c, _)| *c) else {
-                break;
+                return Ok(None);
             };
-            found.extend(page.into_iter().filter(|(c, _)| wanted.contains(c)));
-            cursor = end;
+            self.cursor = end;
+            let selected: Vec<(u64, Message)> = match &mut self.scope {
+                Scope::Cursors(wanted) => page
+                    .into_iter()
+                    .filter(|(c, _)| wanted.contains(c))
+                    .collect(),
+                Scope::All { remaining } => {
+                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX);
+                    let page: Vec<_> = page.into_iter().take(take).collect();
+                    *remaining -= page.len() as u64;
+                    page
+                }
+            };
+            if !selected.is_empty() {
+                return Ok(Some(selected));
+            }
         }
-        Ok(found)
     }
 }
 
@@ -268,49 +303,52 @@ async fn replay(
         .unwrap_or_default();
     let (mut replayed, mut skipped, mut still_invalid) = (0u64, 0u64, Vec::new());
     let root = CelRoot::default();
-    for (cursor, message) in dlq.entries(&stage, &selection).await? {
-        let Ok(entry) = serde_json::from_slice::<DlqEntry>(&message.payload) else {
-            still_invalid.push(json!({"cursor": cursor, "error": "not a DLQ entry"}));
-            continue;
-        };
-        let payload = if entry.shaped {
-            Some(entry.payload.get().as_bytes().to_vec())
-        } else {
-            // Shaped again with the destination's settings as they are now.
-            let event: serde_json::Map<String, Value> =
-                serde_json::from_str(entry.payload.get()).unwrap_or_default();
-            match target.map(|d| d.shape(&root, &compiled_needs, &event, &mut None)) {
-                Some(Shaped::Deliver(bytes)) => Some(bytes),
-                Some(Shaped::Skip(_)) => None,
-                Some(Shaped::Invalid(why)) => {
-                    still_invalid.push(json!({"cursor": cursor, "id": entry.id, "error": why}));
-                    continue;
-                }
-                None => {
-                    still_invalid.push(
+    let mut pages = dlq.pages(&stage, &selection).await?;
+    while let Some(page) = pages.next(&dlq.bus).await? {
+        for (cursor, message) in page {
+            let Ok(entry) = serde_json::from_slice::<DlqEntry>(&message.payload) else {
+                still_invalid.push(json!({"cursor": cursor, "error": "not a DLQ entry"}));
+                continue;
+            };
+            let payload = if entry.shaped {
+                Some(entry.payload.get().as_bytes().to_vec())
+            } else {
+                // Shaped again with the destination's settings as they are now.
+                let event: serde_json::Map<String, Value> =
+                    serde_json::from_str(entry.payload.get()).unwrap_or_default();
+                match target.map(|d| d.shape(&root, &compiled_needs, &event, &mut None)) {
+                    Some(Shaped::Deliver(bytes)) => Some(bytes),
+                    Some(Shaped::Skip(_)) => None,
+                    Some(Shaped::Invalid(why)) => {
+                        still_invalid.push(json!({"cursor": cursor, "id": entry.id, "error": why}));
+                        continue;
+                    }
+                    None => {
+                        still_invalid.push(
                         json!({"cursor": cursor, "id": entry.id, "error": "no such destination"}),
                     );
-                    continue;
+                        continue;
+                    }
                 }
+            };
+            if let Some(payload) = payload {
+                let id = dlq.replay_id(&entry.id);
+                dlq.bus
+                    .publish(
+                        &stages::deliver(&pipeline_id, &destination),
+                        vec![Message::new(id, payload)],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                replayed += 1;
+            } else {
+                skipped += 1;
             }
-        };
-        if let Some(payload) = payload {
-            let id = dlq.replay_id(&entry.id);
             dlq.bus
-                .publish(
-                    &stages::deliver(&pipeline_id, &destination),
-                    vec![Message::new(id, payload)],
-                )
+                .remove(&stage, &[cursor])
                 .await
                 .map_err(unavailable)?;
-            replayed += 1;
-        } else {
-            skipped += 1;
         }
-        dlq.bus
-            .remove(&stage, &[cursor])
-            .await
-            .map_err(unavailable)?;
     }
     tracing::info!(pipeline_id = %pipeline_id, destination = %destination, replayed, skipped, still_invalid = still_invalid.len(), "dead letters replayed");
     Ok(axum::Json(
@@ -331,13 +369,12 @@ async fn purge(
 }
 
 async fn purged(dlq: &Dlq, stage: &str, selection: &Selection) -> Answer {
-    let cursors: Vec<u64> = dlq
-        .entries(stage, selection)
-        .await?
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
-    let purged = dlq.bus.remove(stage, &cursors).await.map_err(unavailable)?;
+    let mut purged = 0;
+    let mut pages = dlq.pages(stage, selection).await?;
+    while let Some(page) = pages.next(&dlq.bus).await? {
+        let cursors: Vec<u64> = page.into_iter().map(|(c, _)| c).collect();
+        purged += dlq.bus.remove(stage, &cursors).await.map_err(unavailable)?;
+    }
     tracing::info!(stage, purged, "dead letters purged");
     Ok(axum::Json(json!({"purged": purged})))
 }
@@ -360,20 +397,23 @@ async fn replay_rejected(
     auth::require_write(auth::caller(&dlq.node, &headers)?)?;
     let selection = selection(body)?;
     let mut replayed = 0u64;
-    for (cursor, message) in dlq.entries(stages::REJECTED, &selection).await? {
-        if let Ok(rejected) = serde_json::from_slice::<Rejected>(&message.payload) {
-            let id = dlq.replay_id(&rejected.id);
-            let envelope = rejected.event.get().as_bytes().to_vec();
+    let mut pages = dlq.pages(stages::REJECTED, &selection).await?;
+    while let Some(page) = pages.next(&dlq.bus).await? {
+        for (cursor, message) in page {
+            if let Ok(rejected) = serde_json::from_slice::<Rejected>(&message.payload) {
+                let id = dlq.replay_id(&rejected.id);
+                let envelope = rejected.event.get().as_bytes().to_vec();
+                dlq.bus
+                    .publish(stages::RAW, vec![Message::new(id, envelope)])
+                    .await
+                    .map_err(unavailable)?;
+                replayed += 1;
+            }
             dlq.bus
-                .publish(stages::RAW, vec![Message::new(id, envelope)])
+                .remove(stages::REJECTED, &[cursor])
                 .await
                 .map_err(unavailable)?;
-            replayed += 1;
         }
-        dlq.bus
-            .remove(stages::REJECTED, &[cursor])
-            .await
-            .map_err(unavailable)?;
     }
     Ok(axum::Json(json!({"replayed": replayed})))
 }
@@ -387,24 +427,4 @@ async fn purge_rejected(
     auth::require_write(access)?;
     let selection = selection(body)?;
     purged(&dlq, stages::REJECTED, &selection).await
-}
-
-/// The event id a bus message id stands for (a replay's id carries a suffix).
-pub fn event_id(message_id: &str) -> &str {
-    match message_id.rsplit_once("#replay-") {
-        Some((id, suffix)) if suffix.bytes().all(|b| b.is_ascii_digit() || b == b'-') => id,
-        _ => message_id,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replay_ids_keep_the_event_id_recoverable() {
-        assert_eq!(event_id("m-1#replay-1795000000000-3"), "m-1");
-        assert_eq!(event_id("m-1"), "m-1");
-        assert_eq!(event_id("odd#replay-x"), "odd#replay-x");
-    }
 }

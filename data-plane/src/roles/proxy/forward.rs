@@ -320,10 +320,8 @@ impl Forwarder {
             "answer": answer,
             "event": event,
         });
-        let message = Message::new(
-            delivery.message.id.clone(),
-            serde_json::to_vec(&record).unwrap_or_default(),
-        );
+        // A `Value` always prints as JSON.
+        let message = Message::new(delivery.message.id.clone(), record.to_string());
         if let Err(e) = self.spool.publish(REJECTED_STAGE, vec![message]).await {
             // Keep it in the spool rather than lose it; it comes back later.
             tracing::error!(error = %e, "cannot set a refused event aside; retrying later");

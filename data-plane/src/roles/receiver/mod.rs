@@ -27,6 +27,7 @@ use crate::state::NodeState;
 use limits::SourceLimits;
 pub(crate) use segment::CALL_TYPES;
 use sluice_bus::{AnyBus, Bus, BusError, Message};
+use sluice_pipeline::envelope::{MAX_EVENT_DEPTH, nesting_depth};
 use sluice_pipeline::time::now_ms;
 use sluice_pipeline::time::rfc3339;
 
@@ -136,7 +137,8 @@ pub(crate) fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
 }
 
-/// The body, gunzipped when sent with `Content-Encoding: gzip`, at most `limit` bytes.
+/// The body, gunzipped when sent with `Content-Encoding: gzip`, at most `limit` bytes (a
+/// single event's or a batch's), with events nested at most [`MAX_EVENT_DEPTH`] levels.
 pub(crate) fn read_body<'b>(
     headers: &HeaderMap,
     body: &'b Bytes,
@@ -176,6 +178,13 @@ pub(crate) fn read_body<'b>(
     };
     if bytes.len() > limit {
         return Err(too_large());
+    }
+    // A batch wraps its events in two levels: `{"batch": [...]}`.
+    let wrapping = if limit == MAX_EVENT_BYTES { 0 } else { 2 };
+    if nesting_depth(&bytes) > MAX_EVENT_DEPTH + wrapping {
+        return Err(bad(format!(
+            "an event nests objects and arrays deeper than {MAX_EVENT_DEPTH} levels"
+        )));
     }
     Ok(bytes)
 }
@@ -312,4 +321,145 @@ pub(crate) fn success() -> Response {
         r#"{"success":true}"#,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).expect("gzip");
+        encoder.finish().expect("gzip")
+    }
+
+    fn headers(encoding: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(encoding) = encoding {
+            headers.insert(header::CONTENT_ENCODING, encoding.parse().expect("value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn bodies_are_read_within_their_limits() {
+        let event = br#"{"userId":"u","event":"x"}"#.to_vec();
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        // Compresses to a few hundred bytes, inflates past the batch limit: a gzip bomb.
+        let bomb = gzip(&vec![b' '; MAX_BATCH_BYTES * 4]);
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+        type Case = (
+            Option<&'static str>,
+            Vec<u8>,
+            usize,
+            Result<usize, ErrorCode>,
+        );
+        let cases: Vec<Case> = vec![
+            (None, event.clone(), MAX_EVENT_BYTES, Ok(event.len())),
+            (
+                Some("identity"),
+                event.clone(),
+                MAX_EVENT_BYTES,
+                Ok(event.len()),
+            ),
+            (Some("gzip"), gzip(&event), MAX_EVENT_BYTES, Ok(event.len())),
+            (
+                Some(" GZIP "),
+                gzip(&event),
+                MAX_EVENT_BYTES,
+                Ok(event.len()),
+            ),
+            (
+                None,
+                big.clone(),
+                MAX_EVENT_BYTES,
+                Err(ErrorCode::PayloadTooLarge),
+            ),
+            (None, big.clone(), MAX_BATCH_BYTES, Ok(big.len())),
+            (
+                Some("gzip"),
+                gzip(&big),
+                MAX_EVENT_BYTES,
+                Err(ErrorCode::PayloadTooLarge),
+            ),
+            (
+                Some("gzip"),
+                bomb,
+                MAX_BATCH_BYTES,
+                Err(ErrorCode::PayloadTooLarge),
+            ),
+            (
+                Some("gzip"),
+                b"not gzip".to_vec(),
+                MAX_EVENT_BYTES,
+                Err(ErrorCode::BadRequest),
+            ),
+            (
+                Some("br"),
+                event.clone(),
+                MAX_EVENT_BYTES,
+                Err(ErrorCode::UnsupportedMediaType),
+            ),
+            (
+                None,
+                deep(MAX_EVENT_DEPTH),
+                MAX_EVENT_BYTES,
+                Ok(MAX_EVENT_DEPTH * 2),
+            ),
+            (
+                None,
+                deep(MAX_EVENT_DEPTH + 1),
+                MAX_EVENT_BYTES,
+                Err(ErrorCode::BadRequest),
+            ),
+            // A batch's own two levels do not count against its events.
+            (
+                None,
+                deep(MAX_EVENT_DEPTH + 2),
+                MAX_BATCH_BYTES,
+                Ok(MAX_EVENT_DEPTH * 2 + 4),
+            ),
+            (
+                None,
+                deep(MAX_EVENT_DEPTH + 3),
+                MAX_BATCH_BYTES,
+                Err(ErrorCode::BadRequest),
+            ),
+        ];
+        for (i, (encoding, body, limit, want)) in cases.into_iter().enumerate() {
+            let body = Bytes::from(body);
+            let got = read_body(&headers(encoding), &body, limit)
+                .map(|b| b.len())
+                .map_err(|e| e.code());
+            assert_eq!(got, want, "case {i}: {encoding:?}, limit {limit}");
+        }
+    }
+
+    #[test]
+    fn the_write_key_comes_from_basic_bearer_or_the_body() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().expect("value"));
+            headers
+        };
+        let cases: Vec<(HeaderMap, Option<&str>, Option<&str>)> = vec![
+            (with("Basic d2s6"), None, Some("wk")),
+            (with("Basic d2s6"), Some("body"), Some("wk")),
+            (with("Bearer wk"), None, Some("wk")),
+            (HeaderMap::new(), Some("body"), Some("body")),
+            (HeaderMap::new(), None, None),
+            // A header this node cannot read is not overridden by the body.
+            (with("Digest x"), Some("body"), None),
+            (with("Basic !!"), Some("body"), None),
+        ];
+        for (headers, body, want) in cases {
+            assert_eq!(
+                write_key(&headers, body).as_deref(),
+                want,
+                "{headers:?} {body:?}"
+            );
+        }
+    }
 }
