@@ -163,19 +163,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
 
-    let node = sluice_data_plane::RawConfig {
-        roles: "all".into(),
-        http_addr: args.node_addr,
-        proxy_addr: args.proxy_addr,
-        state_dir: args.data_dir.join("node"),
-        control_url: Some(format!("http://{}", control.grpc_addr)),
-        service_key: Some(demo.service_key.clone()),
-        node_name: Some("dev".into()),
+    let node = {
+        let mut raw = sluice_data_plane::RawConfig::default();
+        raw.node.roles = "all".into();
+        raw.node.http_addr = args.node_addr;
+        raw.proxy.proxy_addr = args.proxy_addr;
+        raw.node.state_dir = args.data_dir.join("node");
+        raw.node.control_url = Some(format!("http://{}", control.grpc_addr));
+        raw.node.service_key = Some(demo.service_key.clone());
+        raw.node.node_name = Some("dev".into());
         // Short, so a test event shows up in an archive query within seconds.
-        archive_flush_secs: 5,
+        raw.archive.archive_flush_secs = 5;
         // And its counters reach the fleet view as quickly.
-        status_interval_secs: 2,
-        ..Default::default()
+        raw.node.status_interval_secs = 2;
+        raw
     }
     .validate()
     .context("invalid data-plane configuration")?;

@@ -128,156 +128,12 @@ struct ControlPlaneArgs {
     ui_query_url: Option<String>,
 }
 
+/// The data plane's settings: the sections of its configuration, each flag's default written
+/// once, in `sluice_data_plane::config`.
 #[derive(Debug, Args)]
 struct DataPlaneArgs {
-    /// Roles to run: `all`, or a comma-separated subset of proxy, receiver, processor,
-    /// delivery, archiver, query.
-    #[arg(long, env = "SLUICE_ROLES", default_value = "all")]
-    roles: String,
-
-    /// The one HTTP listener: the roles' routes, /health/live, /health/ready and /metrics.
-    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8090")]
-    http_addr: SocketAddr,
-
-    /// Directory for the node id and the last-known-good configuration (mode 0700).
-    #[arg(long, env = "SLUICE_STATE_DIR", default_value = "./sluice-data/node")]
-    state_dir: PathBuf,
-
-    /// The control plane's gRPC address, e.g. https://control.example.com:8081.
-    #[arg(long, env = "SLUICE_CONTROL_URL")]
-    control_url: Option<String>,
-
-    /// The service key (slk_svc_…) generated in the control plane.
-    #[arg(long, env = "SLUICE_SERVICE_KEY", hide_env_values = true)]
-    service_key: Option<String>,
-
-    /// Name shown in the fleet view. Default: the host name.
-    #[arg(long, env = "SLUICE_NODE_NAME")]
-    node_name: Option<String>,
-
-    /// PEM CA certificate to trust for the control plane's TLS (besides the public roots).
-    #[arg(long, env = "SLUICE_CA_FILE")]
-    ca_file: Option<PathBuf>,
-
-    /// Directory of secret files (file name = secret name), read after the environment.
-    #[arg(long, env = "SLUICE_SECRETS_DIR")]
-    secrets_dir: Option<PathBuf>,
-
-    /// NATS JetStream for the bus between roles (nats://…). Default: the embedded durable
-    /// queue in --state-dir/bus.
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
-
-    /// Prefix of the NATS stream and subject names, so several data planes can share one
-    /// NATS server.
-    #[arg(long, env = "SLUICE_NATS_PREFIX", default_value = "sluice")]
-    nats_prefix: String,
-
-    /// Most bytes one fetch of the `raw` stage takes from NATS (at least 1 MiB): smaller
-    /// bounds the bursts a processor takes in at once.
-    #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = sluice_bus::nats::DEFAULT_FETCH_BYTES)]
-    nats_fetch_bytes: usize,
-
-    /// Bytes each stage's NATS stream may hold before receivers answer 503 (at least
-    /// 1 MiB); applied to streams that already exist too.
-    #[arg(long, env = "SLUICE_NATS_MAX_BYTES", default_value_t = sluice_bus::nats::DEFAULT_MAX_BYTES)]
-    nats_max_bytes: u64,
-
-    /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
-    /// streams that already exist too.
-    #[arg(long, env = "SLUICE_NATS_REPLICAS", default_value_t = 1)]
-    nats_replicas: usize,
-
-    /// Packed publishes to the `raw` stage that may await NATS's acknowledgement at once;
-    /// requests arriving meanwhile are stored together as one message. 0 stores each request
-    /// as its own message (at most 1024).
-    #[arg(long, env = "SLUICE_NATS_PACKS_IN_FLIGHT", default_value_t = sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT)]
-    nats_packs_in_flight: usize,
-
-    /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503
-    /// (at least 1 MiB).
-    #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = sluice_bus::embedded::DEFAULT_MAX_BYTES)]
-    bus_max_bytes: u64,
-
-    /// The proxy's public listener for browsers and SDKs (/sluice.js, /v1/*); health and
-    /// metrics stay on --http-addr.
-    #[arg(long, env = "SLUICE_PROXY_ADDR", default_value = "127.0.0.1:8088")]
-    proxy_addr: SocketAddr,
-
-    /// Comma-separated receiver base URLs the proxy forwards to. Default: this node's own
-    /// receiver, when it runs that role.
-    #[arg(long, env = "SLUICE_RECEIVER_URLS", default_value = "")]
-    receiver_urls: String,
-
-    /// Name of the proxy's first-party visitor-id cookie.
-    #[arg(long, env = "SLUICE_PROXY_COOKIE_NAME", default_value = "sluice_id")]
-    proxy_cookie_name: String,
-
-    /// Domain of that cookie (e.g. example.com to share it across subdomains). Default: the
-    /// proxy's own host.
-    #[arg(long, env = "SLUICE_PROXY_COOKIE_DOMAIN")]
-    proxy_cookie_domain: Option<String>,
-
-    /// Take the client address from X-Forwarded-For (only behind a load balancer that sets it).
-    #[arg(long, env = "SLUICE_PROXY_TRUST_FORWARDED_FOR")]
-    proxy_trust_forwarded_for: bool,
-
-    /// A MaxMind GeoIP2/GeoLite2 City database (.mmdb) for pipelines that enrich with geoip.
-    #[arg(long, env = "SLUICE_GEOIP_DB")]
-    geoip_db: Option<PathBuf>,
-
-    /// The archive in a local directory [default: <state-dir>/archive].
-    #[arg(long, env = "SLUICE_ARCHIVE_DIR")]
-    archive_dir: Option<PathBuf>,
-
-    /// The archive at a gs://, az:// or s3:// URL (credentials from the environment).
-    #[arg(long, env = "SLUICE_ARCHIVE_URL")]
-    archive_url: Option<String>,
-
-    /// S3 bucket of the archive (instead of a local directory).
-    #[arg(long, env = "S3_BUCKET")]
-    s3_bucket: Option<String>,
-
-    /// S3-compatible endpoint, http(s)://host:port, path-style (MinIO) [default: AWS].
-    #[arg(long, env = "S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-
-    /// S3 access key id.
-    #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
-    s3_access_key: Option<String>,
-
-    /// S3 secret key.
-    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
-    s3_secret_key: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-
-    /// Held event bytes that make the archiver write its files.
-    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_BYTES", default_value_t = 128 * 1024 * 1024)]
-    archive_flush_bytes: u64,
-
-    /// Seconds the oldest held event waits before the archiver writes.
-    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_SECS", default_value_t = 60)]
-    archive_flush_secs: u64,
-
-    /// Longest a query may run, in seconds.
-    #[arg(long, env = "SLUICE_QUERY_TIMEOUT_SECS", default_value_t = 30)]
-    query_timeout_secs: u64,
-
-    /// Most rows a query may return.
-    #[arg(long, env = "SLUICE_QUERY_MAX_ROWS", default_value_t = 100_000)]
-    query_max_rows: usize,
-
-    /// Memory a query may use, in bytes.
-    #[arg(long, env = "SLUICE_QUERY_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
-    query_memory_bytes: usize,
-
-    /// Parts a query's scan is split into and read at once; 0 picks the cores for an archive
-    /// on local disk and 32 (or the cores, if more) for an object store; at most 256.
-    #[arg(long, env = "SLUICE_QUERY_PARTITIONS", default_value_t = 0)]
-    query_partitions: usize,
+    #[command(flatten)]
+    config: sluice_data_plane::RawConfig,
 }
 
 fn init_tracing(format: &str) {
@@ -337,43 +193,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::DataPlane(args) => {
             let args = *args;
-            let raw = sluice_data_plane::RawConfig {
-                roles: args.roles,
-                http_addr: args.http_addr,
-                state_dir: args.state_dir,
-                control_url: non_empty(args.control_url),
-                service_key: non_empty(args.service_key),
-                node_name: non_empty(args.node_name),
-                ca_file: args.ca_file,
-                secrets_dir: args.secrets_dir,
-                nats_url: non_empty(args.nats_url),
-                nats_prefix: args.nats_prefix,
-                nats_fetch_bytes: args.nats_fetch_bytes,
-                nats_max_bytes: args.nats_max_bytes,
-                nats_replicas: args.nats_replicas,
-                nats_packs_in_flight: args.nats_packs_in_flight,
-                bus_max_bytes: args.bus_max_bytes,
-                proxy_addr: args.proxy_addr,
-                receiver_urls: args.receiver_urls,
-                proxy_cookie_name: args.proxy_cookie_name,
-                proxy_cookie_domain: non_empty(args.proxy_cookie_domain),
-                proxy_trust_forwarded_for: args.proxy_trust_forwarded_for,
-                geoip_db: args.geoip_db,
-                archive_dir: args.archive_dir,
-                archive_url: non_empty(args.archive_url),
-                s3_bucket: non_empty(args.s3_bucket),
-                s3_endpoint: non_empty(args.s3_endpoint),
-                s3_access_key: non_empty(args.s3_access_key),
-                s3_secret_key: non_empty(args.s3_secret_key),
-                s3_region: args.s3_region,
-                archive_flush_bytes: args.archive_flush_bytes,
-                archive_flush_secs: args.archive_flush_secs,
-                query_timeout_secs: args.query_timeout_secs,
-                query_max_rows: args.query_max_rows,
-                query_memory_bytes: args.query_memory_bytes,
-                query_partitions: args.query_partitions,
-                ..Default::default()
-            };
+            let raw = args.config;
             let config = raw.validate().context("invalid configuration")?;
             sluice_data_plane::run(config)
                 .await

@@ -109,10 +109,10 @@ async fn setup(server: &tokio::runtime::Handle, concurrency: u32) -> anyhow::Res
     let mut archive_dir = std::path::PathBuf::new();
     let world = crate::world::start(server, spec(&vendor_url, concurrency), |node, dir| {
         archive_dir = dir.join("archive");
-        node.archive_dir = Some(archive_dir.clone());
-        node.roles = "receiver,processor,delivery,archiver".into();
-        node.archive_flush_secs = ARCHIVE_FLUSH_SECS;
-        node.secrets_dir = Some(crate::world::secrets_dir(
+        node.archive.archive_dir = Some(archive_dir.clone());
+        node.node.roles = "receiver,processor,delivery,archiver".into();
+        node.archive.archive_flush_secs = ARCHIVE_FLUSH_SECS;
+        node.node.secrets_dir = Some(crate::world::secrets_dir(
             dir,
             &[
                 ("BENCH_GA4_SECRET", "secret"),

@@ -102,12 +102,12 @@ pub async fn run(args: ReceiverArgs, server: tokio::runtime::Handle) -> anyhow::
     let fetch_bytes = args.nats_fetch_bytes;
     let packs_in_flight = args.nats_packs_in_flight;
     let world = crate::world::start(&server, json!({"sources": [{"name": "web"}]}), |node, _| {
-        node.nats_url = nats_url;
+        node.bus.nats_url = nats_url;
         if let Some(bytes) = fetch_bytes {
-            node.nats_fetch_bytes = bytes;
+            node.bus.nats_fetch_bytes = bytes;
         }
         if let Some(packs) = packs_in_flight {
-            node.nats_packs_in_flight = packs;
+            node.bus.nats_packs_in_flight = packs;
         }
     })
     .await?;

@@ -102,14 +102,15 @@ pub async fn start(
         .as_str()
         .context("key")?
         .to_owned();
-    let mut node_config = sluice_data_plane::RawConfig {
-        roles: "receiver".into(),
-        http_addr: "127.0.0.1:0".parse()?,
-        state_dir: dir.path().join("node"),
-        control_url: Some(format!("http://{}", cp.grpc_addr)),
-        service_key: Some(service),
-        bus_max_bytes: 4 << 30,
-        ..Default::default()
+    let mut node_config = {
+        let mut raw = sluice_data_plane::RawConfig::default();
+        raw.node.roles = "receiver".into();
+        raw.node.http_addr = "127.0.0.1:0".parse()?;
+        raw.node.state_dir = dir.path().join("node");
+        raw.node.control_url = Some(format!("http://{}", cp.grpc_addr));
+        raw.node.service_key = Some(service);
+        raw.bus.bus_max_bytes = 4 << 30;
+        raw
     };
     configure(&mut node_config, dir.path());
     let node = server

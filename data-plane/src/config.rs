@@ -1,166 +1,297 @@
 //! Data-plane configuration, validated once into [`Config`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_proto::Role;
 
-/// Raw settings as they come from flags and the environment.
-#[derive(Debug, Clone, Deserialize)]
+/// Raw settings as they come from flags, the environment or a test, in sections; each
+/// default is one constant, used by both the flag and [`Default`].
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawConfig {
+    #[command(flatten)]
+    pub node: RawNode,
+    #[command(flatten)]
+    pub bus: RawBus,
+    #[command(flatten)]
+    pub proxy: RawProxy,
+    #[command(flatten)]
+    pub archive: RawArchive,
+    #[command(flatten)]
+    pub query: RawQuery,
+}
+
+/// The node: its roles, listener, state, the control plane it syncs with.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNode {
     /// Comma-separated roles, or `all`. Default: `all`.
+    #[arg(long, env = "SLUICE_ROLES", default_value = DEFAULT_ROLES)]
     pub roles: String,
     /// One HTTP listener for every role, health and metrics. Default: `127.0.0.1:8090`.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value_t = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
     /// Node id, last-known-good configuration. Default: `./sluice-data/node`.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// gRPC address of the control plane (`http://…` or `https://…`). Required.
+    #[arg(long, env = "SLUICE_CONTROL_URL")]
     pub control_url: Option<String>,
     /// Service key of the data plane. Required.
+    #[arg(long, env = "SLUICE_SERVICE_KEY", hide_env_values = true)]
     pub service_key: Option<String>,
     /// Name shown in the fleet. Default: the host name.
+    #[arg(long, env = "SLUICE_NODE_NAME")]
     pub node_name: Option<String>,
     /// PEM CA certificate to trust for the control plane's TLS. Default: the system roots.
+    #[arg(long, env = "SLUICE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
     /// Directory with one file per secret (file name = secret name), checked after the
     /// environment. Default: unset.
+    #[arg(long, env = "SLUICE_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
     /// How often the node reports status, in seconds. Default: 10.
+    #[arg(long, env = "SLUICE_STATUS_INTERVAL_SECS", default_value_t = DEFAULT_STATUS_INTERVAL_SECS)]
     pub status_interval_secs: u64,
     /// How often the node sends a heartbeat, in seconds. Default: 15.
+    #[arg(long, env = "SLUICE_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS)]
     pub heartbeat_secs: u64,
     /// Longest wait between reconnection attempts, in seconds. Default: 30.
+    #[arg(long, env = "SLUICE_MAX_BACKOFF_SECS", default_value_t = DEFAULT_MAX_BACKOFF_SECS)]
     pub max_backoff_secs: u64,
-    /// NATS JetStream for the bus (`nats://…`); unset means the embedded bus in
-    /// `state_dir/bus`. Default: unset.
-    pub nats_url: Option<String>,
-    /// Prefix of the NATS stream and subject names, so several data planes can share one
-    /// server: lowercase letters, digits and `_`. Default: `sluice`.
-    pub nats_prefix: String,
-    /// Most bytes one fetch of the packed `raw` stage returns from NATS: smaller bounds the
-    /// bursts a consumer takes in at once. At least 1,048,576 (the server's default
-    /// `max_payload`). Default: 4,194,304 (4 MiB).
-    pub nats_fetch_bytes: usize,
-    /// Bytes each stage's NATS stream may hold before receivers answer 503; applied to
-    /// streams an earlier start made too. At least 1,048,576. Default: 1,073,741,824 (1 GiB).
-    pub nats_max_bytes: u64,
-    /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
-    /// streams an earlier start made too. Default: 1.
-    pub nats_replicas: usize,
-    /// Packed publishes to the NATS `raw` stage that may await the server's acknowledgement
-    /// at once; requests arriving meanwhile are stored together as one message, so under load
-    /// the server stores one message per group of requests. 0 stores each request as its own
-    /// message. At most 1,024. Default: 4.
-    pub nats_packs_in_flight: usize,
-    /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
-    /// At least 1,048,576. Default: 268,435,456 (256 MiB).
-    pub bus_max_bytes: u64,
-    /// The proxy's public listener (browsers and SDKs); health and metrics stay on
-    /// `http_addr`. Default: `127.0.0.1:8088`.
-    pub proxy_addr: SocketAddr,
-    /// Comma-separated base URLs of the receivers the proxy forwards to
-    /// (`http://receiver-1:8090,http://receiver-2:8090`). Default: this node's own receiver
-    /// when it runs that role.
-    pub receiver_urls: String,
-    /// Name of the first-party id cookie the proxy sets. Default: `sluice_id`.
-    pub proxy_cookie_name: String,
-    /// `Domain` of that cookie (e.g. `example.com`, to share it across subdomains).
-    /// Default: unset (the proxy's own host).
-    pub proxy_cookie_domain: Option<String>,
-    /// Take the client address from the left-most `X-Forwarded-For` entry (only behind a
-    /// load balancer that sets it). Default: false.
-    pub proxy_trust_forwarded_for: bool,
-    /// Bytes the proxy's disk spool holds before it answers 503. Default: 268,435,456
-    /// (256 MiB).
-    pub spool_max_bytes: u64,
     /// A MaxMind GeoIP2/GeoLite2 City database (`.mmdb`) for pipelines that enrich with
     /// `geoip`. Default: none (such pipelines are refused).
+    #[arg(long, env = "SLUICE_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
-    /// The archive in a local directory. Default: `state_dir/archive` (when no S3 bucket or
-    /// archive URL is set).
-    pub archive_dir: Option<PathBuf>,
-    /// The archive at a `gs://…`, `az://…` or `s3://…` URL, credentials from the environment.
-    /// Default: unset.
-    pub archive_url: Option<String>,
-    /// S3 bucket of the archive (`S3_BUCKET`). Default: unset (local directory).
-    pub s3_bucket: Option<String>,
-    /// S3-compatible endpoint, `http(s)://host:port` (`S3_ENDPOINT`); path-style addressing.
-    /// Default: unset (AWS).
-    pub s3_endpoint: Option<String>,
-    /// `S3_ACCESS_KEY`. Default: unset (the AWS credential chain).
-    pub s3_access_key: Option<String>,
-    /// `S3_SECRET_KEY`. Default: unset.
-    pub s3_secret_key: Option<String>,
-    /// `S3_REGION`. Default: `us-east-1`.
-    pub s3_region: String,
-    /// Held event bytes that make the archiver write its files. Default: 134,217,728
-    /// (128 MiB).
-    pub archive_flush_bytes: u64,
-    /// Age of the oldest held event that makes the archiver write, in seconds. Default: 60.
-    pub archive_flush_secs: u64,
-    /// Longest a query may run, in seconds. Default: 30.
-    pub query_timeout_secs: u64,
-    /// Most rows a query may return. Default: 100,000.
-    pub query_max_rows: usize,
-    /// Memory a query may use for joins, sorts and aggregations, in bytes. Default:
-    /// 268,435,456 (256 MiB).
-    pub query_memory_bytes: usize,
-    /// Parts a query's scan is split into and read at once. Default: 0, which picks the
-    /// machine's cores for an archive on local disk and 32 (or the cores, if more) for an
-    /// object store, whose reads wait on the network and the server, not on a core. At most 256.
-    pub query_partitions: usize,
 }
 
-/// Most scan partitions a query may be given: each holds buffers and a reader of its own.
-const MAX_QUERY_PARTITIONS: usize = 256;
-
-impl Default for RawConfig {
+impl Default for RawNode {
     fn default() -> Self {
         Self {
-            roles: "all".into(),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
-            state_dir: PathBuf::from("./sluice-data/node"),
+            roles: DEFAULT_ROLES.into(),
+            http_addr: DEFAULT_HTTP_ADDR,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             control_url: None,
             service_key: None,
             node_name: None,
             ca_file: None,
             secrets_dir: None,
-            status_interval_secs: 10,
-            heartbeat_secs: 15,
-            max_backoff_secs: 30,
+            status_interval_secs: DEFAULT_STATUS_INTERVAL_SECS,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
+            max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
+            geoip_db: None,
+        }
+    }
+}
+
+/// The bus between the roles: embedded (the default) or NATS JetStream.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBus {
+    /// NATS JetStream for the bus (`nats://…`); unset means the embedded bus in
+    /// `state_dir/bus`. Default: unset.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Prefix of the NATS stream and subject names, so several data planes can share one
+    /// server: lowercase letters, digits and `_`. Default: `sluice`.
+    #[arg(long, env = "SLUICE_NATS_PREFIX", default_value = DEFAULT_NATS_PREFIX)]
+    pub nats_prefix: String,
+    /// Most bytes one fetch of the packed `raw` stage returns from NATS: smaller bounds the
+    /// bursts a consumer takes in at once. At least 1,048,576 (the server's default
+    /// `max_payload`). Default: 4,194,304 (4 MiB).
+    #[arg(long, env = "SLUICE_NATS_FETCH_BYTES", default_value_t = DEFAULT_NATS_FETCH_BYTES)]
+    pub nats_fetch_bytes: usize,
+    /// Bytes each stage's NATS stream may hold before receivers answer 503; applied to
+    /// streams an earlier start made too. At least 1,048,576. Default: 1,073,741,824 (1 GiB).
+    #[arg(long, env = "SLUICE_NATS_MAX_BYTES", default_value_t = DEFAULT_NATS_MAX_BYTES)]
+    pub nats_max_bytes: u64,
+    /// Replicas of each NATS stream (3 on a three-node cluster, at most 5); applied to
+    /// streams an earlier start made too. Default: 1.
+    #[arg(long, env = "SLUICE_NATS_REPLICAS", default_value_t = DEFAULT_NATS_REPLICAS)]
+    pub nats_replicas: usize,
+    /// Packed publishes to the NATS `raw` stage that may await the server's acknowledgement
+    /// at once; requests arriving meanwhile are stored together as one message, so under load
+    /// the server stores one message per group of requests. 0 stores each request as its own
+    /// message. At most 1,024. Default: 4.
+    #[arg(long, env = "SLUICE_NATS_PACKS_IN_FLIGHT", default_value_t = DEFAULT_NATS_PACKS_IN_FLIGHT)]
+    pub nats_packs_in_flight: usize,
+    /// Unacknowledged bytes the embedded bus holds per stage before receivers answer 503.
+    /// At least 1,048,576. Default: 268,435,456 (256 MiB).
+    #[arg(long, env = "SLUICE_BUS_MAX_BYTES", default_value_t = DEFAULT_BUS_MAX_BYTES)]
+    pub bus_max_bytes: u64,
+}
+
+impl Default for RawBus {
+    fn default() -> Self {
+        Self {
             nats_url: None,
-            nats_prefix: "sluice".into(),
-            nats_fetch_bytes: sluice_bus::nats::DEFAULT_FETCH_BYTES,
-            nats_max_bytes: sluice_bus::nats::DEFAULT_MAX_BYTES,
-            nats_replicas: 1,
-            nats_packs_in_flight: sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT,
-            bus_max_bytes: sluice_bus::embedded::DEFAULT_MAX_BYTES,
-            proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8088)),
-            receiver_urls: String::new(),
-            proxy_cookie_name: "sluice_id".into(),
+            nats_prefix: DEFAULT_NATS_PREFIX.into(),
+            nats_fetch_bytes: DEFAULT_NATS_FETCH_BYTES,
+            nats_max_bytes: DEFAULT_NATS_MAX_BYTES,
+            nats_replicas: DEFAULT_NATS_REPLICAS,
+            nats_packs_in_flight: DEFAULT_NATS_PACKS_IN_FLIGHT,
+            bus_max_bytes: DEFAULT_BUS_MAX_BYTES,
+        }
+    }
+}
+
+/// The proxy role: its public listener, receivers, cookie and spool.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawProxy {
+    /// The proxy's public listener (browsers and SDKs); health and metrics stay on
+    /// `http_addr`. Default: `127.0.0.1:8088`.
+    #[arg(long, env = "SLUICE_PROXY_ADDR", default_value_t = DEFAULT_PROXY_ADDR)]
+    pub proxy_addr: SocketAddr,
+    /// Comma-separated base URLs of the receivers the proxy forwards to
+    /// (`http://receiver-1:8090,http://receiver-2:8090`). Default: this node's own receiver
+    /// when it runs that role.
+    #[arg(long, env = "SLUICE_RECEIVER_URLS", default_value = DEFAULT_RECEIVER_URLS)]
+    pub receiver_urls: String,
+    /// Name of the first-party id cookie the proxy sets. Default: `sluice_id`.
+    #[arg(long, env = "SLUICE_PROXY_COOKIE_NAME", default_value = DEFAULT_PROXY_COOKIE_NAME)]
+    pub proxy_cookie_name: String,
+    /// `Domain` of that cookie (e.g. `example.com`, to share it across subdomains).
+    /// Default: unset (the proxy's own host).
+    #[arg(long, env = "SLUICE_PROXY_COOKIE_DOMAIN")]
+    pub proxy_cookie_domain: Option<String>,
+    /// Take the client address from the left-most `X-Forwarded-For` entry (only behind a
+    /// load balancer that sets it). Default: false.
+    #[arg(long, env = "SLUICE_PROXY_TRUST_FORWARDED_FOR")]
+    pub proxy_trust_forwarded_for: bool,
+    /// Bytes the proxy's disk spool holds before it answers 503. Default: 268,435,456
+    /// (256 MiB).
+    #[arg(long, env = "SLUICE_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            proxy_addr: DEFAULT_PROXY_ADDR,
+            receiver_urls: DEFAULT_RECEIVER_URLS.into(),
+            proxy_cookie_name: DEFAULT_PROXY_COOKIE_NAME.into(),
             proxy_cookie_domain: None,
             proxy_trust_forwarded_for: false,
-            spool_max_bytes: 256 * 1024 * 1024,
-            geoip_db: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+        }
+    }
+}
+
+/// The archive: where the archiver writes and the query role reads, and when files are written.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawArchive {
+    /// The archive in a local directory. Default: `state_dir/archive` (when no S3 bucket or
+    /// archive URL is set).
+    #[arg(long, env = "SLUICE_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// The archive at a `gs://…`, `az://…` or `s3://…` URL, credentials from the environment.
+    /// Default: unset.
+    #[arg(long, env = "SLUICE_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
+    /// S3 bucket of the archive (`S3_BUCKET`). Default: unset (local directory).
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint, `http(s)://host:port` (`S3_ENDPOINT`); path-style addressing.
+    /// Default: unset (AWS).
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// `S3_ACCESS_KEY`. Default: unset (the AWS credential chain).
+    #[arg(long, env = "S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+    /// `S3_SECRET_KEY`. Default: unset.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// `S3_REGION`. Default: `us-east-1`.
+    #[arg(long, env = "S3_REGION", default_value = DEFAULT_S3_REGION)]
+    pub s3_region: String,
+    /// Held event bytes that make the archiver write its files. Default: 134,217,728
+    /// (128 MiB).
+    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_BYTES", default_value_t = DEFAULT_ARCHIVE_FLUSH_BYTES)]
+    pub archive_flush_bytes: u64,
+    /// Age of the oldest held event that makes the archiver write, in seconds. Default: 60.
+    #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_SECS", default_value_t = DEFAULT_ARCHIVE_FLUSH_SECS)]
+    pub archive_flush_secs: u64,
+}
+
+impl Default for RawArchive {
+    fn default() -> Self {
+        Self {
             archive_dir: None,
             archive_url: None,
             s3_bucket: None,
             s3_endpoint: None,
             s3_access_key: None,
             s3_secret_key: None,
-            s3_region: "us-east-1".into(),
-            archive_flush_bytes: 128 * 1024 * 1024,
-            archive_flush_secs: 60,
-            query_timeout_secs: 30,
-            query_max_rows: 100_000,
-            query_memory_bytes: 256 * 1024 * 1024,
-            query_partitions: 0,
+            s3_region: DEFAULT_S3_REGION.into(),
+            archive_flush_bytes: DEFAULT_ARCHIVE_FLUSH_BYTES,
+            archive_flush_secs: DEFAULT_ARCHIVE_FLUSH_SECS,
         }
     }
 }
+
+/// The query role's limits.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawQuery {
+    /// Longest a query may run, in seconds. Default: 30.
+    #[arg(long, env = "SLUICE_QUERY_TIMEOUT_SECS", default_value_t = DEFAULT_QUERY_TIMEOUT_SECS)]
+    pub query_timeout_secs: u64,
+    /// Most rows a query may return. Default: 100,000.
+    #[arg(long, env = "SLUICE_QUERY_MAX_ROWS", default_value_t = DEFAULT_QUERY_MAX_ROWS)]
+    pub query_max_rows: usize,
+    /// Memory a query may use for joins, sorts and aggregations, in bytes. Default:
+    /// 268,435,456 (256 MiB).
+    #[arg(long, env = "SLUICE_QUERY_MEMORY_BYTES", default_value_t = DEFAULT_QUERY_MEMORY_BYTES)]
+    pub query_memory_bytes: usize,
+    /// Parts a query's scan is split into and read at once. Default: 0, which picks the
+    /// machine's cores for an archive on local disk and 32 (or the cores, if more) for an
+    /// object store, whose reads wait on the network and the server, not on a core. At most 256.
+    #[arg(long, env = "SLUICE_QUERY_PARTITIONS", default_value_t = DEFAULT_QUERY_PARTITIONS)]
+    pub query_partitions: usize,
+}
+
+impl Default for RawQuery {
+    fn default() -> Self {
+        Self {
+            query_timeout_secs: DEFAULT_QUERY_TIMEOUT_SECS,
+            query_max_rows: DEFAULT_QUERY_MAX_ROWS,
+            query_memory_bytes: DEFAULT_QUERY_MEMORY_BYTES,
+            query_partitions: DEFAULT_QUERY_PARTITIONS,
+        }
+    }
+}
+
+pub const DEFAULT_ROLES: &str = "all";
+pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
+pub const DEFAULT_STATE_DIR: &str = "./sluice-data/node";
+pub const DEFAULT_STATUS_INTERVAL_SECS: u64 = 10;
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
+pub const DEFAULT_MAX_BACKOFF_SECS: u64 = 30;
+pub const DEFAULT_NATS_PREFIX: &str = "sluice";
+pub const DEFAULT_NATS_FETCH_BYTES: usize = sluice_bus::nats::DEFAULT_FETCH_BYTES;
+pub const DEFAULT_NATS_MAX_BYTES: u64 = sluice_bus::nats::DEFAULT_MAX_BYTES;
+pub const DEFAULT_NATS_REPLICAS: usize = 1;
+pub const DEFAULT_NATS_PACKS_IN_FLIGHT: usize = sluice_bus::nats::DEFAULT_PACKS_IN_FLIGHT;
+pub const DEFAULT_BUS_MAX_BYTES: u64 = sluice_bus::embedded::DEFAULT_MAX_BYTES;
+pub const DEFAULT_PROXY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8088);
+pub const DEFAULT_RECEIVER_URLS: &str = "";
+pub const DEFAULT_PROXY_COOKIE_NAME: &str = "sluice_id";
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+pub const DEFAULT_ARCHIVE_FLUSH_BYTES: u64 = 128 * 1024 * 1024;
+pub const DEFAULT_ARCHIVE_FLUSH_SECS: u64 = 60;
+pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_QUERY_MAX_ROWS: usize = 100_000;
+pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+pub const DEFAULT_QUERY_PARTITIONS: usize = 0;
+
+/// Most scan partitions a query may be given: each holds buffers and a reader of its own.
+const MAX_QUERY_PARTITIONS: usize = 256;
 
 /// The proxy's settings, validated.
 #[derive(Debug, Clone)]
@@ -172,6 +303,25 @@ pub struct ProxyConfig {
     pub cookie_domain: Option<String>,
     pub trust_forwarded_for: bool,
     pub spool_max_bytes: u64,
+}
+
+/// The bus between the roles, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusConfig {
+    /// The embedded durable queue in `state_dir/bus`.
+    Embedded {
+        /// Unacknowledged bytes per stage before receivers answer 503.
+        max_bytes: u64,
+    },
+    /// NATS JetStream.
+    Nats {
+        url: String,
+        prefix: String,
+        fetch_bytes: usize,
+        max_bytes: u64,
+        replicas: usize,
+        packs_in_flight: usize,
+    },
 }
 
 /// Validated configuration.
@@ -188,13 +338,7 @@ pub struct Config {
     pub status_interval: Duration,
     pub heartbeat: Duration,
     pub max_backoff: Duration,
-    pub nats_url: Option<String>,
-    pub nats_prefix: String,
-    pub nats_fetch_bytes: usize,
-    pub nats_max_bytes: u64,
-    pub nats_replicas: usize,
-    pub nats_packs_in_flight: usize,
-    pub bus_max_bytes: u64,
+    pub bus: BusConfig,
     pub proxy: ProxyConfig,
     pub geoip_db: Option<PathBuf>,
     pub archiver: ArchiverConfig,
@@ -225,9 +369,10 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let roles = self.roles()?;
         let archiver = self.archiver_config()?;
-        let prefix_ok = !self.nats_prefix.is_empty()
-            && self.nats_prefix.len() <= 64
+        let prefix_ok = !self.bus.nats_prefix.is_empty()
+            && self.bus.nats_prefix.len() <= 64
             && self
+                .bus
                 .nats_prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
@@ -237,7 +382,7 @@ impl RawConfig {
                 "1 to 64 lowercase letters, digits and _",
             ));
         }
-        if self.nats_fetch_bytes < sluice_bus::nats::MIN_FETCH_BYTES {
+        if self.bus.nats_fetch_bytes < sluice_bus::nats::MIN_FETCH_BYTES {
             return Err(invalid(
                 "nats_fetch_bytes",
                 format!(
@@ -246,8 +391,8 @@ impl RawConfig {
                 ),
             ));
         }
-        if self.nats_max_bytes < sluice_bus::nats::MIN_FETCH_BYTES as u64
-            || self.nats_max_bytes > i64::MAX as u64
+        if self.bus.nats_max_bytes < sluice_bus::nats::MIN_FETCH_BYTES as u64
+            || self.bus.nats_max_bytes > i64::MAX as u64
         {
             return Err(invalid(
                 "nats_max_bytes",
@@ -257,19 +402,19 @@ impl RawConfig {
                 ),
             ));
         }
-        if !(1..=sluice_bus::nats::MAX_REPLICAS).contains(&self.nats_replicas) {
+        if !(1..=sluice_bus::nats::MAX_REPLICAS).contains(&self.bus.nats_replicas) {
             return Err(invalid(
                 "nats_replicas",
                 format!("1 to {}", sluice_bus::nats::MAX_REPLICAS),
             ));
         }
-        if self.nats_packs_in_flight > sluice_bus::nats::MAX_PACKS_IN_FLIGHT {
+        if self.bus.nats_packs_in_flight > sluice_bus::nats::MAX_PACKS_IN_FLIGHT {
             return Err(invalid(
                 "nats_packs_in_flight",
                 format!("0 to {}", sluice_bus::nats::MAX_PACKS_IN_FLIGHT),
             ));
         }
-        if self.bus_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
+        if self.bus.bus_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
             return Err(invalid(
                 "bus_max_bytes",
                 format!(
@@ -278,26 +423,26 @@ impl RawConfig {
                 ),
             ));
         }
-        if self.query_partitions > MAX_QUERY_PARTITIONS {
+        if self.query.query_partitions > MAX_QUERY_PARTITIONS {
             return Err(invalid(
                 "query_partitions",
                 format!("at most {MAX_QUERY_PARTITIONS} (0 picks a default)"),
             ));
         }
         for (field, value) in [
-            ("query_timeout_secs", self.query_timeout_secs as usize),
-            ("query_max_rows", self.query_max_rows),
-            ("query_memory_bytes", self.query_memory_bytes),
+            ("query_timeout_secs", self.query.query_timeout_secs as usize),
+            ("query_max_rows", self.query.query_max_rows),
+            ("query_memory_bytes", self.query.query_memory_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be positive"));
             }
         }
         let query = sluice_query::Limits {
-            timeout: Duration::from_secs(self.query_timeout_secs),
-            max_rows: self.query_max_rows,
-            memory_bytes: self.query_memory_bytes,
-            partitions: match self.query_partitions {
+            timeout: Duration::from_secs(self.query.query_timeout_secs),
+            max_rows: self.query.query_max_rows,
+            memory_bytes: self.query.query_memory_bytes,
+            partitions: match self.query.query_partitions {
                 0 if archiver.store.is_local() => sluice_query::cores(),
                 0 => sluice_query::remote_partitions(),
                 n => n,
@@ -305,24 +450,32 @@ impl RawConfig {
             pushdown_filters: true,
         };
         let proxy = self.proxy_config(&roles)?;
-        let control_url = self.control_url.filter(|u| !u.is_empty()).ok_or_else(|| {
-            invalid(
-                "control_url",
-                "set SLUICE_CONTROL_URL to the control plane's gRPC address",
-            )
-        })?;
+        let control_url = self
+            .node
+            .control_url
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "control_url",
+                    "set SLUICE_CONTROL_URL to the control plane's gRPC address",
+                )
+            })?;
         if !(control_url.starts_with("http://") || control_url.starts_with("https://")) {
             return Err(invalid(
                 "control_url",
                 "must start with http:// or https://",
             ));
         }
-        let service_key = self.service_key.filter(|k| !k.is_empty()).ok_or_else(|| {
-            invalid(
-                "service_key",
-                "set SLUICE_SERVICE_KEY to a service key from the control plane",
-            )
-        })?;
+        let service_key = self
+            .node
+            .service_key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "service_key",
+                    "set SLUICE_SERVICE_KEY to a service key from the control plane",
+                )
+            })?;
         match service_key.parse::<sluice_keys::ParsedKey>() {
             Ok(key) if key.key_type() == sluice_keys::KeyType::Service => {}
             Ok(_) => {
@@ -339,6 +492,7 @@ impl RawConfig {
             }
         }
         let node_name = self
+            .node
             .node_name
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(host_name);
@@ -346,9 +500,9 @@ impl RawConfig {
             return Err(invalid("node_name", "at most 200 printable characters"));
         }
         for (field, value) in [
-            ("status_interval_secs", self.status_interval_secs),
-            ("heartbeat_secs", self.heartbeat_secs),
-            ("max_backoff_secs", self.max_backoff_secs),
+            ("status_interval_secs", self.node.status_interval_secs),
+            ("heartbeat_secs", self.node.heartbeat_secs),
+            ("max_backoff_secs", self.node.max_backoff_secs),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be positive"));
@@ -358,25 +512,31 @@ impl RawConfig {
             archiver,
             query,
             proxy,
-            geoip_db: self.geoip_db,
+            geoip_db: self.node.geoip_db,
             roles,
-            http_addr: self.http_addr,
-            state_dir: self.state_dir,
+            http_addr: self.node.http_addr,
+            state_dir: self.node.state_dir,
             control_url,
             service_key,
             node_name,
-            ca_file: self.ca_file,
-            secrets_dir: self.secrets_dir,
-            status_interval: Duration::from_secs(self.status_interval_secs),
-            heartbeat: Duration::from_secs(self.heartbeat_secs),
-            max_backoff: Duration::from_secs(self.max_backoff_secs),
-            nats_url: self.nats_url.filter(|u| !u.is_empty()),
-            nats_prefix: self.nats_prefix,
-            nats_fetch_bytes: self.nats_fetch_bytes,
-            nats_max_bytes: self.nats_max_bytes,
-            nats_replicas: self.nats_replicas,
-            nats_packs_in_flight: self.nats_packs_in_flight,
-            bus_max_bytes: self.bus_max_bytes,
+            ca_file: self.node.ca_file,
+            secrets_dir: self.node.secrets_dir,
+            status_interval: Duration::from_secs(self.node.status_interval_secs),
+            heartbeat: Duration::from_secs(self.node.heartbeat_secs),
+            max_backoff: Duration::from_secs(self.node.max_backoff_secs),
+            bus: match self.bus.nats_url.filter(|u| !u.trim().is_empty()) {
+                Some(url) => BusConfig::Nats {
+                    url,
+                    prefix: self.bus.nats_prefix,
+                    fetch_bytes: self.bus.nats_fetch_bytes,
+                    max_bytes: self.bus.nats_max_bytes,
+                    replicas: self.bus.nats_replicas,
+                    packs_in_flight: self.bus.nats_packs_in_flight,
+                },
+                None => BusConfig::Embedded {
+                    max_bytes: self.bus.bus_max_bytes,
+                },
+            },
         })
     }
 }
@@ -385,7 +545,7 @@ impl RawConfig {
     fn archiver_config(&self) -> Result<ArchiverConfig, ConfigError> {
         use sluice_archive::store::StoreConfig;
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        let store = match (set(&self.s3_bucket), set(&self.archive_url)) {
+        let store = match (set(&self.archive.s3_bucket), set(&self.archive.archive_url)) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "s3_bucket",
@@ -393,7 +553,7 @@ impl RawConfig {
                 ));
             }
             (Some(bucket), None) => {
-                let endpoint = set(&self.s3_endpoint);
+                let endpoint = set(&self.archive.s3_endpoint);
                 if let Some(e) = &endpoint
                     && !(e.starts_with("http://") || e.starts_with("https://"))
                 {
@@ -402,7 +562,10 @@ impl RawConfig {
                         "must start with http:// or https://",
                     ));
                 }
-                let (key, secret) = (set(&self.s3_access_key), set(&self.s3_secret_key));
+                let (key, secret) = (
+                    set(&self.archive.s3_access_key),
+                    set(&self.archive.s3_secret_key),
+                );
                 if key.is_some() != secret.is_some() {
                     return Err(invalid(
                         "s3_access_key",
@@ -414,7 +577,7 @@ impl RawConfig {
                     endpoint,
                     access_key: key,
                     secret_key: secret,
-                    region: self.s3_region.clone(),
+                    region: self.archive.s3_region.clone(),
                 }
             }
             (None, Some(url)) => {
@@ -430,22 +593,23 @@ impl RawConfig {
                 StoreConfig::Url(url)
             }
             (None, None) => {
-                if set(&self.s3_endpoint).is_some() {
+                if set(&self.archive.s3_endpoint).is_some() {
                     return Err(invalid(
                         "s3_bucket",
                         "S3_ENDPOINT is set: set S3_BUCKET too",
                     ));
                 }
                 StoreConfig::Local(
-                    self.archive_dir
+                    self.archive
+                        .archive_dir
                         .clone()
-                        .unwrap_or_else(|| self.state_dir.join("archive")),
+                        .unwrap_or_else(|| self.node.state_dir.join("archive")),
                 )
             }
         };
         for (field, value) in [
-            ("archive_flush_bytes", self.archive_flush_bytes),
-            ("archive_flush_secs", self.archive_flush_secs),
+            ("archive_flush_bytes", self.archive.archive_flush_bytes),
+            ("archive_flush_secs", self.archive.archive_flush_secs),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be positive"));
@@ -453,14 +617,14 @@ impl RawConfig {
         }
         Ok(ArchiverConfig {
             store,
-            flush_bytes: self.archive_flush_bytes,
-            flush_age: Duration::from_secs(self.archive_flush_secs),
+            flush_bytes: self.archive.archive_flush_bytes,
+            flush_age: Duration::from_secs(self.archive.archive_flush_secs),
         })
     }
 
     fn roles(&self) -> Result<Vec<Role>, ConfigError> {
-        let roles =
-            Role::parse_list(&self.roles).map_err(|e| invalid("roles", format!("{e}, or all")))?;
+        let roles = Role::parse_list(&self.node.roles)
+            .map_err(|e| invalid("roles", format!("{e}, or all")))?;
         if roles.is_empty() {
             return Err(invalid("roles", "name at least one role, or all"));
         }
@@ -470,6 +634,7 @@ impl RawConfig {
     fn proxy_config(&self, roles: &[Role]) -> Result<ProxyConfig, ConfigError> {
         let mut receiver_urls = Vec::new();
         for url in self
+            .proxy
             .receiver_urls
             .split(',')
             .map(str::trim)
@@ -494,7 +659,7 @@ impl RawConfig {
                 "the proxy needs receivers: set SLUICE_RECEIVER_URLS (or run the receiver role here too)",
             ));
         }
-        let cookie_name = self.proxy_cookie_name.trim();
+        let cookie_name = self.proxy.proxy_cookie_name.trim();
         let token = !cookie_name.is_empty()
             && cookie_name.len() <= 64
             && cookie_name
@@ -507,6 +672,7 @@ impl RawConfig {
             ));
         }
         let cookie_domain = self
+            .proxy
             .proxy_cookie_domain
             .as_deref()
             .map(|d| d.trim().trim_start_matches('.'))
@@ -521,7 +687,7 @@ impl RawConfig {
                 "a host name such as example.com",
             ));
         }
-        if self.spool_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
+        if self.proxy.spool_max_bytes < sluice_bus::embedded::MIN_MAX_BYTES {
             return Err(invalid(
                 "spool_max_bytes",
                 format!(
@@ -530,19 +696,22 @@ impl RawConfig {
                 ),
             ));
         }
-        if runs_proxy && self.proxy_addr == self.http_addr && self.http_addr.port() != 0 {
+        if runs_proxy
+            && self.proxy.proxy_addr == self.node.http_addr
+            && self.node.http_addr.port() != 0
+        {
             return Err(invalid(
                 "proxy_addr",
                 "the proxy's public listener needs its own address (not http_addr)",
             ));
         }
         Ok(ProxyConfig {
-            addr: self.proxy_addr,
+            addr: self.proxy.proxy_addr,
             receiver_urls,
             cookie_name: cookie_name.to_owned(),
             cookie_domain: cookie_domain.map(str::to_owned),
-            trust_forwarded_for: self.proxy_trust_forwarded_for,
-            spool_max_bytes: self.spool_max_bytes,
+            trust_forwarded_for: self.proxy.proxy_trust_forwarded_for,
+            spool_max_bytes: self.proxy.spool_max_bytes,
         })
     }
 }
@@ -574,72 +743,82 @@ mod tests {
     fn each_refusal_names_its_own_field_and_nothing_is_clamped() {
         let cases: Vec<(RawConfig, &str)> = vec![
             (
-                RawConfig {
-                    query_max_rows: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.query.query_max_rows = 0;
+                    raw
                 },
                 "query_max_rows",
             ),
             (
-                RawConfig {
-                    query_memory_bytes: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.query.query_memory_bytes = 0;
+                    raw
                 },
                 "query_memory_bytes",
             ),
             (
-                RawConfig {
-                    query_timeout_secs: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.query.query_timeout_secs = 0;
+                    raw
                 },
                 "query_timeout_secs",
             ),
             (
-                RawConfig {
-                    archive_flush_secs: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.archive.archive_flush_secs = 0;
+                    raw
                 },
                 "archive_flush_secs",
             ),
             (
-                RawConfig {
-                    archive_flush_bytes: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.archive.archive_flush_bytes = 0;
+                    raw
                 },
                 "archive_flush_bytes",
             ),
             (
-                RawConfig {
-                    heartbeat_secs: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.node.heartbeat_secs = 0;
+                    raw
                 },
                 "heartbeat_secs",
             ),
             (
-                RawConfig {
-                    max_backoff_secs: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.node.max_backoff_secs = 0;
+                    raw
                 },
                 "max_backoff_secs",
             ),
             (
-                RawConfig {
-                    status_interval_secs: 0,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.node.status_interval_secs = 0;
+                    raw
                 },
                 "status_interval_secs",
             ),
             (
-                RawConfig {
-                    spool_max_bytes: 1000,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.proxy.spool_max_bytes = 1000;
+                    raw
                 },
                 "spool_max_bytes",
             ),
             (
-                RawConfig {
-                    bus_max_bytes: 1000,
-                    ..raw()
+                {
+                    let mut raw = raw();
+                    raw.bus.bus_max_bytes = 1000;
+                    raw
                 },
                 "bus_max_bytes",
             ),
@@ -648,62 +827,94 @@ mod tests {
             let err = config.validate().expect_err(field);
             assert_eq!(err.field, field, "{err}");
         }
-        let config = RawConfig {
-            spool_max_bytes: 2 * 1024 * 1024,
-            bus_max_bytes: 3 * 1024 * 1024,
-            ..raw()
+        let config = {
+            let mut raw = raw();
+            raw.proxy.spool_max_bytes = 2 * 1024 * 1024;
+            raw.bus.bus_max_bytes = 3 * 1024 * 1024;
+            raw
         }
         .validate()
         .expect("valid");
         assert_eq!(config.proxy.spool_max_bytes, 2 * 1024 * 1024);
-        assert_eq!(config.bus_max_bytes, 3 * 1024 * 1024);
+        assert_eq!(
+            config.bus,
+            BusConfig::Embedded {
+                max_bytes: 3 * 1024 * 1024
+            }
+        );
+    }
+
+    /// The NATS settings a configuration runs with.
+    fn nats(config: &Config) -> (usize, u64, usize, usize) {
+        match &config.bus {
+            BusConfig::Nats {
+                fetch_bytes,
+                max_bytes,
+                replicas,
+                packs_in_flight,
+                ..
+            } => (*fetch_bytes, *max_bytes, *replicas, *packs_in_flight),
+            BusConfig::Embedded { .. } => panic!("embedded bus: {:?}", config.bus),
+        }
+    }
+
+    fn nats_raw() -> RawConfig {
+        let mut raw = raw();
+        raw.bus.nats_url = Some("nats://127.0.0.1:4222".into());
+        raw
     }
 
     fn raw() -> RawConfig {
         let key = sluice_keys::generate_key(sluice_keys::KeyType::Service).expect("key");
-        RawConfig {
-            roles: "receiver,processor".into(),
-            control_url: Some("http://127.0.0.1:8081".into()),
-            service_key: Some(key.expose().to_owned()),
-            ..RawConfig::default()
+        {
+            let mut raw = RawConfig::default();
+            raw.node.roles = "receiver,processor".into();
+            raw.node.control_url = Some("http://127.0.0.1:8081".into());
+            raw.node.service_key = Some(key.expose().to_owned());
+            raw
         }
     }
 
     #[test]
     fn a_proxy_needs_receivers_and_a_valid_cookie() {
-        let alone = RawConfig {
-            roles: "proxy".into(),
-            ..raw()
+        let alone = {
+            let mut raw = raw();
+            raw.node.roles = "proxy".into();
+            raw
         };
         let err = alone.clone().validate().expect_err("no receivers");
         assert!(err.to_string().contains("SLUICE_RECEIVER_URLS"), "{err}");
-        let config = RawConfig {
-            receiver_urls: " http://r1:8090/, https://r2 ".into(),
-            ..alone.clone()
+        let config = {
+            let mut raw = alone.clone();
+            raw.proxy.receiver_urls = " http://r1:8090/, https://r2 ".into();
+            raw
         }
         .validate()
         .expect("valid");
         assert_eq!(config.proxy.receiver_urls, ["http://r1:8090", "https://r2"]);
         assert!(
-            RawConfig {
-                receiver_urls: "r1:8090".into(),
-                ..alone.clone()
+            {
+                let mut raw = alone.clone();
+                raw.proxy.receiver_urls = "r1:8090".into();
+                raw
             }
             .validate()
             .is_err()
         );
         assert!(
-            RawConfig {
-                proxy_cookie_name: "bad name".into(),
-                roles: "all".into(),
-                ..alone
+            {
+                let mut raw = alone;
+                raw.proxy.proxy_cookie_name = "bad name".into();
+                raw.node.roles = "all".into();
+                raw
             }
             .validate()
             .is_err()
         );
-        let with_receiver = RawConfig {
-            roles: "proxy,receiver".into(),
-            ..raw()
+        let with_receiver = {
+            let mut raw = raw();
+            raw.node.roles = "proxy,receiver".into();
+            raw
         };
         assert!(
             with_receiver
@@ -719,163 +930,177 @@ mod tests {
     fn query_partitions_follow_where_the_archive_is_unless_set() {
         let local = raw().validate().expect("valid");
         assert_eq!(local.query.partitions, sluice_query::cores());
-        let s3 = RawConfig {
-            s3_bucket: Some("events".into()),
-            s3_endpoint: Some("http://127.0.0.1:9000".into()),
-            ..raw()
+        let s3 = {
+            let mut raw = raw();
+            raw.archive.s3_bucket = Some("events".into());
+            raw.archive.s3_endpoint = Some("http://127.0.0.1:9000".into());
+            raw
         };
         let remote = s3.clone().validate().expect("valid");
         assert_eq!(remote.query.partitions, sluice_query::remote_partitions());
         assert!(remote.query.partitions > local.query.partitions);
-        let file_url = RawConfig {
-            archive_url: Some("file:///var/lib/sluice/archive".into()),
-            ..raw()
+        let file_url = {
+            let mut raw = raw();
+            raw.archive.archive_url = Some("file:///var/lib/sluice/archive".into());
+            raw
         };
         assert_eq!(
             file_url.validate().expect("valid").query.partitions,
             sluice_query::cores()
         );
-        let set = RawConfig {
-            query_partitions: 3,
-            ..s3
+        let set = {
+            let mut raw = s3;
+            raw.query.query_partitions = 3;
+            raw
         };
         assert_eq!(set.clone().validate().expect("valid").query.partitions, 3);
-        let too_many = RawConfig {
-            query_partitions: 257,
-            ..set
+        let too_many = {
+            let mut raw = set;
+            raw.query.query_partitions = 257;
+            raw
         };
         assert!(too_many.validate().is_err());
     }
 
     #[test]
     fn a_nats_fetch_must_fit_one_message() {
-        let config = raw().validate().expect("valid");
-        assert_eq!(config.nats_fetch_bytes, 4 * 1024 * 1024);
-        let small = RawConfig {
-            nats_fetch_bytes: 1024 * 1024 - 1,
-            ..raw()
+        let config = nats_raw().validate().expect("valid");
+        assert_eq!(nats(&config).0, 4 * 1024 * 1024);
+        let small = {
+            let mut raw = nats_raw();
+            raw.bus.nats_fetch_bytes = 1024 * 1024 - 1;
+            raw
         };
         let error = small
             .validate()
             .expect_err("below the server's max_payload");
         assert_eq!(error.field, "nats_fetch_bytes");
-        let least = RawConfig {
-            nats_fetch_bytes: 1024 * 1024,
-            ..raw()
+        let least = {
+            let mut raw = nats_raw();
+            raw.bus.nats_fetch_bytes = 1024 * 1024;
+            raw
         };
-        assert_eq!(
-            least.validate().expect("valid").nats_fetch_bytes,
-            1024 * 1024
-        );
+        assert_eq!(nats(&least.validate().expect("valid")).0, 1024 * 1024);
     }
 
     #[test]
     fn nats_stream_limits_are_checked() {
-        let config = raw().validate().expect("valid");
-        assert_eq!(config.nats_max_bytes, 1 << 30);
-        assert_eq!(config.nats_replicas, 1);
-        assert_eq!(config.nats_packs_in_flight, 4);
+        let config = nats_raw().validate().expect("valid");
+        assert_eq!(nats(&config).1, 1 << 30);
+        assert_eq!(nats(&config).2, 1);
+        assert_eq!(nats(&config).3, 4);
         for (bad, field) in [
             (
-                RawConfig {
-                    nats_max_bytes: 1024 * 1024 - 1,
-                    ..raw()
+                {
+                    let mut raw = nats_raw();
+                    raw.bus.nats_max_bytes = 1024 * 1024 - 1;
+                    raw
                 },
                 "nats_max_bytes",
             ),
             (
-                RawConfig {
-                    nats_max_bytes: u64::MAX,
-                    ..raw()
+                {
+                    let mut raw = nats_raw();
+                    raw.bus.nats_max_bytes = u64::MAX;
+                    raw
                 },
                 "nats_max_bytes",
             ),
             (
-                RawConfig {
-                    nats_replicas: 0,
-                    ..raw()
+                {
+                    let mut raw = nats_raw();
+                    raw.bus.nats_replicas = 0;
+                    raw
                 },
                 "nats_replicas",
             ),
             (
-                RawConfig {
-                    nats_replicas: 6,
-                    ..raw()
+                {
+                    let mut raw = nats_raw();
+                    raw.bus.nats_replicas = 6;
+                    raw
                 },
                 "nats_replicas",
             ),
             (
-                RawConfig {
-                    nats_packs_in_flight: 1025,
-                    ..raw()
+                {
+                    let mut raw = nats_raw();
+                    raw.bus.nats_packs_in_flight = 1025;
+                    raw
                 },
                 "nats_packs_in_flight",
             ),
         ] {
             assert_eq!(bad.validate().expect_err("out of range").field, field);
         }
-        let set = RawConfig {
-            nats_max_bytes: 1024 * 1024,
-            nats_replicas: 3,
-            nats_packs_in_flight: 0,
-            ..raw()
+        let set = {
+            let mut raw = nats_raw();
+            raw.bus.nats_max_bytes = 1024 * 1024;
+            raw.bus.nats_replicas = 3;
+            raw.bus.nats_packs_in_flight = 0;
+            raw
         }
         .validate()
         .expect("valid");
-        assert_eq!((set.nats_max_bytes, set.nats_replicas), (1024 * 1024, 3));
-        assert_eq!(
-            set.nats_packs_in_flight, 0,
-            "0 turns packing across calls off"
-        );
+        assert_eq!((nats(&set).1, nats(&set).2), (1024 * 1024, 3));
+        assert_eq!(nats(&set).3, 0, "0 turns packing across calls off");
     }
 
     #[test]
     fn the_embedded_bus_must_hold_a_full_batch() {
         assert_eq!(
-            raw().validate().expect("valid").bus_max_bytes,
-            256 * 1024 * 1024
+            raw().validate().expect("valid").bus,
+            BusConfig::Embedded {
+                max_bytes: 256 * 1024 * 1024
+            }
         );
-        let small = RawConfig {
-            bus_max_bytes: 1024 * 1024 - 1,
-            ..raw()
+        let small = {
+            let mut raw = raw();
+            raw.bus.bus_max_bytes = 1024 * 1024 - 1;
+            raw
         };
         assert_eq!(
             small.validate().expect_err("too small").field,
             "bus_max_bytes"
         );
-        let least = RawConfig {
-            bus_max_bytes: 1024 * 1024,
-            ..raw()
+        let least = {
+            let mut raw = raw();
+            raw.bus.bus_max_bytes = 1024 * 1024;
+            raw
         };
         assert!(least.validate().is_ok());
     }
 
     #[test]
     fn all_means_every_role_and_lists_are_checked() {
-        let all = RawConfig {
-            roles: "all".into(),
-            ..raw()
+        let all = {
+            let mut raw = raw();
+            raw.node.roles = "all".into();
+            raw
         };
         assert_eq!(all.validate().expect("valid").roles.len(), Role::ALL.len());
-        let config = RawConfig {
-            roles: "receiver, processor,receiver".into(),
-            ..raw()
+        let config = {
+            let mut raw = raw();
+            raw.node.roles = "receiver, processor,receiver".into();
+            raw
         }
         .validate()
         .expect("valid");
         assert_eq!(config.roles, vec![Role::Receiver, Role::Processor]);
         assert!(
-            RawConfig {
-                roles: "receiver,router".into(),
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.roles = "receiver,router".into();
+                raw
             }
             .validate()
             .is_err()
         );
         assert!(
-            RawConfig {
-                roles: " , ".into(),
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.roles = " , ".into();
+                raw
             }
             .validate()
             .is_err()
@@ -885,41 +1110,46 @@ mod tests {
     #[test]
     fn the_control_plane_and_a_service_key_are_required() {
         assert!(
-            RawConfig {
-                control_url: None,
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.control_url = None;
+                raw
             }
             .validate()
             .is_err()
         );
         assert!(
-            RawConfig {
-                control_url: Some("127.0.0.1:8081".into()),
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.control_url = Some("127.0.0.1:8081".into());
+                raw
             }
             .validate()
             .is_err()
         );
         assert!(
-            RawConfig {
-                service_key: None,
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.service_key = None;
+                raw
             }
             .validate()
             .is_err()
         );
         assert!(
-            RawConfig {
-                service_key: Some("slk_svc_nope".into()),
-                ..raw()
+            {
+                let mut raw = raw();
+                raw.node.service_key = Some("slk_svc_nope".into());
+                raw
             }
             .validate()
             .is_err()
         );
         let api = sluice_keys::generate_key(sluice_keys::KeyType::Api).expect("key");
-        let err = RawConfig {
-            service_key: Some(api.expose().to_owned()),
-            ..raw()
+        let err = {
+            let mut raw = raw();
+            raw.node.service_key = Some(api.expose().to_owned());
+            raw
         }
         .validate()
         .expect_err("api key");

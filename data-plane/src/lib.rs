@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Config, RawConfig};
+pub use config::{BusConfig, Config, RawConfig};
 use shutdown::until_true;
 use sluice_proto::Role;
 use state::NodeState;
@@ -127,20 +127,27 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let bus = match &node.config.nats_url {
-        Some(url) => AnyBus::Nats(Box::new(
+    let bus = match &node.config.bus {
+        BusConfig::Nats {
+            url,
+            prefix,
+            fetch_bytes,
+            max_bytes,
+            replicas,
+            packs_in_flight,
+        } => AnyBus::Nats(Box::new(
             NatsBus::connect(NatsConfig {
-                prefix: node.config.nats_prefix.clone(),
-                packed_fetch_bytes: node.config.nats_fetch_bytes,
-                max_bytes: node.config.nats_max_bytes as i64,
-                replicas: node.config.nats_replicas,
-                packs_in_flight: node.config.nats_packs_in_flight,
+                prefix: prefix.clone(),
+                packed_fetch_bytes: *fetch_bytes,
+                max_bytes: i64::try_from(*max_bytes).unwrap_or(i64::MAX),
+                replicas: *replicas,
+                packs_in_flight: *packs_in_flight,
                 ..NatsConfig::new(url.clone())
             })
             .await?,
         )),
-        None => AnyBus::Embedded(EmbeddedBus::open(EmbeddedConfig {
-            max_bytes: node.config.bus_max_bytes,
+        BusConfig::Embedded { max_bytes } => AnyBus::Embedded(EmbeddedBus::open(EmbeddedConfig {
+            max_bytes: *max_bytes,
             ..EmbeddedConfig::new(node.config.state_dir.join("bus"))
         })?),
     };

@@ -317,16 +317,17 @@ pub async fn start_node_with(
     state_dir: &Path,
     configure: impl FnOnce(&mut sluice_data_plane::RawConfig),
 ) -> RunningNode {
-    let mut raw = sluice_data_plane::RawConfig {
-        roles: "receiver".into(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        proxy_addr: "127.0.0.1:0".parse().unwrap(),
-        state_dir: state_dir.to_path_buf(),
-        control_url: Some(grpc_url.to_owned()),
-        service_key: Some(key.to_owned()),
-        node_name: Some("test-node".into()),
-        max_backoff_secs: 2,
-        ..Default::default()
+    let mut raw = {
+        let mut raw = sluice_data_plane::RawConfig::default();
+        raw.node.roles = "receiver".into();
+        raw.node.http_addr = "127.0.0.1:0".parse().unwrap();
+        raw.proxy.proxy_addr = "127.0.0.1:0".parse().unwrap();
+        raw.node.state_dir = state_dir.to_path_buf();
+        raw.node.control_url = Some(grpc_url.to_owned());
+        raw.node.service_key = Some(key.to_owned());
+        raw.node.node_name = Some("test-node".into());
+        raw.node.max_backoff_secs = 2;
+        raw
     };
     configure(&mut raw);
     sluice_data_plane::start(raw.validate().unwrap())
@@ -342,7 +343,7 @@ pub async fn start_node_trusting(
     ca_file: Option<&Path>,
 ) -> RunningNode {
     start_node_with(grpc_url, key, state_dir, |raw| {
-        raw.ca_file = ca_file.map(Path::to_path_buf);
+        raw.node.ca_file = ca_file.map(Path::to_path_buf);
     })
     .await
 }

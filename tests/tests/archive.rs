@@ -41,21 +41,21 @@ async fn world(store: Store<'_>, limits: Option<(u64, usize, usize)>) -> World {
     let (_, service_key) = cp.service_key(&tenant).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node_with(&cp.grpc_url, &service_key, state.path(), |raw| {
-        raw.roles = "receiver,processor,archiver,query".into();
-        raw.archive_flush_secs = 1;
+        raw.node.roles = "receiver,processor,archiver,query".into();
+        raw.archive.archive_flush_secs = 1;
         match store {
-            Store::Local(dir) => raw.archive_dir = Some(dir.to_path_buf()),
+            Store::Local(dir) => raw.archive.archive_dir = Some(dir.to_path_buf()),
             Store::S3 { bucket, endpoint } => {
-                raw.s3_bucket = Some(bucket.to_owned());
-                raw.s3_endpoint = Some(endpoint);
-                raw.s3_access_key = Some("test".into());
-                raw.s3_secret_key = Some("test".into());
+                raw.archive.s3_bucket = Some(bucket.to_owned());
+                raw.archive.s3_endpoint = Some(endpoint);
+                raw.archive.s3_access_key = Some("test".into());
+                raw.archive.s3_secret_key = Some("test".into());
             }
         }
         if let Some((timeout, rows, memory)) = limits {
-            raw.query_timeout_secs = timeout;
-            raw.query_max_rows = rows;
-            raw.query_memory_bytes = memory;
+            raw.query.query_timeout_secs = timeout;
+            raw.query.query_max_rows = rows;
+            raw.query.query_memory_bytes = memory;
         }
     })
     .await;

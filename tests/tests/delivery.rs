@@ -38,9 +38,9 @@ async fn world(spec: Value, secrets: &[(&str, &str)]) -> World {
     let state = tempfile::tempdir().expect("tempdir");
     let secrets_path = secrets_dir.path().to_path_buf();
     let node = start_node_with(&cp.grpc_url, &service_key, state.path(), |raw| {
-        raw.roles = "receiver,processor,delivery".into();
-        raw.secrets_dir = Some(secrets_path);
-        raw.status_interval_secs = 1;
+        raw.node.roles = "receiver,processor,delivery".into();
+        raw.node.secrets_dir = Some(secrets_path);
+        raw.node.status_interval_secs = 1;
     })
     .await;
     let receiver = format!("http://{}", node.http_addr);

@@ -71,7 +71,7 @@ async fn both_planes_pass_promtool_with_a_hostile_pipeline_name() {
     let (_, service_key) = cp.service_key(&tenant).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node_with(&cp.grpc_url, &service_key, state.path(), |raw| {
-        raw.roles = "receiver,processor,delivery".into();
+        raw.node.roles = "receiver,processor,delivery".into();
     })
     .await;
     let version = cp.config_version(&tenant).await;

@@ -90,7 +90,7 @@ async fn the_proxy_checks_spools_and_forwards_with_a_first_party_cookie() {
     let t = tenant(web_spec(&["https://shop.example"])).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node_with(&t.cp.grpc_url, &t.service_key, state.path(), |raw| {
-        raw.roles = "proxy,receiver".into();
+        raw.node.roles = "proxy,receiver".into();
     })
     .await;
     synced(&t, &node).await;
@@ -268,8 +268,8 @@ async fn events_wait_in_the_spool_until_a_receiver_is_back() {
     let proxy_state = tempfile::tempdir().expect("tempdir");
     let start_proxy = || {
         start_node_with(&t.cp.grpc_url, &t.service_key, proxy_state.path(), |raw| {
-            raw.roles = "proxy".into();
-            raw.receiver_urls = format!("http://127.0.0.1:{receiver_port}");
+            raw.node.roles = "proxy".into();
+            raw.proxy.receiver_urls = format!("http://127.0.0.1:{receiver_port}");
         })
     };
     let proxy_node = start_proxy().await;
@@ -335,7 +335,7 @@ async fn events_wait_in_the_spool_until_a_receiver_is_back() {
         &t.service_key,
         receiver_state.path(),
         |raw| {
-            raw.http_addr = format!("127.0.0.1:{receiver_port}").parse().expect("addr");
+            raw.node.http_addr = format!("127.0.0.1:{receiver_port}").parse().expect("addr");
         },
     )
     .await;
@@ -414,7 +414,7 @@ async fn the_collector_sends_from_a_real_browser() {
     let t = tenant(web_spec(&[&page_origin])).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node_with(&t.cp.grpc_url, &t.service_key, state.path(), |raw| {
-        raw.roles = "proxy,receiver".into();
+        raw.node.roles = "proxy,receiver".into();
     })
     .await;
     synced(&t, &node).await;

@@ -119,9 +119,9 @@ async fn a_node_is_ready_only_while_its_roles_read_their_stages() {
     let state = tempfile::tempdir().expect("tempdir");
     let nats_url = format!("nats://127.0.0.1:{}", nats.port);
     let node = start_node_with(&cp.grpc_url, &key, state.path(), |raw| {
-        raw.roles = "processor,delivery,archiver".into();
-        raw.nats_url = Some(nats_url);
-        raw.nats_prefix = format!("ready_{}", uuid::Uuid::now_v7().simple());
+        raw.node.roles = "processor,delivery,archiver".into();
+        raw.bus.nats_url = Some(nats_url);
+        raw.bus.nats_prefix = format!("ready_{}", uuid::Uuid::now_v7().simple());
     })
     .await;
     let url = format!("http://{}", node.http_addr);
