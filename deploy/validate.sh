@@ -11,7 +11,7 @@
 #                              has a default; services, commands, environment, ports, volumes,
 #                              hardening and cross-service addresses as the files promise
 #   environment names          every SLUICE_*/S3_*/NATS_URL/DATABASE_URL name the files set is
-#                              one the binary reads (parsed from src/main.rs)
+#                              one the binary reads (parsed from src/main.rs and data-plane/src/config.rs)
 #   deploy/helm/...            values.schema.json against its metaschema, values.yaml against
 #                              values.schema.json, `helm lint --strict` and offline rendering
 #                              through Helm's own Go SDK (helm-python-sdk), rendered manifests
@@ -103,7 +103,8 @@ def must_run(cmd, **kw):
 
 # --- what the binary reads ---------------------------------------------------------------
 
-main_rs = (ROOT / "src" / "main.rs").read_text()
+# The command line: src/main.rs, and the data plane's settings it flattens from its config.
+main_rs = (ROOT / "src" / "main.rs").read_text() + (ROOT / "data-plane" / "src" / "config.rs").read_text()
 KNOWN_ENV = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', main_rs))
 KNOWN_ENV |= set(re.findall(r'std::env::var\("([A-Z0-9_]+)"\)', main_rs))
 KNOWN_ENV |= set(re.findall(r'EnvFilter::try_from_env\("([A-Z0-9_]+)"\)', main_rs))
