@@ -2,11 +2,12 @@
 //! service or api key of the tenant, verified against the digests in the configuration —
 //! the control plane is never asked, so the APIs work while it is away.
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use sluice_keys::{KeyType, ParsedKey};
 use sluice_proto::ErrorCode;
 use subtle::ConstantTimeEq as _;
 
+use super::bearer_token;
 use crate::http::ApiError;
 use crate::state::NodeState;
 use sluice_pipeline::time::now_ms;
@@ -23,16 +24,9 @@ pub enum Access {
 /// The caller's access from `Authorization: Bearer <key>`, or a 401.
 pub fn caller(node: &NodeState, headers: &HeaderMap) -> Result<Access, ApiError> {
     let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .ok_or_else(|| {
-            unauthorized("send a service or api key of the tenant as Authorization: Bearer")
-        })?;
+    let token = bearer_token(headers).ok_or_else(|| {
+        unauthorized("send a service or api key of the tenant as Authorization: Bearer")
+    })?;
     if bool::from(token.as_bytes().ct_eq(node.config.service_key.as_bytes())) {
         return Ok(Access::Write);
     }

@@ -18,7 +18,7 @@ use sluice_proto::ErrorCode;
 use sluice_query::{Format, QueryEngine, QueryError};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::http::ApiError;
+use crate::http::{ApiError, bearer_token};
 use crate::state::NodeState;
 
 /// Largest SQL text accepted, in bytes.
@@ -70,14 +70,11 @@ fn unauthorized(message: &str) -> ApiError {
 
 /// Lets the caller in if they hold a key of this node's tenant or a query token for it.
 fn authorize(node: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| {
-            unauthorized("send a query token, or an api or service key of the tenant, as Authorization: Bearer")
-        })?;
+    let token = bearer_token(headers).ok_or_else(|| {
+        unauthorized(
+            "send a query token, or an api or service key of the tenant, as Authorization: Bearer",
+        )
+    })?;
     if token.starts_with("slk_") {
         return crate::http::auth::caller(node, headers).map(|_| ());
     }
