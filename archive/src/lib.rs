@@ -7,6 +7,7 @@
 
 pub mod encode;
 pub mod layout;
+pub mod locate;
 pub mod record;
 pub mod store;
 

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub archive: RawArchive,
     #[command(flatten)]
     pub query: RawQuery,
+    #[command(flatten)]
+    pub inspect: RawInspect,
 }
 
 /// The node: its roles, listener, state, the control plane it syncs with.
@@ -266,6 +268,38 @@ impl Default for RawQuery {
     }
 }
 
+/// The live inspector: how much of what passed through the node's stages it keeps.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawInspect {
+    /// Stage records the inspector's ring keeps (an event leaves one per stage it passes:
+    /// received, governed, and per destination its payload, each attempt and its outcome,
+    /// then archived); the oldest go first. 0 turns the inspector off. Default: 20,000.
+    #[arg(long, env = "SLUICE_INSPECT_RING_RECORDS", default_value_t = DEFAULT_INSPECT_RING_RECORDS)]
+    pub inspect_ring_records: usize,
+    /// Memory the ring's payloads and answers may hold, in bytes; the oldest records go first
+    /// when it is reached. Default: 67,108,864 (64 MiB).
+    #[arg(long, env = "SLUICE_INSPECT_RING_BYTES", default_value_t = DEFAULT_INSPECT_RING_BYTES)]
+    pub inspect_ring_bytes: usize,
+}
+
+impl Default for RawInspect {
+    fn default() -> Self {
+        Self {
+            inspect_ring_records: DEFAULT_INSPECT_RING_RECORDS,
+            inspect_ring_bytes: DEFAULT_INSPECT_RING_BYTES,
+        }
+    }
+}
+
+/// The inspector's ring, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InspectConfig {
+    /// 0 when the inspector is off.
+    pub ring_records: usize,
+    pub ring_bytes: usize,
+}
+
 pub const DEFAULT_ROLES: &str = "all";
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8090);
 pub const DEFAULT_STATE_DIR: &str = "./sluice-data/node";
@@ -289,6 +323,10 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_QUERY_MAX_ROWS: usize = 100_000;
 pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_QUERY_PARTITIONS: usize = 0;
+pub const DEFAULT_INSPECT_RING_RECORDS: usize = 20_000;
+pub const DEFAULT_INSPECT_RING_BYTES: usize = 64 * 1024 * 1024;
+/// The inspector's ring may not hold less than one full-size event per record it keeps.
+const MIN_INSPECT_RING_BYTES: usize = 1024 * 1024;
 
 /// Most scan partitions a query may be given: each holds buffers and a reader of its own.
 const MAX_QUERY_PARTITIONS: usize = 256;
@@ -343,6 +381,7 @@ pub struct Config {
     pub geoip_db: Option<PathBuf>,
     pub archiver: ArchiverConfig,
     pub query: sluice_query::Limits,
+    pub inspect: InspectConfig,
 }
 
 impl Config {
@@ -449,6 +488,20 @@ impl RawConfig {
             },
             pushdown_filters: true,
         };
+        if self.inspect.inspect_ring_records > 0
+            && self.inspect.inspect_ring_bytes < MIN_INSPECT_RING_BYTES
+        {
+            return Err(invalid(
+                "inspect_ring_bytes",
+                format!(
+                    "at least {MIN_INSPECT_RING_BYTES} bytes (or turn the inspector off with inspect_ring_records = 0)"
+                ),
+            ));
+        }
+        let inspect = InspectConfig {
+            ring_records: self.inspect.inspect_ring_records,
+            ring_bytes: self.inspect.inspect_ring_bytes,
+        };
         let proxy = self.proxy_config(&roles)?;
         let control_url = self
             .node
@@ -511,6 +564,7 @@ impl RawConfig {
         Ok(Config {
             archiver,
             query,
+            inspect,
             proxy,
             geoip_db: self.node.geoip_db,
             roles,

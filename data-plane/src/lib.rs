@@ -6,12 +6,13 @@
 //! This module is the composition root: [`start`] builds the node from its parts and nothing
 //! below imports it. Beside it, the node's own state ([`state`], [`sync`], last-known-good,
 //! identity), [`config`], [`http`] (the error every API answers with and who may call),
-//! [`telemetry`] (counters, metrics, consumers) and [`roles`].
+//! [`telemetry`] (counters, metrics, consumers), the live [`inspect`]or and [`roles`].
 
 pub mod applied;
 pub mod config;
 pub mod http;
 mod identity;
+pub mod inspect;
 mod lkg;
 pub mod roles;
 mod routes;
@@ -156,7 +157,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     } else {
         None
     };
-    let app = routes::router(node.clone(), bus.clone(), archive.clone());
+    let app = routes::router(
+        node.clone(),
+        bus.clone(),
+        archive.clone(),
+        shutdown_rx.clone(),
+    );
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -18,13 +18,19 @@ pub fn router(
     node: Arc<NodeState>,
     bus: AnyBus,
     archive: Option<Arc<dyn object_store::ObjectStore>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
     let mut app = Router::new();
-    if node.config.runs(Role::Query)
-        && let Some(store) = archive
-    {
-        app = app.merge(crate::roles::query::router(node.clone(), store));
+    let query_archive = archive.filter(|_| node.config.runs(Role::Query));
+    if let Some(store) = &query_archive {
+        app = app.merge(crate::roles::query::router(node.clone(), store.clone()));
     }
+    app = app.merge(crate::inspect::router(
+        node.clone(),
+        bus.clone(),
+        query_archive,
+        shutdown,
+    ));
     if node.config.runs(Role::Receiver) {
         app = app.merge(crate::roles::receiver::router(node.clone(), bus.clone()));
     }
@@ -75,8 +81,42 @@ async fn ready(State(node): State<Arc<NodeState>>) -> (StatusCode, axum::Json<se
             })),
         );
     };
+    let destinations: Vec<serde_json::Value> = node
+        .counters
+        .health()
+        .into_iter()
+        .map(|(pipeline_id, pipeline, destination, h)| {
+            json!({
+                "pipeline_id": pipeline_id,
+                "pipeline": pipeline,
+                "destination": destination,
+                "state": h.state,
+                "last_error": h.last_error,
+                "last_error_status": h.last_error_status,
+                "last_error_at": h.last_error_ms.map(sluice_pipeline::time::rfc3339),
+                "last_delivered_at": h.last_delivered_ms.map(sluice_pipeline::time::rfc3339),
+                "last_5m": {"delivered": h.last_5m[0], "retried": h.last_5m[1], "failed": h.last_5m[2]},
+                "last_24h": {"delivered": h.last_24h[0], "retried": h.last_24h[1], "failed": h.last_24h[2]},
+            })
+        })
+        .collect();
+    // A failing destination is said here, not by the status code: the node itself is
+    // ready, and a load balancer must not take it out for a vendor's outage.
+    let failing: Vec<String> = destinations
+        .iter()
+        .filter(|d| d["state"] == "failing")
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["pipeline"].as_str().unwrap_or_default(),
+                d["destination"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
     let mut body = json!({
         "status": "ok",
+        "destinations": destinations,
+        "failing_destinations": failing,
         "node_id": node.node_id,
         "roles": node.config.roles,
         "config_version": config.version,

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::applied::{AppliedConfig, SecretResolver};
 use crate::config::Config;
+use crate::inspect::tap::Tap;
 use crate::lkg;
 use crate::telemetry::consumers::Consumers;
 use crate::telemetry::counters::{ArchiveStats, Counters, ProxyStats};
@@ -33,6 +34,8 @@ pub struct NodeState {
     pub archive_stats: ArchiveStats,
     /// The stages the node's roles consume and whether each is being read.
     pub consumers: Consumers,
+    /// The live inspector's taps.
+    pub tap: Tap,
     last_error: Mutex<Option<String>>,
 }
 
@@ -41,6 +44,7 @@ impl NodeState {
         let secrets = SecretResolver {
             dir: config.secrets_dir.clone(),
         };
+        let tap = Tap::new(config.inspect);
         Self {
             config,
             node_id,
@@ -54,6 +58,7 @@ impl NodeState {
             proxy_stats: ProxyStats::default(),
             archive_stats: ArchiveStats::default(),
             consumers: Consumers::default(),
+            tap,
             last_error: Mutex::new(None),
         }
     }

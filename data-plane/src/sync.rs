@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sluice_proto::config::v1::config_sync_client::ConfigSyncClient;
 use sluice_proto::config::v1::{
-    ControlMessage, Heartbeat, Hello, NodeMessage, Status, control_message, node_message,
+    ControlMessage, DestinationHealth, Heartbeat, Hello, NodeMessage, Status, control_message,
+    node_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -177,6 +178,29 @@ fn status(node: &NodeState) -> Status {
             .map(|r| r.as_str().to_owned())
             .collect(),
         counters: node.counters.snapshot().into_iter().collect(),
+        destinations: node
+            .counters
+            .health()
+            .into_iter()
+            .map(
+                |(pipeline_id, pipeline, destination, h)| DestinationHealth {
+                    pipeline_id,
+                    pipeline,
+                    destination,
+                    state: h.state.to_owned(),
+                    last_error: h.last_error.unwrap_or_default(),
+                    last_error_status: h.last_error_status.map_or(0, u32::from),
+                    last_error_at_unix_ms: h.last_error_ms.unwrap_or(0),
+                    last_delivered_at_unix_ms: h.last_delivered_ms.unwrap_or(0),
+                    delivered_5m: h.last_5m[0],
+                    retried_5m: h.last_5m[1],
+                    failed_5m: h.last_5m[2],
+                    delivered_24h: h.last_24h[0],
+                    retried_24h: h.last_24h[1],
+                    failed_24h: h.last_24h[2],
+                },
+            )
+            .collect(),
         last_error: node.last_error().unwrap_or_default(),
         config_age_seconds: current
             .as_ref()

@@ -72,6 +72,9 @@ pub struct Output {
     /// Rejected events by class.
     pub rejected: BTreeMap<RejectReason, u64>,
     pub destinations: BTreeMap<DestinationKey, DestinationTally>,
+    /// Governed events of pipelines that do not archive, when asked for (the live
+    /// inspector shows them; an archived event's record already holds it).
+    pub governed: Vec<Produced>,
 }
 
 impl Output {
@@ -94,6 +97,17 @@ pub fn process<P: AsRef<[u8]>>(
     compiled: &Compiled,
     enricher: &Enricher,
     batch: &[(String, P)],
+) -> Output {
+    process_with(compiled, enricher, batch, false)
+}
+
+/// [`process`], also keeping the governed events of pipelines that do not archive when
+/// `keep_governed` (in [`Output::governed`]).
+pub fn process_with<P: AsRef<[u8]>>(
+    compiled: &Compiled,
+    enricher: &Enricher,
+    batch: &[(String, P)],
+    keep_governed: bool,
 ) -> Output {
     let mut out = Output::default();
     let now = time::rfc3339(time::now_ms());
@@ -148,6 +162,10 @@ pub fn process<P: AsRef<[u8]>>(
         }
         if let Some(dataset) = &pipeline.archive_dataset {
             out.push(stages::ARCHIVE, id, archive_record(dataset, &event));
+        } else if keep_governed {
+            let mut json = Vec::with_capacity(1024);
+            json_out::write_map(&mut json, &event);
+            out.governed.push((id.clone(), json));
         }
         let mut bindings: Option<Bindings<'_>> = None;
         let mut counts = vec![DestinationTally::default(); pipeline.destinations.len()];

@@ -25,6 +25,17 @@ pub fn dlq(pipeline_id: &str, destination: &str) -> String {
     format!("dlq.{pipeline_id}.{destination}")
 }
 
+/// `("deliver" | "dlq", pipeline id, destination)` of a destination's stage name. Pipeline
+/// ids hold no dot, so the first dot after the pipeline id ends it.
+pub fn parse_destination_stage(stage: &str) -> Option<(&str, &str, &str)> {
+    let (prefix, rest) = stage.split_once('.')?;
+    if prefix != "deliver" && prefix != "dlq" {
+        return None;
+    }
+    let (pipeline, destination) = rest.split_once('.')?;
+    Some((prefix, pipeline, destination))
+}
+
 /// An event that could not be delivered: why, and the payload to replay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DlqEntry {
@@ -193,6 +204,20 @@ mod tests {
             rejected.to_bytes(),
             serde_json::to_vec(&rejected).expect("serde")
         );
+    }
+
+    #[test]
+    fn destination_stages_read_back() {
+        assert_eq!(
+            parse_destination_stage(&deliver("p-1", "crm.eu")),
+            Some(("deliver", "p-1", "crm.eu"))
+        );
+        assert_eq!(
+            parse_destination_stage(&dlq("p-1", "crm")),
+            Some(("dlq", "p-1", "crm"))
+        );
+        assert_eq!(parse_destination_stage(RAW), None);
+        assert_eq!(parse_destination_stage("archive.x.y"), None);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct DataPlaneView {
     /// received, delivered, failed, dlq_depth, archived, …
     #[schema(value_type = Object)]
     pub counters: serde_json::Value,
+    /// How each destination is doing: `state` (ok, failing, idle), the vendor's last error,
+    /// delivered / retried / failed over the last 5 minutes and 24 hours.
+    #[schema(value_type = Vec<Object>)]
+    pub destinations: serde_json::Value,
 }
 
 fn view(node: NodeRecord, config_version: i64, stale_after_ms: i64) -> DataPlaneView {
@@ -42,6 +46,8 @@ fn view(node: NodeRecord, config_version: i64, stale_after_ms: i64) -> DataPlane
     DataPlaneView {
         roles: serde_json::from_str(&node.roles).unwrap_or_default(),
         counters: serde_json::from_str(&node.counters).unwrap_or_else(|_| serde_json::json!({})),
+        destinations: serde_json::from_str(&node.destinations)
+            .unwrap_or_else(|_| serde_json::json!([])),
         id: node.id,
         name: node.name,
         agent_version: node.agent_version,

@@ -3,7 +3,7 @@
 
 mod audit;
 mod auth;
-mod common;
+pub(crate) mod common;
 mod fleet;
 mod health;
 mod keys;

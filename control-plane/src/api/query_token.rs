@@ -1,5 +1,5 @@
-//! Short-lived tokens that let a signed-in person query their data planes' archives straight
-//! from the browser: the data plane verifies them with the public keys in its configuration,
+//! Short-lived tokens that let a signed-in person query their data planes' archives, watch
+//! events live and browse dead-letter queues straight from the browser: the data plane verifies them with the public keys in its configuration,
 //! so the query and its results never pass through the control plane.
 
 use axum::extract::State;
@@ -21,6 +21,9 @@ pub const QUERY_TOKEN_TTL_SECS: i64 = 600;
 struct QueryClaims {
     sub: String,
     tenant: String,
+    /// The person's role in the tenant: a data plane lets viewers read (query, the live
+    /// inspector, traces, DLQ listings) and members and above also replay or purge.
+    role: String,
     aud: String,
     iss: String,
     iat: i64,
@@ -29,7 +32,8 @@ struct QueryClaims {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueryToken {
-    /// Send as `Authorization: Bearer` to a data plane's `POST /v1/query`.
+    /// Send as `Authorization: Bearer` to a data plane's browser-facing APIs: `POST
+    /// /v1/query`, `GET /v1/live`, `GET /v1/events/{id}/trace` and the DLQ.
     pub token: String,
     /// Seconds until it expires.
     pub expires_in: i64,
@@ -50,11 +54,12 @@ pub async fn issue_query_token(
             "query tokens are for people; a key queries the data plane directly",
         ));
     };
-    require_role(&state, &principal, &tenant_id, Role::Viewer).await?;
+    let role = require_role(&state, &principal, &tenant_id, Role::Viewer).await?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claims = QueryClaims {
         sub: id.clone(),
         tenant: tenant_id.clone(),
+        role: role.as_str().to_owned(),
         aud: sluice_keys::QUERY_AUDIENCE.to_owned(),
         iss: state.jwt.issuer().to_owned(),
         iat: now,

@@ -20,6 +20,8 @@ pub struct NodeRecord {
     pub last_error: Option<String>,
     /// JSON object of counter name → value.
     pub counters: String,
+    /// JSON array of destination health reports.
+    pub destinations: String,
     pub first_seen_at: i64,
     pub last_seen_at: i64,
 }
@@ -36,7 +38,7 @@ pub struct NodeHello<'a> {
     pub held_version: i64,
 }
 
-const NODE_COLUMNS: &str = "tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, nacked_version, last_error, counters, first_seen_at, last_seen_at";
+const NODE_COLUMNS: &str = "tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, nacked_version, last_error, counters, destinations, first_seen_at, last_seen_at";
 
 impl Store {
     /// Records a node's stream opening; returns the node as stored (with any parked NACK).
@@ -106,10 +108,11 @@ impl Store {
         tenant_id: &str,
         id: &str,
         counters_json: &str,
+        destinations_json: &str,
         last_error: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE nodes SET counters = $1, last_error = COALESCE($2, last_error), last_seen_at = $3
+            "UPDATE nodes SET counters = $1, last_error = COALESCE($2, last_error), last_seen_at = $3, destinations = $6
              WHERE tenant_id = $4 AND id = $5",
         )
         .bind(counters_json)
@@ -117,6 +120,7 @@ impl Store {
         .bind(now_ms())
         .bind(tenant_id)
         .bind(id)
+        .bind(destinations_json)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -180,6 +184,7 @@ fn unreachable_node(hello: &NodeHello<'_>) -> NodeRecord {
         nacked_version: None,
         last_error: None,
         counters: "{}".to_owned(),
+        destinations: "[]".to_owned(),
         first_seen_at: now_ms(),
         last_seen_at: now_ms(),
     }

@@ -262,7 +262,13 @@ impl Session {
                 let counters = counters_json(&status);
                 let error = Some(truncate(&status.last_error, MAX_ERROR)).filter(|e| !e.is_empty());
                 store
-                    .node_status(&tenant, &self.node_id, &counters, error.as_deref())
+                    .node_status(
+                        &tenant,
+                        &self.node_id,
+                        &counters,
+                        &destinations_json(&status),
+                        error.as_deref(),
+                    )
                     .await
                     .map_err(store_failure)?;
                 self.last_seen_write = Instant::now();
@@ -376,6 +382,42 @@ fn truncate(text: &str, max: usize) -> String {
         .chars()
         .filter(|c| !c.is_control() || *c == '\n')
         .collect()
+}
+
+/// Most destinations a status report is kept for.
+const MAX_DESTINATIONS: usize = 256;
+/// Longest name or destination error kept, in bytes.
+const MAX_DESTINATION_TEXT: usize = 300;
+
+/// The destinations' health as the fleet API serves it: names and messages cut to size, a
+/// state that is one of the three known.
+fn destinations_json(status: &NodeStatus) -> String {
+    let text = |s: &str| truncate(s, MAX_DESTINATION_TEXT);
+    let at = |ms: i64| (ms > 0).then(|| crate::api::common::rfc3339(ms));
+    let destinations: Vec<serde_json::Value> = status
+        .destinations
+        .iter()
+        .take(MAX_DESTINATIONS)
+        .map(|d| {
+            let state = match d.state.as_str() {
+                "ok" | "failing" | "idle" => d.state.as_str(),
+                _ => "idle",
+            };
+            serde_json::json!({
+                "pipeline_id": text(&d.pipeline_id),
+                "pipeline": text(&d.pipeline),
+                "destination": text(&d.destination),
+                "state": state,
+                "last_error": Some(text(&d.last_error)).filter(|e| !e.is_empty()),
+                "last_error_status": (d.last_error_status > 0).then_some(d.last_error_status),
+                "last_error_at": at(d.last_error_at_unix_ms),
+                "last_delivered_at": at(d.last_delivered_at_unix_ms),
+                "last_5m": {"delivered": d.delivered_5m, "retried": d.retried_5m, "failed": d.failed_5m},
+                "last_24h": {"delivered": d.delivered_24h, "retried": d.retried_24h, "failed": d.failed_24h},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(destinations).to_string()
 }
 
 fn counters_json(status: &NodeStatus) -> String {

@@ -1,6 +1,9 @@
-//! Who may use the node's own APIs (DLQ now, query later): the node's service key, or any
-//! service or api key of the tenant, verified against the digests in the configuration —
-//! the control plane is never asked, so the APIs work while it is away.
+//! Who may use the node's own APIs (DLQ, query, the live inspector and traces): the node's
+//! service key, any service or api key of the tenant, verified against the digests in the
+//! configuration, or a short-lived token the control plane issued to a signed-in person of
+//! the tenant, verified with the public keys in the configuration. The control plane is never
+//! asked, so the APIs work while it is away; a node serves one tenant, so whatever passes here
+//! sees that tenant's events only.
 
 use axum::http::HeaderMap;
 use sluice_keys::{KeyType, ParsedKey};
@@ -21,12 +24,27 @@ pub enum Access {
     Write,
 }
 
-/// The caller's access from `Authorization: Bearer <key>`, or a 401.
+/// The claims of a token the control plane issues to a person (audience `query`).
+#[derive(serde::Deserialize)]
+struct PersonClaims {
+    tenant: String,
+    /// The person's role in the tenant; tokens from before roles were carried read only.
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// The caller's access from `Authorization: Bearer <key or token>`, or a 401 (403 for a
+/// token of another tenant).
 pub fn caller(node: &NodeState, headers: &HeaderMap) -> Result<Access, ApiError> {
     let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
     let token = bearer_token(headers).ok_or_else(|| {
-        unauthorized("send a service or api key of the tenant as Authorization: Bearer")
+        unauthorized(
+            "send a service or api key of the tenant, or a token from the console, as Authorization: Bearer",
+        )
     })?;
+    if !token.starts_with("slk_") {
+        return person(node, token);
+    }
     if bool::from(token.as_bytes().ct_eq(node.config.service_key.as_bytes())) {
         return Ok(Access::Write);
     }
@@ -45,6 +63,33 @@ pub fn caller(node: &NodeState, headers: &HeaderMap) -> Result<Access, ApiError>
         (KeyType::Api, _) => Ok(Access::Read),
         (KeyType::Ingest, _) => Err(unauthorized("ingest keys only send events")),
     }
+}
+
+/// A person signed in to the console, by the token the control plane gave them.
+fn person(node: &NodeState, token: &str) -> Result<Access, ApiError> {
+    let config = node.current().ok_or_else(|| {
+        ApiError::new(ErrorCode::Unavailable, "no configuration yet").retry_after(5)
+    })?;
+    let verifier = sluice_keys::JwtVerifier::from_jwks(&config.jwks, sluice_keys::ISSUER)
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("signing keys: {e}")))?;
+    let claims: PersonClaims = verifier
+        .verify(token, sluice_keys::QUERY_AUDIENCE)
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "the token is invalid or expired; get a new one",
+            )
+        })?;
+    if claims.tenant != config.tenant_id {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this token is for another tenant; this data plane serves one tenant only",
+        ));
+    }
+    Ok(match claims.role.as_deref() {
+        Some("owner" | "admin" | "member") => Access::Write,
+        _ => Access::Read,
+    })
 }
 
 /// A 403 unless the caller may change things.

@@ -7,3 +7,22 @@ mod error;
 
 pub use authorization::{Authorization, bearer_token};
 pub use error::ApiError;
+
+use axum::http::{HeaderName, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// CORS for the APIs the console calls from the browser (query, live, traces, DLQ). Any
+/// origin: the caller proves itself with a bearer token, never a cookie, so a page on another
+/// origin gains nothing it did not already hold.
+pub fn browser_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            HeaderName::from_static("x-sluice-rows"),
+            HeaderName::from_static("x-sluice-files-scanned"),
+            HeaderName::from_static("x-sluice-elapsed-ms"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ArchiverConfig;
+use crate::inspect::tap::{Detail, NewRecord, Stage};
 use crate::shutdown::until_true;
 use crate::state::NodeState;
 use crate::telemetry::metrics;
@@ -33,6 +34,8 @@ use sluice_pipeline::time::now_ms;
 #[derive(Default)]
 struct Partition {
     rows: BatchBuilder,
+    /// The events' ids, for the inspector (only while it is on).
+    ids: Vec<String>,
 }
 
 /// Everything held since the last flush.
@@ -89,8 +92,9 @@ async fn run(
         node.consumers.outcome(stages::ARCHIVE, &fetched);
         match fetched {
             Ok(deliveries) => {
+                let keep_ids = node.tap.on();
                 for delivery in deliveries {
-                    hold(&mut held, delivery);
+                    hold(&mut held, delivery, keep_ids);
                 }
             }
             Err(e) => {
@@ -129,7 +133,7 @@ async fn run(
 }
 
 /// Adds one delivery to what is held.
-fn hold(held: &mut Held, delivery: Delivery) {
+fn hold(held: &mut Held, delivery: Delivery, keep_ids: bool) {
     let record = serde_json::from_slice::<ArchiveRecord>(&delivery.message.payload).ok();
     let parsed = record.as_ref().and_then(|r| {
         Envelope::parse(r.event.get())
@@ -150,11 +154,11 @@ fn hold(held: &mut Held, delivery: Delivery) {
     };
     let received = event.received_at().unwrap_or_else(now_ms);
     let (dt, hour) = layout::partition(received);
-    held.partitions
-        .entry((dataset, dt, hour))
-        .or_default()
-        .rows
-        .push(&event, received);
+    let partition = held.partitions.entry((dataset, dt, hour)).or_default();
+    partition.rows.push(&event, received);
+    if keep_ids {
+        partition.ids.push(delivery.message.id.clone());
+    }
     held.bytes += delivery.message.payload.len() as u64;
     held.since.get_or_insert_with(Instant::now);
     held.deliveries.push(delivery);
@@ -178,9 +182,10 @@ async fn flush(
     }
     let started = Instant::now();
     let events = held.deliveries.len() as u64;
-    let mut files: Vec<(Path, Bytes)> = Vec::new();
+    let mut files: Vec<(Path, Bytes, Vec<String>)> = Vec::new();
     for ((dataset, dt, hour), mut partition) in held.partitions {
         let rows = partition.rows.len();
+        let ids = std::mem::take(&mut partition.ids);
         let encoded = tokio::task::spawn_blocking(move || {
             partition
                 .rows
@@ -192,7 +197,7 @@ async fn flush(
             Ok(Ok(bytes)) => {
                 let path =
                     layout::object_path(&tenant_id, &dataset, &dt, &hour, uuid::Uuid::now_v7());
-                files.push((path, bytes));
+                files.push((path, bytes, ids));
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, rows, "cannot encode an archive file; the events stay on the bus");
@@ -207,7 +212,7 @@ async fn flush(
     let stats = &node.archive_stats;
     let mut backoff = Duration::from_millis(500);
     let mut kept_alive = Instant::now();
-    for (path, bytes) in &files {
+    for (path, bytes, ids) in &files {
         loop {
             let started = Instant::now();
             let uploaded = sluice_archive::encode::upload(store, path, bytes.clone()).await;
@@ -217,6 +222,13 @@ async fn flush(
                 .record(started.elapsed());
             match uploaded {
                 Ok(()) => {
+                    if !ids.is_empty() {
+                        let file: Arc<str> = Arc::from(path.as_ref());
+                        node.tap.record(ids.iter().map(|id| {
+                            NewRecord::new(id, Stage::Archived)
+                                .detail(Detail::Archived { file: file.clone() })
+                        }));
+                    }
                     stats.files.fetch_add(1, Ordering::Relaxed);
                     stats.store_up.store(1, Ordering::Relaxed);
                     break;

@@ -60,6 +60,7 @@ pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
         .route("/v1/dlq/{pipeline_id}/{destination}/replay", post(replay))
         .route("/v1/rejected", get(list_rejected).delete(purge_rejected))
         .route("/v1/rejected/replay", post(replay_rejected))
+        .layer(crate::http::browser_cors())
         .with_state(dlq)
 }
 

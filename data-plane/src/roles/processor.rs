@@ -19,9 +19,13 @@ use sluice_pipeline::stages;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use bytes::Bytes;
+
 use crate::applied::AppliedConfig;
+use crate::inspect::tap::{Detail, NewRecord, Outcome, Stage, Tap};
 use crate::shutdown::until_true;
 use crate::state::NodeState;
+use crate::telemetry::counters::Count;
 use crate::telemetry::metrics;
 
 /// Envelopes per batch from `raw`.
@@ -109,9 +113,18 @@ impl Processor {
             .iter()
             .map(|d| (d.message.id.clone(), d.message.payload.clone()))
             .collect();
+        let tap = &self.node.tap;
+        if tap.on() {
+            tap.record(payloads.iter().map(|(id, payload)| {
+                // A copy: the bus may hand out slices of a larger buffer, which the ring
+                // would otherwise keep alive.
+                NewRecord::new(id, Stage::Received).body(Bytes::copy_from_slice(payload))
+            }));
+        }
+        let keep_governed = tap.watched();
         let output = match tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let output = batch::process(&compiled, &enricher, &payloads);
+            let output = batch::process_with(&compiled, &enricher, &payloads, keep_governed);
             (output, started.elapsed())
         })
         .await
@@ -131,12 +144,22 @@ impl Processor {
         };
         // Every stage is its own log with its own durable commit; waiting for them one after
         // another put up to four commits in a row between an event's arrival and its delivery.
-        let published = futures_util::future::join_all(output.by_stage.into_iter().map(
-            |(stage, messages)| async move {
+        let by_stage: Vec<(String, Vec<Message>)> = output
+            .by_stage
+            .into_iter()
+            .map(|(stage, messages)| {
                 let messages = messages
                     .into_iter()
                     .map(|(id, payload)| Message::new(id, payload))
                     .collect();
+                (stage, messages)
+            })
+            .collect();
+        if tap.on() {
+            record_outputs(tap, &by_stage, output.governed);
+        }
+        let published = futures_util::future::join_all(by_stage.into_iter().map(
+            |(stage, messages)| async move {
                 let started = Instant::now();
                 let outcome = self.bus.publish(&stage, messages).await;
                 self.node.metrics.bus_publish(&stage, started.elapsed());
@@ -169,7 +192,9 @@ impl Processor {
             let c = counters.destination(&key.pipeline_id, &key.pipeline, &key.destination);
             c.routed.fetch_add(tally.routed, Ordering::Relaxed);
             c.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
-            c.failed.fetch_add(tally.invalid, Ordering::Relaxed);
+            if tally.invalid > 0 {
+                c.count(Count::Failed, tally.invalid);
+            }
             counters.failed.fetch_add(tally.invalid, Ordering::Relaxed);
         }
     }
@@ -181,4 +206,59 @@ impl Processor {
             }
         }
     }
+}
+
+/// What governance made of a batch, for the inspector: each message is recorded with the
+/// bytes it is published with.
+fn record_outputs(tap: &Tap, by_stage: &[(String, Vec<Message>)], governed: Vec<batch::Produced>) {
+    let mut records = Vec::new();
+    for (stage, messages) in by_stage {
+        let (kind, pipeline, destination) = match stage.as_str() {
+            stages::ARCHIVE => (Stage::Governed, None, None),
+            stages::REJECTED => (Stage::Rejected, None, None),
+            other => match stages::parse_destination_stage(other) {
+                Some((prefix, pipeline, destination)) => {
+                    let kind = if prefix == "deliver" {
+                        Stage::Shaped
+                    } else {
+                        Stage::Outcome
+                    };
+                    (
+                        kind,
+                        Some(Arc::<str>::from(pipeline)),
+                        Some(Arc::<str>::from(destination)),
+                    )
+                }
+                None => continue,
+            },
+        };
+        for message in messages {
+            let mut record = NewRecord::new(&message.id, kind).body(message.payload.clone());
+            if let (Some(p), Some(d)) = (&pipeline, &destination) {
+                record = record.destination(p, d);
+            }
+            record.detail = match kind {
+                Stage::Governed => Detail::Governed { wrapped: true },
+                // Not deliverable as it is: straight to the destination's DLQ.
+                Stage::Outcome => Detail::Outcome {
+                    outcome: Outcome::DeadLettered,
+                    attempts: 0,
+                    error: None,
+                },
+                _ => Detail::None,
+            };
+            records.push(record);
+        }
+    }
+    records.extend(governed.into_iter().map(|(id, json)| {
+        NewRecord::new(&id, Stage::Governed)
+            .body(Bytes::from(json))
+            .detail(Detail::Governed { wrapped: false })
+    }));
+    // Governed first, as it happened.
+    records.sort_by_key(|r| match r.stage {
+        Stage::Governed | Stage::Rejected => 0,
+        _ => 1,
+    });
+    tap.record(records);
 }

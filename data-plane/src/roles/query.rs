@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use object_store::ObjectStore;
@@ -16,9 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_proto::ErrorCode;
 use sluice_query::{Format, QueryEngine, QueryError};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::http::{ApiError, bearer_token};
+use crate::http::ApiError;
 use crate::state::NodeState;
 
 /// Largest SQL text accepted, in bytes.
@@ -31,22 +30,10 @@ struct QueryApi {
 
 pub fn router(node: Arc<NodeState>, store: Arc<dyn ObjectStore>) -> Router {
     let engine = QueryEngine::new(store, node.config.query.clone());
-    // Any origin: the caller proves itself with a bearer token, never a cookie, so a page on
-    // another origin gains nothing it did not already hold.
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
-        .allow_methods([Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([
-            HeaderName::from_static("x-sluice-rows"),
-            HeaderName::from_static("x-sluice-files-scanned"),
-            HeaderName::from_static("x-sluice-elapsed-ms"),
-        ])
-        .max_age(std::time::Duration::from_secs(600));
     Router::new()
         .route("/v1/query", post(query))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(cors)
+        .layer(crate::http::browser_cors())
         .with_state(Arc::new(QueryApi { node, engine }))
 }
 
@@ -58,43 +45,6 @@ struct QueryRequest {
     format: Option<String>,
 }
 
-/// The claims of a query token.
-#[derive(Deserialize)]
-struct QueryClaims {
-    tenant: String,
-}
-
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(ErrorCode::Unauthorized, message)
-}
-
-/// Lets the caller in if they hold a key of this node's tenant or a query token for it.
-fn authorize(node: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = bearer_token(headers).ok_or_else(|| {
-        unauthorized(
-            "send a query token, or an api or service key of the tenant, as Authorization: Bearer",
-        )
-    })?;
-    if token.starts_with("slk_") {
-        return crate::http::auth::caller(node, headers).map(|_| ());
-    }
-    let config = node.current().ok_or_else(|| {
-        ApiError::new(ErrorCode::Unavailable, "no configuration yet").retry_after(5)
-    })?;
-    let verifier = sluice_keys::JwtVerifier::from_jwks(&config.jwks, sluice_keys::ISSUER)
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("signing keys: {e}")))?;
-    let claims: QueryClaims = verifier
-        .verify(token, sluice_keys::QUERY_AUDIENCE)
-        .map_err(|_| unauthorized("the query token is invalid or expired; get a new one"))?;
-    if claims.tenant != config.tenant_id {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this token is for another tenant's archive",
-        ));
-    }
-    Ok(())
-}
-
 fn failed(error: QueryError) -> ApiError {
     ApiError::new(error.code(), error.to_string())
 }
@@ -104,7 +54,7 @@ async fn query(
     headers: HeaderMap,
     body: Result<axum::Json<QueryRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&api.node, &headers)?;
+    crate::http::auth::caller(&api.node, &headers)?;
     let axum::Json(request) = body.map_err(|e| {
         let code = match e.status().as_u16() {
             413 => ErrorCode::PayloadTooLarge,

@@ -45,6 +45,81 @@ pub struct DestinationCounters {
     /// Moved to its dead-letter queue.
     pub failed: AtomicU64,
     pub dlq_depth: AtomicU64,
+    /// Whether it is delivering, and its recent counts.
+    health: Mutex<Health>,
+}
+
+/// What a destination's counts went up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Delivered,
+    Retried,
+    Failed,
+}
+
+/// How a destination is doing, as the health check, the status report and the console
+/// show it. Counts and the vendor's last error message only: never a payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthReport {
+    /// `ok` (its last attempt delivered), `failing` (its last attempt failed) or `idle`
+    /// (nothing attempted since the node started).
+    pub state: &'static str,
+    pub last_delivered_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_status: Option<u16>,
+    pub last_error_ms: Option<i64>,
+    /// delivered, retried, failed over the last 5 minutes.
+    pub last_5m: [u64; 3],
+    /// delivered, retried, failed over the last 24 hours.
+    pub last_24h: [u64; 3],
+}
+
+/// Longest vendor error message kept, in bytes.
+const MAX_ERROR: usize = 300;
+/// Minutes of per-minute counts kept (24 hours).
+const MINUTES: i64 = 24 * 60;
+
+#[derive(Debug, Default)]
+struct Health {
+    last_delivered_ms: Option<i64>,
+    last_error: Option<(i64, Option<u16>, String)>,
+    /// (minute since the epoch, [delivered, retried, failed]), oldest first.
+    minutes: std::collections::VecDeque<(i64, [u64; 3])>,
+}
+
+impl Health {
+    fn add(&mut self, now_ms: i64, count: Count, n: u64) {
+        let minute = now_ms / 60_000;
+        if self.minutes.back().is_none_or(|(m, _)| *m != minute) {
+            self.minutes.push_back((minute, [0; 3]));
+        }
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(m, _)| minute - *m >= MINUTES)
+        {
+            self.minutes.pop_front();
+        }
+        if let Some((_, counts)) = self.minutes.back_mut() {
+            counts[count as usize] += n;
+        }
+        if count == Count::Delivered {
+            self.last_delivered_ms = Some(now_ms);
+        }
+    }
+
+    fn since(&self, now_ms: i64, minutes: i64) -> [u64; 3] {
+        let now = now_ms / 60_000;
+        let mut out = [0; 3];
+        for (m, counts) in &self.minutes {
+            if now - *m < minutes {
+                for (o, c) in out.iter_mut().zip(counts) {
+                    *o += c;
+                }
+            }
+        }
+        out
+    }
 }
 
 const NAMES: [&str; 6] = [
@@ -57,6 +132,65 @@ const NAMES: [&str; 6] = [
 ];
 
 impl DestinationCounters {
+    /// Adds to a count and to the destination's recent counts.
+    pub fn count(&self, count: Count, n: u64) {
+        self.count_at(sluice_pipeline::time::now_ms(), count, n);
+    }
+
+    fn count_at(&self, now_ms: i64, count: Count, n: u64) {
+        let total = match count {
+            Count::Delivered => &self.delivered,
+            Count::Retried => &self.retried,
+            Count::Failed => &self.failed,
+        };
+        total.fetch_add(n, Ordering::Relaxed);
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(now_ms, count, n);
+    }
+
+    /// A failed attempt: the vendor's status, when it answered, and what was wrong.
+    pub fn attempt_failed(&self, status: Option<u16>, error: &str) {
+        let mut error = error.to_owned();
+        if error.len() > MAX_ERROR {
+            let mut cut = MAX_ERROR;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+            error.push('…');
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = Some((sluice_pipeline::time::now_ms(), status, error));
+    }
+
+    pub fn health(&self) -> HealthReport {
+        self.health_at(sluice_pipeline::time::now_ms())
+    }
+
+    fn health_at(&self, now_ms: i64) -> HealthReport {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let error_ms = health.last_error.as_ref().map(|(at, _, _)| *at);
+        let state = match (health.last_delivered_ms, error_ms) {
+            (None, None) => "idle",
+            (Some(ok), Some(failed)) if failed > ok => "failing",
+            (None, Some(_)) => "failing",
+            _ => "ok",
+        };
+        HealthReport {
+            state,
+            last_delivered_ms: health.last_delivered_ms,
+            last_error: health.last_error.as_ref().map(|(_, _, e)| e.clone()),
+            last_error_status: health.last_error.as_ref().and_then(|(_, s, _)| *s),
+            last_error_ms: error_ms,
+            last_5m: health.since(now_ms, 5),
+            last_24h: health.since(now_ms, MINUTES),
+        }
+    }
+
     fn values(&self) -> [u64; 6] {
         [
             &self.routed,
@@ -148,6 +282,23 @@ impl Counters {
         out
     }
 
+    /// Every destination's health: (pipeline id, pipeline name, destination, report).
+    pub fn health(&self) -> Vec<(String, String, String, HealthReport)> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((pipeline_id, destination), c)| {
+                (
+                    pipeline_id.clone(),
+                    c.pipeline.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    destination.clone(),
+                    c.health(),
+                )
+            })
+            .collect()
+    }
+
     /// Every destination's counters, for metrics.
     pub fn by_destination(&self) -> Vec<DestinationValues> {
         self.destinations
@@ -216,6 +367,29 @@ mod tests {
         assert_eq!(by_destination[0].pipeline_id, "p1");
         assert_eq!(by_destination[0].pipeline, "renamed");
         assert_eq!(by_destination[0].values[2], ("delivered", 2));
+    }
+
+    #[test]
+    fn health_follows_the_last_attempt_and_counts_recent_minutes() {
+        let c = DestinationCounters::default();
+        assert_eq!(c.health().state, "idle");
+        let t0 = 1_795_000_000_000;
+        c.count_at(t0, Count::Delivered, 3);
+        assert_eq!(c.health_at(t0).state, "ok");
+        c.attempt_failed(Some(503), &"x".repeat(1000));
+        let failing = c.health();
+        assert_eq!(failing.state, "failing");
+        assert_eq!(failing.last_error_status, Some(503));
+        assert!(failing.last_error.expect("kept").len() <= MAX_ERROR + 3);
+        c.count_at(t0 + 10 * 60_000, Count::Retried, 2);
+        c.count_at(t0 + 11 * 60_000, Count::Failed, 1);
+        let report = c.health_at(t0 + 12 * 60_000);
+        assert_eq!(report.last_5m, [0, 2, 1]);
+        assert_eq!(report.last_24h, [3, 2, 1]);
+        assert_eq!(c.delivered.load(Ordering::Relaxed), 3);
+        // A day later only the newest counts are left.
+        let later = c.health_at(t0 + (MINUTES + 10) * 60_000);
+        assert_eq!(later.last_24h, [0, 0, 1]);
     }
 
     #[test]

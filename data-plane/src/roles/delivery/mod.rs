@@ -29,15 +29,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::applied::AppliedConfig;
+use crate::inspect::tap::{self, Detail, NewRecord, Outcome, Stage};
 use crate::shutdown::until_true;
 use crate::state::NodeState;
-use crate::telemetry::counters::DestinationCounters;
+use crate::telemetry::counters::{Count, DestinationCounters};
 use crate::telemetry::metrics;
 use decide::{BatchStep, EventStep};
 use limiter::RateLimiter;
 
-/// How much of a destination's answer a DLQ entry keeps, in bytes.
-const MAX_RESPONSE: usize = 2048;
+/// How much of a destination's answer a DLQ entry (and the inspector) keeps, in bytes.
+const MAX_RESPONSE: usize = crate::inspect::tap::MAX_RESPONSE;
 /// How often DLQ depths are read for status and metrics.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -47,6 +48,9 @@ pub struct Destination {
     /// The pipeline's name, a label of the destination's metrics.
     pipeline: String,
     pub name: String,
+    /// The pipeline id and name as the inspector's records share them.
+    tap_pipeline: Arc<str>,
+    tap_name: Arc<str>,
     stage: String,
     dlq: String,
     resolved: Resolved,
@@ -137,6 +141,8 @@ async fn reconcile(
             let destination = Destination {
                 pipeline_id: pipeline.id.clone(),
                 name: spec.name.clone(),
+                tap_pipeline: Arc::from(pipeline.id.as_str()),
+                tap_name: Arc::from(spec.name.as_str()),
                 stage: stages::deliver(&pipeline.id, &spec.name),
                 dlq: stages::dlq(&pipeline.id, &spec.name),
                 limiter: spec
@@ -314,14 +320,45 @@ impl Destination {
                 )
                 .record(started.elapsed());
             let status = answer.as_ref().map(|a| a.status);
+            let failure = match &verdict {
+                Verdict::Delivered => None,
+                Verdict::Retry { error, .. } | Verdict::DeadLetter { error } => {
+                    Some(error.as_str())
+                }
+            };
+            if let Some(error) = failure {
+                self.counters.attempt_failed(status, error);
+            }
+            if node.tap.on() {
+                let latency_ms = started.elapsed().as_millis() as u64;
+                let error: Option<Arc<str>> = failure.map(Arc::from);
+                let response = answer.as_ref().map(|a| tap::response_start(&a.body));
+                node.tap.record(batch.iter().map(|d| {
+                    NewRecord::new(&d.message.id, Stage::Attempt)
+                        .destination(&self.tap_pipeline, &self.tap_name)
+                        .detail(Detail::Attempt {
+                            status,
+                            latency_ms,
+                            error: error.clone(),
+                            response: response.clone(),
+                        })
+                }));
+            }
             let response = answer.map(|a| String::from_utf8_lossy(&a.body).into_owned());
             match decide::batch_step(&verdict, batch.len()) {
                 BatchStep::Ack => {
                     let n = batch.len() as u64;
+                    if node.tap.on() {
+                        node.tap.record(
+                            batch
+                                .iter()
+                                .map(|d| self.outcome(d, Outcome::Delivered, None)),
+                        );
+                    }
                     if let Err(e) = bus.ack_all(batch).await {
                         tracing::warn!(destination = %self.name, error = %e, "delivered but not acknowledged; the events may be sent again");
                     }
-                    self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    self.counters.count(Count::Delivered, n);
                     node.counters.delivered.fetch_add(n, Ordering::Relaxed);
                 }
                 BatchStep::Split => {
@@ -353,7 +390,15 @@ impl Destination {
                                 let wait =
                                     retry::delay(&self.resolved.spec.retry, attempts, retry_after);
                                 tracing::debug!(destination = %self.name, message_id = %delivery.message.id, attempt = attempts, retry_in_ms = wait.as_millis() as u64, error = %error, "delivery failed; retrying later");
-                                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                                self.counters.count(Count::Retried, 1);
+                                if node.tap.on() {
+                                    let next_attempt_ms = now_ms() + wait.as_millis() as i64;
+                                    node.tap.record([self.outcome(
+                                        &delivery,
+                                        Outcome::Retrying { next_attempt_ms },
+                                        Some(error),
+                                    )]);
+                                }
                                 if let Err(e) = bus.nack(delivery, wait).await {
                                     tracing::error!(destination = %self.name, error = %e, "cannot schedule a retry; the event comes back after the ack wait");
                                 }
@@ -388,7 +433,7 @@ impl Destination {
         };
         let message = Message::new(delivery.message.id.clone(), entry.to_bytes());
         let started = Instant::now();
-        let published = bus.publish(&self.dlq, vec![message]).await;
+        let published = bus.publish(&self.dlq, vec![message.clone()]).await;
         node.metrics.bus_publish(&self.dlq, started.elapsed());
         if let Err(e) = published {
             tracing::error!(destination = %self.name, error = %e, "cannot write to the dead-letter queue; retrying the event later");
@@ -396,11 +441,28 @@ impl Destination {
             return;
         }
         tracing::warn!(destination = %self.name, message_id = %entry.id, attempts = entry.attempts, status = ?entry.status, error = %entry.error, "event moved to the dead-letter queue");
+        if node.tap.on() {
+            let record = self
+                .outcome(&delivery, Outcome::DeadLettered, Some(&entry.error))
+                .body(message.payload.clone());
+            node.tap.record([record]);
+        }
         if let Err(e) = bus.ack(delivery).await {
             tracing::warn!(destination = %self.name, error = %e, "dead-lettered but not acknowledged; it may be tried again");
         }
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(Count::Failed, 1);
         node.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The inspector's record of where one event's delivery ended up.
+    fn outcome(&self, delivery: &Delivery, outcome: Outcome, error: Option<&str>) -> NewRecord {
+        NewRecord::new(&delivery.message.id, Stage::Outcome)
+            .destination(&self.tap_pipeline, &self.tap_name)
+            .detail(Detail::Outcome {
+                outcome,
+                attempts: u32::try_from(delivery.redeliveries + 1).unwrap_or(u32::MAX),
+                error: error.map(Arc::from),
+            })
     }
 }
 
