@@ -44,7 +44,7 @@ async fn pipe(
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                seen.lock().expect("lock").extend_from_slice(&buf[..n]);
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -94,7 +94,7 @@ impl Live {
                     }
                     if !data.is_empty() {
                         let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-                        out.lock().unwrap().push((name, value));
+                        out.lock().expect("lock").push((name, value));
                     }
                 }
             }
@@ -105,7 +105,7 @@ impl Live {
     fn records(&self) -> Vec<Value> {
         self.events
             .lock()
-            .unwrap()
+            .expect("lock")
             .iter()
             .filter(|(name, _)| name == "record")
             .map(|(_, v)| v.clone())
@@ -408,7 +408,7 @@ async fn the_inspector_shows_every_stage_live_and_traces_an_event_into_the_archi
 
     // Nothing of any event crossed between the planes while all this ran.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let wire = wire.lock().unwrap().clone();
+    let wire = wire.lock().expect("lock").clone();
     assert!(wire.len() > 1000, "the relay carried the sync stream");
     for needle in [
         marker,
