@@ -164,6 +164,11 @@ enum Scenario {
         /// Events to process.
         #[arg(long, default_value_t = 200_000)]
         events: usize,
+        /// The live inspector's tap: `none` (processing alone, as before the inspector),
+        /// `off` (the node's code with the inspector turned off) or `idle` (on, recording into
+        /// its ring, no viewer connected).
+        #[arg(long, default_value = "none")]
+        tap: String,
     },
     /// Bus publish throughput: concurrent producers, each call acknowledged once durable.
     Bus {
@@ -301,10 +306,19 @@ fn main() -> anyhow::Result<()> {
         print!("{}", archive::run(args)?);
         return Ok(());
     }
-    if let Scenario::Processor { events } = &cli.scenario {
+    if let Scenario::Processor { events, tap } = &cli.scenario {
+        let tap = match tap.as_str() {
+            "none" => None,
+            "off" => Some(false),
+            "idle" => Some(true),
+            other => anyhow::bail!("--tap: none, off or idle, not {other:?}"),
+        };
         println!(
             "{}",
-            processor::run(processor::ProcessorArgs { events: *events })?
+            processor::run(processor::ProcessorArgs {
+                events: *events,
+                tap
+            })?
         );
         return Ok(());
     }

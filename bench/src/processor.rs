@@ -7,11 +7,14 @@ use std::time::Instant;
 
 use serde_json::json;
 use sluice_pipeline::AppliedPipeline;
-use sluice_pipeline::batch::Engine;
+use sluice_pipeline::batch::{self, Compiled, Engine};
 use sluice_pipeline::enrich::Enricher;
 
 pub struct ProcessorArgs {
     pub events: usize,
+    /// Through the node's message building and inspector taps: `Some(false)` with the
+    /// inspector off, `Some(true)` with it on and idle; `None` for processing alone.
+    pub tap: Option<bool>,
 }
 
 /// The pipeline: a tracking plan, normalisation, PII (declared and detected), enrichment and
@@ -75,6 +78,9 @@ pub fn applied() -> anyhow::Result<AppliedPipeline> {
 }
 
 pub fn run(args: ProcessorArgs) -> anyhow::Result<String> {
+    if let Some(on) = args.tap {
+        return run_tapped(args.events, on);
+    }
     let engine = Engine::new(1, &[applied()?], Arc::new(Enricher::new(None)));
     let events: Vec<(String, bytes::Bytes)> =
         (0..args.events).map(|i| envelope(i, "p-bench")).collect();
@@ -99,5 +105,43 @@ pub fn run(args: ProcessorArgs) -> anyhow::Result<String> {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / args.events as f64,
         summary.join(" ")
+    ))
+}
+
+/// Processing as the processor role does it, with its taps: the difference between `off` and
+/// `idle` is what the live inspector costs when no one watches.
+fn run_tapped(events: usize, on: bool) -> anyhow::Result<String> {
+    use sluice_data_plane::config::InspectConfig;
+    use sluice_data_plane::inspect::tap::Tap;
+    let compiled = Compiled::new(1, &[applied()?]);
+    let enricher = Enricher::new(None);
+    let tap = Tap::new(InspectConfig {
+        ring_records: if on {
+            sluice_data_plane::config::DEFAULT_INSPECT_RING_RECORDS
+        } else {
+            0
+        },
+        ring_bytes: sluice_data_plane::config::DEFAULT_INSPECT_RING_BYTES,
+    });
+    let events: Vec<(String, bytes::Bytes)> = (0..events).map(|i| envelope(i, "p-bench")).collect();
+    let warm = &events[..events.len().min(2000)];
+    let mut output = batch::process_with(&compiled, &enricher, warm, tap.watched());
+    sluice_data_plane::roles::processor::messages(&tap, warm, &mut output);
+    let started = Instant::now();
+    let mut messages = 0usize;
+    for chunk in events.chunks(500) {
+        let mut output = batch::process_with(&compiled, &enricher, chunk, tap.watched());
+        let by_stage = sluice_data_plane::roles::processor::messages(&tap, chunk, &mut output);
+        messages += by_stage.iter().map(|(_, m)| m.len()).sum::<usize>();
+    }
+    let elapsed = started.elapsed();
+    let held = tap.stats().map_or(0, |s| s.records);
+    Ok(format!(
+        "events={} threads=1 tap={} elapsed={:.2}s events_per_second={:.0} per_event={:.2}us messages={messages} ring_records={held}",
+        events.len(),
+        if on { "idle" } else { "off" },
+        elapsed.as_secs_f64(),
+        events.len() as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / events.len() as f64,
     ))
 }

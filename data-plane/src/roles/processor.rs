@@ -114,27 +114,20 @@ impl Processor {
             .map(|d| (d.message.id.clone(), d.message.payload.clone()))
             .collect();
         let tap = &self.node.tap;
-        if tap.on() {
-            tap.record(payloads.iter().map(|(id, payload)| {
-                // A copy: the bus may hand out slices of a larger buffer, which the ring
-                // would otherwise keep alive.
-                NewRecord::new(id, Stage::Received).body(Bytes::copy_from_slice(payload))
-            }));
-        }
         let keep_governed = tap.watched();
-        let output = match tokio::task::spawn_blocking(move || {
+        let (mut output, payloads) = match tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let output = batch::process_with(&compiled, &enricher, &payloads, keep_governed);
-            (output, started.elapsed())
+            (output, payloads, started.elapsed())
         })
         .await
         {
-            Ok((output, took)) => {
+            Ok((output, payloads, took)) => {
                 self.node
                     .metrics
                     .histogram(metrics::PROCESSING_BATCH_SECONDS, &[])
                     .record(took);
-                output
+                (output, payloads)
             }
             Err(e) => {
                 tracing::error!(error = %e, "processing a batch failed");
@@ -144,20 +137,7 @@ impl Processor {
         };
         // Every stage is its own log with its own durable commit; waiting for them one after
         // another put up to four commits in a row between an event's arrival and its delivery.
-        let by_stage: Vec<(String, Vec<Message>)> = output
-            .by_stage
-            .into_iter()
-            .map(|(stage, messages)| {
-                let messages = messages
-                    .into_iter()
-                    .map(|(id, payload)| Message::new(id, payload))
-                    .collect();
-                (stage, messages)
-            })
-            .collect();
-        if tap.on() {
-            record_outputs(tap, &by_stage, output.governed);
-        }
+        let by_stage = messages(tap, &payloads, &mut output);
         let published = futures_util::future::join_all(by_stage.into_iter().map(
             |(stage, messages)| async move {
                 let started = Instant::now();
@@ -208,8 +188,35 @@ impl Processor {
     }
 }
 
-/// What governance made of a batch, for the inspector: each message is recorded with the
-/// bytes it is published with.
+/// A processed batch's messages per stage, ready to publish, with what passed recorded by the
+/// inspector's taps when it is on: the envelopes as received, then each message with the
+/// bytes it is published with. The benchmarks call it to measure what an idle tap costs.
+pub fn messages(
+    tap: &Tap,
+    received: &[(String, Bytes)],
+    output: &mut batch::Output,
+) -> Vec<(String, Vec<Message>)> {
+    let by_stage: Vec<(String, Vec<Message>)> = std::mem::take(&mut output.by_stage)
+        .into_iter()
+        .map(|(stage, messages)| {
+            let messages = messages
+                .into_iter()
+                .map(|(id, payload)| Message::new(id, payload))
+                .collect();
+            (stage, messages)
+        })
+        .collect();
+    if tap.on() {
+        tap.record(received.iter().map(|(id, payload)| {
+            // A copy: the bus may hand out slices of a larger buffer, which the ring would
+            // otherwise keep alive.
+            NewRecord::new(id, Stage::Received).body(Bytes::copy_from_slice(payload))
+        }));
+        record_outputs(tap, &by_stage, std::mem::take(&mut output.governed));
+    }
+    by_stage
+}
+
 fn record_outputs(tap: &Tap, by_stage: &[(String, Vec<Message>)], governed: Vec<batch::Produced>) {
     let mut records = Vec::new();
     for (stage, messages) in by_stage {
