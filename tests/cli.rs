@@ -1209,7 +1209,7 @@ async fn the_web_console_walks_through_key_provisioning_in_a_real_browser() {
     })
     .await
     .expect("join");
-    assert!(seen["screenshotCount"].as_u64() >= Some(15), "{seen}");
+    assert!(seen["screenshotCount"].as_u64() >= Some(28), "{seen}");
 
     // The API agrees with the browser: the key it generated is revoked, the node is gone.
     let http = reqwest::Client::new();
@@ -1255,6 +1255,17 @@ async fn the_web_console_walks_through_key_provisioning_in_a_real_browser() {
     assert_eq!(fleet["data"][0]["connected"], false, "{fleet}");
     assert_eq!(
         fleet["data"][0]["applied_version"], seen["appliedVersion"],
+        "{fleet}"
+    );
+    // The destination's health as the node last reported it: the dead letter and the two
+    // retries the browser watched, then deliveries (the replay among them).
+    let hooks = &fleet["data"][0]["destinations"][0];
+    assert_eq!(hooks["destination"], "hooks", "{fleet}");
+    assert_eq!(hooks["state"], "ok", "{fleet}");
+    assert_eq!(hooks["last_24h"]["failed"], 1, "{fleet}");
+    assert_eq!(hooks["last_24h"]["retried"], 2, "{fleet}");
+    assert!(
+        hooks["last_24h"]["delivered"].as_u64() >= Some(2),
         "{fleet}"
     );
     let members = get(format!("{}/api/v1/tenants/{tenant}/members", cp.base)).await;

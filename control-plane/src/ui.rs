@@ -28,9 +28,19 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/dom.js", JS, include_bytes!("../../ui/js/dom.js")),
     ("js/diff.js", JS, include_bytes!("../../ui/js/diff.js")),
     (
+        "js/dataplane.js",
+        JS,
+        include_bytes!("../../ui/js/dataplane.js"),
+    ),
+    (
         "js/pages/audit.js",
         JS,
         include_bytes!("../../ui/js/pages/audit.js"),
+    ),
+    (
+        "js/pages/dlq.js",
+        JS,
+        include_bytes!("../../ui/js/pages/dlq.js"),
     ),
     (
         "js/pages/fleet.js",
@@ -41,6 +51,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "js/pages/keys.js",
         JS,
         include_bytes!("../../ui/js/pages/keys.js"),
+    ),
+    (
+        "js/pages/live.js",
+        JS,
+        include_bytes!("../../ui/js/pages/live.js"),
     ),
     (
         "js/pages/members.js",
@@ -66,6 +81,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "js/pages/tenants.js",
         JS,
         include_bytes!("../../ui/js/pages/tenants.js"),
+    ),
+    (
+        "js/pages/trace.js",
+        JS,
+        include_bytes!("../../ui/js/pages/trace.js"),
     ),
 ];
 

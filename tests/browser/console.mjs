@@ -8,6 +8,7 @@
 // expectation exits non-zero with the reason.
 //   node console.mjs <console url> <grpc url> <sluice binary> <data-plane port> <email> <password> <setup url> <setup token>
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -51,12 +52,42 @@ function startDataPlane(serviceKey) {
   const child = spawn(sluice, ["data-plane", "--roles", "all", "--http-addr", `127.0.0.1:${nodePort}`,
     "--proxy-addr", "127.0.0.1:0", "--state-dir", state], {
     env: { ...process.env, SLUICE_CONTROL_URL: grpc, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge",
-      SLUICE_ARCHIVE_FLUSH_SECS: "1", SLUICE_LOG_FORMAT: "json" },
+      SLUICE_ARCHIVE_FLUSH_SECS: "1", SLUICE_STATUS_INTERVAL_SECS: "1", SLUICE_LOG_FORMAT: "json" },
     stdio: ["ignore", "ignore", "pipe"],
   });
   child.log = "";
   child.stderr.on("data", (chunk) => { child.log = (child.log + chunk).slice(-20000); });
   return child;
+}
+
+
+/**
+ * A vendor on loopback: answers each request for an event with the next status scripted for
+ * that event id (then 200), and keeps the ids it delivered.
+ */
+const vendor = { script: {}, delivered: [] };
+const vendorServer = createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => { body += c; });
+  req.on("end", () => {
+    const id = req.headers["idempotency-key"];
+    const status = vendor.script[id]?.shift() ?? 200;
+    if (status === 200) vendor.delivered.push(id);
+    res.writeHead(status, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(status === 200 ? { ok: true } : { error: { message: `vendor says ${status}` } }));
+  });
+});
+await new Promise((resolve) => vendorServer.listen(0, "127.0.0.1", resolve));
+const vendorUrl = `http://127.0.0.1:${vendorServer.address().port}/hook`;
+
+/** Events to the node's receiver as an SDK sends them. */
+async function sendEvents(writeKey, batch) {
+  const sent = await fetch(`http://127.0.0.1:${nodePort}/v1/batch`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Basic ${Buffer.from(`${writeKey}:`).toString("base64")}` },
+    body: JSON.stringify({ batch }),
+  });
+  expect(sent.status === 200, `the receiver took the events: ${sent.status}`);
 }
 
 let failure = null;
@@ -233,6 +264,113 @@ try {
   await shot(page, "query-unreachable");
   await page.fill("input[name=url]", `http://127.0.0.1:${nodePort}`);
 
+  // The live inspector: a destination that refuses an event, one that fails then recovers.
+  await page.getByRole("link", { name: "Pipelines" }).click();
+  await page.getByRole("link", { name: "web" }).click();
+  await page.waitForSelector("#spec-editor");
+  await page.fill("#spec-editor", JSON.stringify({
+    sources: [{ name: "web" }, { name: "app" }],
+    destinations: [{ name: "hooks", webhook: { url: vendorUrl }, retry: { max_attempts: 5, within_seconds: 3 } }],
+    archive: { dataset: "events" },
+  }, null, 2));
+  await page.click("#save-pipeline");
+  await page.locator("#save-status").getByText("Saved revision 4").waitFor();
+  const withHooks = (await text(page, "#save-status")).match(/config version (\d+)/)[1];
+  await page.getByRole("link", { name: "Data planes" }).click();
+  await page.locator("tr[data-node-id] .badge.ok", { hasText: `v${withHooks}` }).waitFor({ timeout: 30000 });
+  seen.appliedVersion = Number(withHooks);
+
+  await page.getByRole("link", { name: "Live events" }).click();
+  await page.getByRole("heading", { name: "Live events" }).waitFor();
+  // Every data-plane page shares the address this browser last used (the query page's bad one).
+  expect(await page.inputValue("input[name=url]") === "http://127.0.0.1:9", "the live page remembers the last node address");
+  await page.fill("input[name=url]", `http://127.0.0.1:${nodePort}`);
+  await page.click("#live-toggle");
+  await page.locator("#live-status").getByText("Live from node").waitFor();
+  // The vendor refuses the first event outright: it is dead-lettered.
+  vendor.script = { "ev-broken": [400] };
+  await sendEvents(writeKey, [{ type: "track", event: "Broken Order", messageId: "ev-broken", userId: "u-2", properties: { total: 12 } }]);
+  const brokenRow = page.locator('tr[data-event-id="ev-broken"]');
+  await brokenRow.locator('[data-destination="hooks"]', { hasText: "dead lettered" }).waitFor({ timeout: 20000 });
+  await brokenRow.getByRole("button", { name: "Show stages" }).click();
+  const brokenStages = page.locator("tr.live-detail:not([hidden]) .stage-cols");
+  await brokenStages.getByText("Attempt · 400").waitFor();
+  seen.liveDeadLettered = await brokenStages.innerText();
+  expect(seen.liveDeadLettered.includes("Broken Order") && seen.liveDeadLettered.includes("vendor says 400"),
+    `input and the vendor's answer side by side: ${seen.liveDeadLettered}`);
+  await shot(page, "live-dead-lettered");
+
+  // The fleet page shows the destination failing with the vendor's answer.
+  await page.getByRole("link", { name: "Data planes" }).click();
+  const hooksHealth = page.locator('#destination-health tr[data-destination="hooks"]');
+  await page.locator('#destination-health tr[data-destination="hooks"][data-state="failing"]').waitFor({ timeout: 30000 });
+  seen.destinationFailing = await hooksHealth.innerText();
+  expect(seen.destinationFailing.includes("HTTP 400") && seen.destinationFailing.includes("1 dead-lettered"),
+    `the failing destination's state, last error and counts: ${seen.destinationFailing}`);
+  await shot(page, "fleet-destination-failing");
+
+  // Filtered to one event name: the vendor fails twice, then takes it.
+  await page.getByRole("link", { name: "Live events" }).click();
+  await page.getByLabel("Event", { exact: true }).fill("Paid Order");
+  await page.click("#live-toggle");
+  await page.locator("#live-status").getByText("Live from node").waitFor();
+  vendor.script = { "ev-paid": [503, 503] };
+  await sendEvents(writeKey, [
+    { type: "track", event: "Paid Order", messageId: "ev-paid", userId: "u-3", properties: { total: 40 } },
+    { type: "track", event: "Browsed", messageId: "ev-other", userId: "u-3" },
+  ]);
+  const paid = page.locator('tr[data-event-id="ev-paid"]');
+  await paid.locator('[data-destination="hooks"]', { hasText: "delivered" }).waitFor({ timeout: 30000 });
+  expect(await page.locator('tr[data-event-id="ev-broken"], tr[data-event-id="ev-other"]').count() === 0,
+    "the event filter holds back other events");
+  await paid.getByRole("button", { name: "Show stages" }).click();
+  const paidStages = page.locator("tr.live-detail:not([hidden]) .stage-cols");
+  await paidStages.getByText("Attempt · 200").waitFor();
+  seen.liveAttempts = await paidStages.locator(".attempt h4").allInnerTexts();
+  expect(seen.liveAttempts.length === 3 && seen.liveAttempts[0].includes("503") && seen.liveAttempts[2].includes("200"),
+    `two failed attempts then the delivery: ${seen.liveAttempts}`);
+  expect((await paidStages.innerText()).includes("retrying"), "the retrying outcome between attempts");
+  await shot(page, "live-retried-then-delivered");
+  await page.click("#live-toggle");
+  await page.locator("#live-status").getByText("Paused").waitFor();
+
+  // The event's trace, from the live row: every stage up to its archive file.
+  await paid.getByRole("link", { name: "Trace" }).click();
+  await page.getByRole("heading", { name: "Event trace" }).waitFor();
+  await page.locator('#trace-stages li[data-stage="archived"]').waitFor({ timeout: 20000 }).catch(async () => {
+    await page.click("#trace-run"); // the archiver flushes every second: ask again
+    await page.locator('#trace-stages li[data-stage="archived"]').waitFor({ timeout: 20000 });
+  });
+  seen.traceStages = await page.locator("#trace-stages li").evaluateAll((items) => items.map((li) => li.dataset.stage));
+  for (const stage of ["received", "governed", "shaped", "attempt", "outcome", "archived"]) {
+    expect(seen.traceStages.includes(stage), `the trace passes ${stage}: ${seen.traceStages}`);
+  }
+  seen.traceArchiveFile = await text(page, '#trace-stages li[data-stage="archived"]');
+  expect(/\.parquet/.test(seen.traceArchiveFile), `the archive file: ${seen.traceArchiveFile}`);
+  await shot(page, "trace-from-ring");
+
+  // The dead letter, browsed and replayed from the console; the vendor takes it now.
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  await page.locator('#dlq-overview tr[data-destination="hooks"]').getByText("1", { exact: true }).waitFor();
+  await page.locator('#dlq-overview tr[data-destination="hooks"]').getByRole("button", { name: "Browse" }).click();
+  const entry = page.locator('#dlq-entries tr[data-event-id="ev-broken"]');
+  await entry.waitFor();
+  seen.dlqEntry = await entry.innerText();
+  expect(seen.dlqEntry.includes("refused with HTTP 400"), `the entry's last answer: ${seen.dlqEntry}`);
+  await entry.getByRole("checkbox").check();
+  await shot(page, "dlq-entry-selected");
+  await page.click("#dlq-replay");
+  await page.getByText("Replayed 1.").waitFor();
+  await page.locator("#dlq-entries").getByText("This dead-letter queue is empty.").waitFor();
+  await shot(page, "dlq-replayed");
+  for (let i = 0; i < 100 && !vendor.delivered.includes("ev-broken"); i++) await page.waitForTimeout(100);
+  expect(vendor.delivered.includes("ev-broken"), `the replayed event reached the vendor: ${vendor.delivered}`);
+
+  // Healthy again on the fleet page.
+  await page.getByRole("link", { name: "Data planes" }).click();
+  await page.locator('#destination-health tr[data-destination="hooks"][data-state="ok"]').waitFor({ timeout: 30000 });
+  await shot(page, "fleet-destination-recovered");
+
   // A viewer, invited through the members page, reads but cannot change anything.
   await page.getByRole("link", { name: "Members" }).click();
   await page.click("#add-member");
@@ -264,6 +402,14 @@ try {
     await viewer.getByRole("link", { name: "Members" }).click();
     await viewer.getByRole("heading", { name: "Members" }).waitFor();
     expect(await viewer.locator("#add-member").count() === 0, "a viewer cannot add members");
+    // A viewer watches the live stream and browses dead letters, but cannot replay them.
+    await viewer.getByRole("link", { name: "Live events" }).click();
+    await viewer.click("#live-toggle");
+    await viewer.locator('tr[data-event-id="ev-paid"]').waitFor();
+    await shot(viewer, "viewer-live");
+    await viewer.getByRole("link", { name: "Dead letters" }).click();
+    await viewer.locator('#dlq-overview tr[data-destination="hooks"]').waitFor();
+    await shot(viewer, "viewer-dead-letters");
     seen.viewer = "read-only";
     await viewerContext.close();
   }
@@ -310,6 +456,7 @@ try {
   failure = `${e.stack || e}${log}`;
 } finally {
   dataPlane?.kill("SIGKILL");
+  vendorServer.close();
   await browser.close();
   rmSync(state, { recursive: true, force: true });
 }

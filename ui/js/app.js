@@ -8,6 +8,9 @@ import { keysPage } from './pages/keys.js';
 import { pipelinesPage, pipelinePage } from './pages/pipelines.js';
 import { fleetPage } from './pages/fleet.js';
 import { queryPage } from './pages/query.js';
+import { livePage } from './pages/live.js';
+import { tracePage } from './pages/trace.js';
+import { dlqPage } from './pages/dlq.js';
 import { auditPage } from './pages/audit.js';
 import { membersPage } from './pages/members.js';
 
@@ -24,9 +27,11 @@ export function can(role) {
 
 const NAV = [
   ['fleet', 'Data planes'],
+  ['live', 'Live events'],
   ['keys', 'Service keys'],
   ['pipelines', 'Pipelines'],
   ['query', 'Archive query'],
+  ['dlq', 'Dead letters'],
   ['members', 'Members'],
   ['audit', 'Audit log'],
 ];
@@ -79,6 +84,9 @@ async function route() {
       case 'keys': return keysPage(page);
       case 'pipelines': return parts[3] ? pipelinePage(page, parts[3]) : pipelinesPage(page);
       case 'query': return queryPage(page);
+      case 'live': return livePage(page);
+      case 'trace': return tracePage(page, parts[3] || '');
+      case 'dlq': return dlqPage(page);
       case 'members': return membersPage(page);
       case 'audit': return auditPage(page);
       default: return fleetPage(page);

@@ -48,7 +48,39 @@ function render(body, nodes) {
           ? h('span', { class: 'badge danger', title: n.last_error }, n.nacked_version ? `NACK v${n.nacked_version}: ` : '', n.last_error)
           : h('span', { class: 'muted' }, '—')),
         h('td', {}, counters(n.counters)));
-    }), 'Data planes of this tenant'));
+    }), 'Data planes of this tenant'),
+  health(nodes));
+}
+
+const STATE_BADGE = { ok: 'ok', failing: 'danger', idle: 'info' };
+
+/** Each destination as each node reports it: counts and the vendor's last error, no event data. */
+function health(nodes) {
+  const rows = nodes.flatMap((n) => (Array.isArray(n.destinations) ? n.destinations : []).map((d) => ({ node: n, d })));
+  const section = h('section', { id: 'destination-health', 'aria-labelledby': 'destination-health-title' },
+    h('h2', { id: 'destination-health-title' }, 'Destination health'));
+  if (rows.length === 0) {
+    section.append(h('p', { class: 'muted' }, 'No destination has reported yet: nodes report each destination\'s deliveries with their status every few seconds.'));
+    return section;
+  }
+  const counts = (w) => h('span', { class: 'window' },
+    h('span', { title: 'delivered' }, `${w?.delivered ?? 0} delivered`), ' · ',
+    h('span', { title: 'retried' }, `${w?.retried ?? 0} retried`), ' · ',
+    h('span', { class: w?.failed ? 'error-text' : '', title: 'dead-lettered' }, `${w?.failed ?? 0} dead-lettered`));
+  section.append(table(['Pipeline', 'Destination', 'Node', 'State', 'Last vendor error', 'Last 5 minutes', 'Last 24 hours'],
+    rows.map(({ node, d }) => h('tr', { 'data-destination': d.destination, 'data-state': d.state },
+      h('td', {}, d.pipeline || d.pipeline_id),
+      h('td', {}, h('strong', {}, d.destination)),
+      h('td', {}, node.name),
+      h('td', {}, badge(STATE_BADGE[d.state] || 'info', d.state)),
+      h('td', { class: 'last-error' }, d.last_error
+        ? [d.last_error_status ? h('span', { class: 'badge danger' }, `HTTP ${d.last_error_status}`) : null, ' ', d.last_error,
+          d.last_error_at ? h('div', { class: 'muted' }, when(d.last_error_at)) : null]
+        : h('span', { class: 'muted' }, '—')),
+      h('td', {}, counts(d.last_5m)),
+      h('td', {}, counts(d.last_24h)))),
+    'Destination health'));
+  return section;
 }
 
 function counters(value) {

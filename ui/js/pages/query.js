@@ -1,9 +1,9 @@
 // SQL over the archive, sent from this browser straight to a data plane's query role with a
 // short-lived query token: the rows never pass through the control plane.
 
-import * as api from '../api.js';
 import { h, replace, field, table, alert, toCsv, download } from '../dom.js';
 import { ctx } from '../app.js';
+import { dataPlaneToken as queryToken, dataPlaneUrl, rememberDataPlaneUrl } from '../dataplane.js';
 
 const EXAMPLE = `SELECT event, count(*) AS n
 FROM events
@@ -11,29 +11,9 @@ GROUP BY event
 ORDER BY n DESC
 LIMIT 20`;
 
-let token = null;
-
-async function queryToken(tenantId) {
-  if (token && token.tenant === tenantId && token.until > Date.now()) return token.value;
-  const t = await api.post(`/api/v1/tenants/${encodeURIComponent(tenantId)}/query-token`, {});
-  // Renew half a minute early so a token never expires in flight.
-  token = { tenant: tenantId, value: t.token, until: Date.now() + (t.expires_in - 30) * 1000 };
-  return token.value;
-}
-
-async function defaultUrl() {
-  try {
-    const config = await fetch('/ui/config.json').then((r) => r.json());
-    return config.query_url || 'http://127.0.0.1:8090';
-  } catch {
-    return 'http://127.0.0.1:8090';
-  }
-}
-
 export async function queryPage(page) {
   const tenantId = ctx.tenant.id;
-  const urlKey = `sluice.query-url.${tenantId}`;
-  const url = h('input', { type: 'url', name: 'url', value: localStorage.getItem(urlKey) || await defaultUrl(), required: true, size: 36 });
+  const url = h('input', { type: 'url', name: 'url', value: await dataPlaneUrl(tenantId), required: true, size: 36 });
   const sql = h('textarea', { class: 'code', name: 'sql', rows: 8, spellcheck: 'false', required: true }, localStorage.getItem(`sluice.sql.${tenantId}`) || EXAMPLE);
   const run = h('button', { type: 'submit', class: 'primary', id: 'run-query' }, 'Run query');
   const csv = h('button', { type: 'button', id: 'download-csv', disabled: true }, 'Download CSV');
@@ -57,7 +37,7 @@ export async function queryPage(page) {
     last = null;
     replace(meta, 'Running…');
     replace(result);
-    localStorage.setItem(urlKey, url.value.trim());
+    rememberDataPlaneUrl(tenantId, url.value);
     localStorage.setItem(`sluice.sql.${tenantId}`, sql.value);
     const started = performance.now();
     try {
