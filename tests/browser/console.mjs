@@ -150,6 +150,9 @@ try {
   await page.focus("#generate-key");
   await page.keyboard.press("Enter");
   await page.waitForFunction(() => document.activeElement?.name === "name");
+  for (const label of ["Role", "Pipeline", "Source"]) {
+    expect(!(await page.getByLabel(label, { exact: true }).isVisible()), `a service key's dialog hides ${label}`);
+  }
   await page.keyboard.type("dc1 data plane");
   await page.keyboard.press("Enter");
   await page.waitForSelector("#new-key");
@@ -157,6 +160,10 @@ try {
   const serviceKey = await page.inputValue("#new-key");
   expect(serviceKey.startsWith("slk_svc_"), `a service key: ${serviceKey}`);
   expect((await text(page, "dialog [role=alert]")).includes("You will not see it again"), "the once-only warning");
+  await page.keyboard.press("Escape");
+  await page.getByText("Press “I have copied it” to close this.").waitFor();
+  expect(await page.inputValue("#new-key") === serviceKey, "Escape does not close the key's dialog");
+  await page.focus("#new-key");
   await page.keyboard.press("Tab");
   expect(await page.evaluate(() => document.activeElement?.id) === "copy-key", "Tab reaches Copy");
   await page.keyboard.press("Enter");
@@ -205,6 +212,8 @@ try {
   await page.getByLabel("Name").fill("website");
   await page.getByLabel("Type").selectOption("ingest");
   await page.getByLabel("Source").locator("option[value=web]").waitFor({ state: "attached" });
+  expect(await page.getByLabel("Source", { exact: true }).isVisible() && !(await page.getByLabel("Role", { exact: true }).isVisible()),
+    "an ingest key's dialog shows Source and hides Role");
   await page.getByRole("button", { name: "Generate", exact: true }).click();
   const writeKey = await page.inputValue("#new-key");
   expect(writeKey.startsWith("slk_ing_"), `an ingest key: ${writeKey}`);
@@ -213,10 +222,34 @@ try {
   // The data plane, started with the key from the clipboard, shows up connected.
   dataPlane = startDataPlane(copied);
   await page.getByRole("link", { name: "Data planes" }).click();
+  expect(await page.evaluate(() => document.activeElement?.id) === "main", "a route change moves focus to the page");
+  expect(await page.locator("[aria-live]:not([role])").count() === 0 && await page.locator("#app[aria-live]").count() === 0,
+    "no app-wide live region (a refresh is not announced)");
   await page.locator("tr[data-node-id] .badge.ok", { hasText: "connected" }).waitFor({ timeout: 30000 });
   seen.connected = await text(page, "tr[data-node-id]");
   expect(seen.connected.includes("dc1-edge"), `the node's name: ${seen.connected}`);
   await shot(page, "fleet-connected");
+  // Leaving the data planes page while its request is out ends its polling: visit it three
+  // times, each left at once, then count its requests from elsewhere.
+  {
+    let polls = 0;
+    const count = (r) => { if (r.url().includes("/data-planes")) polls += 1; };
+    await page.evaluate(async (t) => {
+      for (let i = 0; i < 3; i++) {
+        location.hash = `#/t/${t}/fleet`;
+        await new Promise((r) => setTimeout(r, 0));
+        location.hash = `#/t/${t}/keys`;
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    }, encodeURIComponent(tenantId));
+    await page.locator("tr[data-key-id]").first().waitFor();
+    await page.waitForTimeout(500);
+    page.on("request", count);
+    await page.waitForTimeout(6000);
+    page.off("request", count);
+    expect(polls === 0, `the data planes page stopped polling once left, not ${polls} requests`);
+    await page.getByRole("link", { name: "Data planes" }).click();
+  }
 
   // Edit the pipeline; the node applies the new version.
   await page.getByRole("link", { name: "Pipelines" }).click();
@@ -442,6 +475,12 @@ try {
   await page.getByRole("heading", { name: "Audit log" }).waitFor();
   await page.setViewportSize({ width: 1024, height: 700 });
   await shot(page, "audit-laptop-width");
+  for (const [link, ready] of [["Data planes", "#destination-health"], ["Live events", "#live-toggle"], ["Pipelines", "table"], ["Archive query", "#run-query"], ["Audit log", "table"]]) {
+    await page.getByRole("link", { name: link }).click();
+    await page.locator(ready).first().waitFor();
+    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    expect(scroll <= inner, `${link} at 1024 px scrolls sideways: ${scroll} > ${inner}`);
+  }
   await page.click("#sign-out");
   await page.getByRole("heading", { name: "Sign in to Sluice" }).waitFor();
   await page.reload();

@@ -129,6 +129,8 @@ function shell(section) {
         h('div', {}, 'Signed in as ', h('strong', {}, ctx.me.name)),
         h('button', { type: 'button', id: 'sign-out', onclick: signOut }, 'Sign out'))),
     page));
+  // A route change moves focus to the new page, as a page load would.
+  page.focus({ preventScroll: true });
   return page;
 }
 

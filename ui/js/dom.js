@@ -101,7 +101,8 @@ export function toast(text) {
 }
 
 /** A modal dialog; resolves with what `onSubmit` returns, or null when cancelled. */
-export function modal(title, body, { submitLabel = 'OK', danger = false, cancelLabel = 'Cancel', onSubmit } = {}) {
+/** `escapable: false` keeps the dialog open on Escape (a key shown once must not be lost to a keypress). */
+export function modal(title, body, { submitLabel = 'OK', danger = false, cancelLabel = 'Cancel', onSubmit, escapable = true } = {}) {
   return new Promise((resolve) => {
     const error = h('div');
     const submit = h('button', { type: 'submit', class: danger ? 'danger' : 'primary' }, submitLabel);
@@ -124,7 +125,16 @@ export function modal(title, body, { submitLabel = 'OK', danger = false, cancelL
         submit.disabled = false;
       }
     });
-    dialog.addEventListener('close', () => { dialog.remove(); resolve(dialog.returnValue === 'ok' ? result : null); });
+    dialog.addEventListener('close', () => {
+      if (!escapable && dialog.returnValue !== 'ok') {
+        // Closed by Escape: open it again and say why.
+        dialog.showModal();
+        replace(error, alert('warn', `Press “${submitLabel}” to close this.`));
+        return;
+      }
+      dialog.remove();
+      resolve(dialog.returnValue === 'ok' ? result : null);
+    });
     document.body.append(dialog);
     dialog.showModal();
   });

@@ -13,6 +13,7 @@ export async function fleetPage(page) {
     body);
 
   let timer;
+  let left = false;
   const load = async () => {
     try {
       const nodes = await api.get(`/api/v1/tenants/${tid}/data-planes`).then((r) => r.data);
@@ -21,9 +22,10 @@ export async function fleetPage(page) {
     } catch (e) {
       replace(body, alert('error', `Could not load the data planes: ${e.message}`));
     }
-    timer = setTimeout(load, REFRESH_MS);
+    // Left while the request was out: no next round (it would poll forever, once per visit).
+    if (!left) timer = setTimeout(load, REFRESH_MS);
   };
-  ctx.stop.push(() => clearTimeout(timer));
+  ctx.stop.push(() => { left = true; clearTimeout(timer); });
   await load();
 }
 

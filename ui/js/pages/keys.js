@@ -131,7 +131,7 @@ async function showOnce(created) {
   await modal(`Your new key “${created.name}”`, h('div', {},
     h('div', { class: 'alert warn', role: 'alert' }, h('strong', {}, 'Copy this key now. '),
       'You will not see it again: Sluice stores only its hash. If you lose it, generate a new one and revoke this one.'),
-    h('div', { class: 'secret' }, input, copy), copied, usage), { submitLabel: 'I have copied it', cancelLabel: null });
+    h('div', { class: 'secret' }, input, copy), copied, usage), { submitLabel: 'I have copied it', cancelLabel: null, escapable: false });
 }
 
 async function revoke(page, key) {
