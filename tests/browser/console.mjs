@@ -227,6 +227,7 @@ try {
     "no app-wide live region (a refresh is not announced)");
   await page.locator("tr[data-node-id] .badge.ok", { hasText: "connected" }).waitFor({ timeout: 30000 });
   seen.connected = await text(page, "tr[data-node-id]");
+  expect((await text(page, "tr[data-node-id] .config-state")).includes("up to date"), "the node's config is said to be up to date");
   expect(seen.connected.includes("dc1-edge"), `the node's name: ${seen.connected}`);
   await shot(page, "fleet-connected");
   // Leaving the data planes page while its request is out ends its polling: visit it three
@@ -338,6 +339,11 @@ try {
   const hooksHealth = page.locator('#destination-health tr[data-destination="hooks"]');
   await page.locator('#destination-health tr[data-destination="hooks"][data-state="failing"]').waitFor({ timeout: 30000 });
   seen.destinationFailing = await hooksHealth.innerText();
+  seen.counterOrder = await page.locator("tr[data-node-id] .counters span").evaluateAll((spans) => spans.map((x) => x.title));
+  const at = (k) => seen.counterOrder.indexOf(k);
+  expect(at("received") === 0 && at("received") < at("processed") && at("processed") < at("delivered") && at("delivered") < at("archived")
+    && at("archived") < at("web/hooks.routed") && at("web/hooks.routed") < at("web/hooks.delivered"),
+    `counters in flow order: ${seen.counterOrder}`);
   expect(seen.destinationFailing.includes("HTTP 400") && seen.destinationFailing.includes("1 dead-lettered"),
     `the failing destination's state, last error and counts: ${seen.destinationFailing}`);
   await shot(page, "fleet-destination-failing");

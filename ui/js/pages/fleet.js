@@ -43,8 +43,8 @@ function render(body, nodes) {
         h('td', {}, n.connected ? badge('ok', 'connected') : badge('danger', 'disconnected')),
         h('td', {}, n.agent_version),
         h('td', {}, n.roles.join(', ')),
-        h('td', {}, badge(current ? 'ok' : 'warn', `v${n.applied_version}`),
-          current ? null : h('span', { class: 'muted' }, ` of v${n.config_version}`)),
+        h('td', { class: 'config-state' }, badge(current ? 'ok' : 'warn', `v${n.applied_version}`),
+          h('span', { class: 'muted' }, current ? ' up to date' : ` of v${n.config_version}: ${n.connected ? 'updating' : 'behind'}`)),
         h('td', {}, when(n.last_seen_at)),
         h('td', {}, n.last_error
           ? h('span', { class: 'badge danger', title: n.last_error }, n.nacked_version ? `NACK v${n.nacked_version}: ` : '', n.last_error)
@@ -95,6 +95,18 @@ function counters(value) {
     }
   };
   walk('', value);
+  flat.sort(([a], [b]) => flowRank(a) - flowRank(b) || a.localeCompare(b));
   if (flat.length === 0) return h('span', { class: 'muted' }, 'none yet');
   return h('div', { class: 'counters' }, flat.map(([k, v]) => h('span', { title: k }, `${k} ${typeof v === 'number' ? v.toLocaleString() : v}`)));
+}
+
+/** Counters in the order events flow through a node: in, governed, out per destination, archived. */
+const FLOW = ['received', 'processed', 'rejected', 'routed', 'skipped', 'delivered', 'retried', 'failed', 'dlq_depth', 'archived'];
+
+/** Node totals first in flow order, then each destination's counters in the same order. */
+function flowRank(key) {
+  const dot = key.lastIndexOf('.');
+  const name = dot >= 0 ? key.slice(dot + 1) : key;
+  const rank = FLOW.indexOf(name);
+  return (dot >= 0 ? 100 : 0) + (rank >= 0 ? rank : FLOW.length);
 }
