@@ -100,8 +100,10 @@ export function toast(text) {
   toastTimer = setTimeout(() => el.remove(), 4000);
 }
 
-/** A modal dialog; resolves with what `onSubmit` returns, or null when cancelled. */
-/** `escapable: false` keeps the dialog open on Escape (a key shown once must not be lost to a keypress). */
+/**
+ * A modal dialog; resolves with what `onSubmit` returns, or null when cancelled. `escapable:
+ * false` keeps it open on Escape (a key shown once must not be lost to a keypress).
+ */
 export function modal(title, body, { submitLabel = 'OK', danger = false, cancelLabel = 'Cancel', onSubmit, escapable = true } = {}) {
   return new Promise((resolve) => {
     const error = h('div');

@@ -37,6 +37,9 @@ export async function livePage(page) {
   const events = new Map();
   let controller = null;
   let count = 0;
+  /** What the node said when the stream opened; the count of events follows it. */
+  let connected = '';
+  const showCount = () => { status.textContent = `${connected} · ${count} event${count === 1 ? '' : 's'}`; };
 
   const form = h('form', { 'aria-label': 'Live stream', class: 'live-form' },
     field('Data plane', url, 'The node this browser streams from.'),
@@ -67,7 +70,10 @@ export async function livePage(page) {
     status.textContent = 'Connecting…';
     const signal = controller.signal;
     stream(tenantId, url.value, `/v1/live?${query}`, (name, data) => {
-      if (name === 'hello') status.textContent = `Live from node ${String(data.node_id).slice(0, 8)} · the node holds the last ${data.ring?.records ?? 0} stage records.`;
+      if (name === 'hello') {
+        connected = `Live from node ${String(data.node_id).slice(0, 8)} · the node holds the last ${data.ring?.records ?? 0} stage records.`;
+        showCount();
+      }
       else if (name === 'lagged') replace(problem, alert('warn', `${data.skipped} records were skipped: this browser fell behind. Narrow the filters to see every one.`));
       else if (name === 'record') add(data);
     }, signal).then(() => {
@@ -93,7 +99,7 @@ export async function livePage(page) {
       events.set(record.event_id, ev);
       tbody.prepend(ev.row, ev.detail);
       count += 1;
-      if (controller) status.textContent = status.textContent.replace(/ · \d+ events?$/, '') + ` · ${count} event${count === 1 ? '' : 's'}`;
+      if (controller) showCount();
     }
     ev.records.push(record);
     render(record.event_id, ev);
