@@ -227,7 +227,8 @@ try {
     "no app-wide live region (a refresh is not announced)");
   await page.locator("tr[data-node-id] .badge.ok", { hasText: "connected" }).waitFor({ timeout: 30000 });
   seen.connected = await text(page, "tr[data-node-id]");
-  expect((await text(page, "tr[data-node-id] .config-state")).includes("up to date"), "the node's config is said to be up to date");
+  // Connected comes first; the applied version follows with the node's next status report.
+  await page.locator("tr[data-node-id] .config-state", { hasText: "up to date" }).waitFor({ timeout: 30000 });
   expect(seen.connected.includes("dc1-edge"), `the node's name: ${seen.connected}`);
   await shot(page, "fleet-connected");
   // Leaving the data planes page while its request is out ends its polling: visit it three
