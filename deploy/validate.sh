@@ -359,6 +359,9 @@ def check_depends_on(name, svc, services):
 
 def cross_service_urls(name, env, services):
     for k, v in env.items():
+        # Advertised addresses are where browsers and SDKs reach the host, not services.
+        if k.endswith("PUBLIC_URL"):
+            continue
         for host in re.findall(r"\b(?:https?|nats)://([a-z0-9-]+):\d+", str(v)):
             assert host in services, f"{name}: {k}={v} names host {host}, which is no service"
 

@@ -126,6 +126,12 @@ struct ControlPlaneArgs {
     /// the console's archive page starts there, and its Content-Security-Policy admits it.
     #[arg(long, env = "SLUICE_UI_QUERY_URL")]
     ui_query_url: Option<String>,
+
+    /// The gRPC URL data planes reach this control plane at (https://sluice.example.com:8081),
+    /// written into the console's data-plane setup lines. Default: the console's host with the
+    /// gRPC port.
+    #[arg(long, env = "SLUICE_PUBLIC_GRPC_URL")]
+    public_grpc_url: Option<String>,
 }
 
 /// The data plane's settings: the sections of its configuration, each flag's default written
@@ -184,6 +190,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tls_cert: args.tls_cert,
                 tls_key: args.tls_key,
                 ui_query_url: non_empty(args.ui_query_url),
+                public_grpc_url: non_empty(args.public_grpc_url),
                 ..Default::default()
             };
             let config = raw.validate().context("invalid configuration")?;

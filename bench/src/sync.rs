@@ -165,6 +165,7 @@ async fn stream(
             agent_version: "bench".into(),
             roles: vec!["receiver".into()],
             config_version: *held,
+            ..Hello::default()
         })),
     })
     .await?;

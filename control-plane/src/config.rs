@@ -66,6 +66,10 @@ pub struct RawConfig {
     /// starts with it, and the Content-Security-Policy lets pages call it even over plain
     /// HTTP (any `https:` origin is always allowed). Default: unset.
     pub ui_query_url: Option<String>,
+    /// The gRPC URL data planes reach this control plane at (`https://sluice.example.com:8081`),
+    /// written into the console's data-plane setup lines. Default: unset (the console uses the
+    /// host it was loaded from and `grpc_addr`'s port).
+    pub public_grpc_url: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -95,6 +99,7 @@ impl Default for RawConfig {
             sync_idle_timeout_secs: 60,
             max_sync_message_bytes: 256 * 1024,
             ui_query_url: None,
+            public_grpc_url: None,
         }
     }
 }
@@ -133,6 +138,7 @@ pub struct Config {
     pub max_sync_message_bytes: usize,
     /// The query role's URL for the console, and its origin (`scheme://host:port`).
     pub ui_query: Option<UiQuery>,
+    pub public_grpc_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +287,21 @@ impl RawConfig {
                 Some(UiQuery { url, origin })
             }
         };
+        let public_grpc_url = match self.public_grpc_url {
+            None => None,
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_owned();
+                web_origin(&url).ok_or_else(|| {
+                    invalid(
+                        "public_grpc_url",
+                        "must be an http:// or https:// URL, e.g. https://sluice.example.com:8081",
+                    )
+                })?;
+                Some(url)
+            }
+        };
         Ok(Config {
+            public_grpc_url,
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
             database_url: self.database_url,

@@ -13,6 +13,7 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod ui;
+mod ui_minify;
 pub mod validate;
 
 pub use config::{Config, RawConfig};

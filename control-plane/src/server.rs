@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningControlPlane, StartError> {
             addr: state.config.grpc_addr,
             source,
         })?;
+    let _ = state.grpc_port.set(grpc_addr.port());
     let grpc = tokio::spawn(serve_grpc(
         state.clone(),
         grpc_listener,

@@ -34,6 +34,8 @@ pub struct AppInner {
     /// Flips to true when the server shuts down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub openapi_json: OnceLock<String>,
+    /// The gRPC port as bound (the configured one may be 0), for the console's setup lines.
+    pub grpc_port: OnceLock<u16>,
 }
 
 /// What the server prepared before it can serve: everything [`AppState`] is made of that is
@@ -86,6 +88,7 @@ impl AppState {
             snapshots: SnapshotCache::default(),
             shutdown,
             openapi_json: OnceLock::new(),
+            grpc_port: OnceLock::new(),
         }))
     }
 }

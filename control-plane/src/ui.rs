@@ -27,6 +27,12 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/api.js", JS, include_bytes!("../../ui/js/api.js")),
     ("js/dom.js", JS, include_bytes!("../../ui/js/dom.js")),
     ("js/diff.js", JS, include_bytes!("../../ui/js/diff.js")),
+    ("js/chart.js", JS, include_bytes!("../../ui/js/chart.js")),
+    (
+        "js/snippets.js",
+        JS,
+        include_bytes!("../../ui/js/snippets.js"),
+    ),
     (
         "js/dataplane.js",
         JS,
@@ -63,6 +69,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/js/pages/members.js"),
     ),
     (
+        "js/pages/overview.js",
+        JS,
+        include_bytes!("../../ui/js/pages/overview.js"),
+    ),
+    (
         "js/pages/pipelines.js",
         JS,
         include_bytes!("../../ui/js/pages/pipelines.js"),
@@ -90,16 +101,143 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
-const INDEX: &[u8] = include_bytes!("../../ui/index.html");
+const INDEX: &str = include_str!("../../ui/index.html");
+
+/// Most JavaScript and CSS the console may ship, uncompressed, in bytes.
+pub const ASSET_BUDGET: usize = 100 * 1024;
+
+/// One asset ready to serve: its bytes as stored and compressed, and its validator.
+struct Prepared {
+    content_type: &'static str,
+    /// Minified, for scripts and styles.
+    raw: Vec<u8>,
+    gzip: Vec<u8>,
+    brotli: Vec<u8>,
+    etag: String,
+}
+
+/// Every asset, compressed once, and the index page pointing at the console's versioned
+/// path: `/ui/v/<hash of every asset>/…`. Module imports are relative, so one prefix versions
+/// them all; a new binary changes the prefix and no browser runs a stale module.
+struct Console {
+    version: String,
+    index: Vec<u8>,
+    assets: Vec<(&'static str, Prepared)>,
+}
+
+fn console() -> &'static Console {
+    static CONSOLE: std::sync::OnceLock<Console> = std::sync::OnceLock::new();
+    CONSOLE.get_or_init(|| {
+        use sha2::Digest as _;
+        let mut whole = sha2::Sha256::new();
+        let assets: Vec<(&'static str, Prepared)> = ASSETS
+            .iter()
+            .map(|(path, content_type, stored)| {
+                let raw = minified(path, stored);
+                let digest = sha2::Sha256::digest(&raw);
+                whole.update(digest);
+                let etag = format!("\"{}\"", hex(&digest[..12]));
+                let prepared = Prepared {
+                    content_type,
+                    gzip: gzip(&raw),
+                    brotli: brotli(&raw),
+                    raw,
+                    etag,
+                };
+                (*path, prepared)
+            })
+            .collect();
+        let version = hex(&whole.finalize()[..6]);
+        let index = INDEX
+            .replace("\"/ui/", &format!("\"/ui/v/{version}/"))
+            .into_bytes();
+        Console {
+            version,
+            index,
+            assets,
+        }
+    })
+}
+
+fn minified(path: &str, stored: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(stored) {
+        Ok(text) if path.ends_with(".js") => crate::ui_minify::minify_js(text).into_bytes(),
+        Ok(text) if path.ends_with(".css") => crate::ui_minify::minify_css(text).into_bytes(),
+        _ => stored.to_vec(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+fn brotli(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 9,
+        lgwin: 20,
+        ..Default::default()
+    };
+    // Reading a slice and writing a Vec cannot fail.
+    let _ = brotli::BrotliCompress(&mut &bytes[..], &mut out, &params);
+    out
+}
+
+/// Which encoding to send: brotli, then gzip, when the client accepts it (a `q=0` refuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Brotli,
+    Gzip,
+    Identity,
+}
+
+fn negotiate(headers: &HeaderMap) -> Encoding {
+    let Some(accept) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Encoding::Identity;
+    };
+    let accepts = |wanted: &str| {
+        accept.split(',').any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case(wanted) && !refused
+        })
+    };
+    if accepts("br") {
+        Encoding::Brotli
+    } else if accepts("gzip") {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/ui/config.json", get(ui_config))
+        .route("/ui/v/{version}/{*path}", get(versioned_asset))
         .route("/ui/{*path}", get(asset))
 }
 
-/// The policy for every console response. `connect-src` admits any `https:` origin and the
+/// The policy for every console response. `connect-src` admits any `https:` origin, plain
+/// HTTP on loopback (a data plane beside the browser, as `sluice dev` runs it) and the
 /// configured query role, because the archive page calls a data plane directly.
 fn content_security_policy(state: &AppState) -> String {
     let extra = state
@@ -110,16 +248,20 @@ fn content_security_policy(state: &AppState) -> String {
         .unwrap_or_default();
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self' https:{extra}; form-action 'self'; frame-ancestors 'none'; \
+         connect-src 'self' https: http://localhost:* http://127.0.0.1:*{extra}; form-action 'self'; frame-ancestors 'none'; \
          base-uri 'none'"
     )
 }
 
-fn secured(state: &AppState, content_type: &'static str, body: Vec<u8>) -> Response {
+fn secured(
+    state: &AppState,
+    content_type: &'static str,
+    cache: &'static str,
+    body: Vec<u8>,
+) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // Assets change with the binary; revalidating is cheap and never serves a stale console.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -139,39 +281,178 @@ fn secured(state: &AppState, content_type: &'static str, body: Vec<u8>) -> Respo
     (StatusCode::OK, headers, body).into_response()
 }
 
+/// The index is never cached: it names the current versioned path.
+const NO_CACHE: &str = "no-cache";
+/// A versioned asset never changes under its path.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
 async fn index(State(state): State<AppState>) -> Response {
-    secured(&state, "text/html; charset=utf-8", INDEX.to_vec())
+    secured(
+        &state,
+        "text/html; charset=utf-8",
+        NO_CACHE,
+        console().index.clone(),
+    )
 }
 
-async fn asset(State(state): State<AppState>, Path(path): Path<String>) -> Response {
-    match ASSETS.iter().find(|(name, _, _)| *name == path) {
-        Some((_, content_type, bytes)) => secured(&state, content_type, bytes.to_vec()),
-        None => ApiError::not_found("no such file in the console").into_response(),
+/// An asset under the current version is cached for good; under an older one (a page loaded
+/// before an upgrade) it is today's file, revalidated every time.
+async fn versioned_asset(
+    State(state): State<AppState>,
+    Path((version, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let cache = if version == console().version {
+        IMMUTABLE
+    } else {
+        NO_CACHE
+    };
+    serve(&state, &path, &headers, cache)
+}
+
+async fn asset(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve(&state, &path, &headers, NO_CACHE)
+}
+
+fn serve(state: &AppState, path: &str, headers: &HeaderMap, cache: &'static str) -> Response {
+    let Some((_, asset)) = console().assets.iter().find(|(name, _)| *name == path) else {
+        return ApiError::not_found("no such file in the console").into_response();
+    };
+    let etag = HeaderValue::from_str(&asset.etag).ok();
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == asset.etag || t.trim() == "*")
+        });
+    let encoding = negotiate(headers);
+    let mut response = if fresh {
+        let mut r = secured(state, asset.content_type, cache, Vec::new());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let body = match encoding {
+            Encoding::Brotli => asset.brotli.clone(),
+            Encoding::Gzip => asset.gzip.clone(),
+            Encoding::Identity => asset.raw.clone(),
+        };
+        secured(state, asset.content_type, cache, body)
+    };
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, etag);
     }
+    if !fresh {
+        match encoding {
+            Encoding::Brotli => {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+            }
+            Encoding::Gzip => {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            Encoding::Identity => {}
+        }
+    }
+    response
 }
 
 /// What the console needs to know of this deployment.
 async fn ui_config(State(state): State<AppState>) -> Response {
+    let config = &state.config;
     let body = serde_json::json!({
-        "query_url": state.config.ui_query.as_ref().map(|q| q.url.clone()),
+        "query_url": config.ui_query.as_ref().map(|q| q.url.clone()),
+        "grpc_url": config.public_grpc_url,
+        "grpc_port": state.grpc_port.get().copied().unwrap_or(config.grpc_addr.port()),
+        "grpc_tls": config.tls.is_some(),
     });
     secured(
         &state,
         "application/json",
+        NO_CACHE,
         serde_json::to_vec(&body).unwrap_or_default(),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ASSETS;
+    use super::*;
+
+    /// The console stays small enough to load fast on a poor link: what a browser receives
+    /// (minified, before compression).
+    #[test]
+    fn scripts_and_styles_stay_within_the_budget() {
+        let total: usize = console()
+            .assets
+            .iter()
+            .filter(|(name, _)| name.ends_with(".js") || name.ends_with(".css"))
+            .map(|(_, asset)| asset.raw.len())
+            .sum();
+        assert!(
+            total < ASSET_BUDGET,
+            "{total} bytes of JS and CSS, over {ASSET_BUDGET}"
+        );
+    }
+
+    #[test]
+    fn compressed_assets_decompress_to_the_originals() {
+        use std::io::Read as _;
+        for (name, asset) in &console().assets {
+            let mut gunzipped = Vec::new();
+            flate2::read::GzDecoder::new(&asset.gzip[..])
+                .read_to_end(&mut gunzipped)
+                .expect("test value");
+            assert_eq!(gunzipped, asset.raw, "{name} gzip");
+            let mut unbrotli = Vec::new();
+            brotli::BrotliDecompress(&mut &asset.brotli[..], &mut unbrotli).expect("test value");
+            assert_eq!(unbrotli, asset.raw, "{name} brotli");
+            if asset.raw.len() > 2048 {
+                assert!(
+                    asset.brotli.len() < asset.raw.len() / 2,
+                    "{name} compresses"
+                );
+            }
+        }
+        let index = String::from_utf8(console().index.clone()).expect("test value");
+        assert!(index.contains(&format!("/ui/v/{}/js/app.js", console().version)));
+    }
+
+    #[test]
+    fn encoding_follows_accept_encoding_and_its_refusals() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(v).expect("test value"),
+            );
+            negotiate(&h)
+        };
+        assert_eq!(negotiate(&HeaderMap::new()), Encoding::Identity);
+        assert_eq!(with("gzip, deflate, br"), Encoding::Brotli);
+        assert_eq!(with("gzip"), Encoding::Gzip);
+        assert_eq!(with("br;q=0, gzip;q=0.5"), Encoding::Gzip);
+        assert_eq!(with("br;q=0, gzip;q=0"), Encoding::Identity);
+        assert_eq!(with("identity"), Encoding::Identity);
+    }
 
     /// Every module the console imports is served: a missing entry would be a blank page.
     #[test]
     fn every_imported_module_is_an_asset() {
         for (name, _, bytes) in ASSETS {
             let text = std::str::from_utf8(bytes).expect("utf-8");
-            for line in text.lines().filter(|l| l.starts_with("import ")) {
+            // The imports head each module; `import` further down is text (a setup snippet).
+            let head = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('*'))
+                .filter(|l| !l.starts_with("/*"))
+                .take_while(|l| l.starts_with("import "));
+            for line in head {
                 let Some(spec) = line.split(['\'', '"']).nth(1) else {
                     continue;
                 };

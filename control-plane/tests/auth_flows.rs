@@ -404,7 +404,103 @@ async fn state_survives_a_restart(db: &TestDb) {
     server.stop().await;
 }
 
+/// An invitation gets a new link (the old one stops working) or is withdrawn.
+async fn invitations_are_renewed_and_revoked(db: &TestDb) {
+    let server = TestServer::start(db, |_| {}).await;
+    let admin = server.admin().await;
+    let tenant = admin.tenant("acme").await;
+    let invite = |email: &'static str| {
+        let admin = &admin;
+        let tenant = &tenant;
+        async move {
+            let (status, invited) = admin
+                .post(
+                    &format!("/api/v1/tenants/{tenant}/members"),
+                    json!({"email": email, "role": "viewer"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{invited}");
+            (
+                invited["invitation"]["id"].as_str().expect("id").to_owned(),
+                invited["invitation"]["token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+            )
+        }
+    };
+    let (id, old_token) = invite("late@example.com").await;
+    let base = format!("/api/v1/tenants/{tenant}/invitations");
+    let (status, renewed) = admin.post(&format!("{base}/{id}/renew"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let new_token = renewed["token"].as_str().expect("a new token").to_owned();
+    assert_ne!(new_token, old_token);
+    let client = server.client();
+    let accept = |token: String| {
+        let client = &client;
+        async move {
+            client
+                .post(
+                    "/api/v1/auth/accept-invite",
+                    json!({"token": token, "password": PASSWORD}),
+                )
+                .await
+                .0
+        }
+    };
+    assert_eq!(
+        accept(old_token).await,
+        StatusCode::NOT_FOUND,
+        "the old link stopped working"
+    );
+    assert_eq!(accept(new_token).await, StatusCode::CREATED);
+    let (status, _) = admin.post(&format!("{base}/{id}/renew"), json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an accepted invitation is not renewed"
+    );
+
+    let (id, token) = invite("never@example.com").await;
+    let (status, _) = admin
+        .call(Method::DELETE, &format!("{base}/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        accept(token).await,
+        StatusCode::NOT_FOUND,
+        "a withdrawn link"
+    );
+    let (status, _) = admin
+        .call(Method::DELETE, &format!("{base}/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, pending) = admin.get(&base).await;
+    assert_eq!(
+        pending["data"].as_array().map(Vec::len),
+        Some(0),
+        "{pending}"
+    );
+    let (_, audit) = admin
+        .get(&format!(
+            "/api/v1/tenants/{tenant}/audit?action=invitation."
+        ))
+        .await;
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"invitation.renew") && actions.contains(&"invitation.revoke"),
+        "{actions:?}"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    invitations_are_renewed_and_revoked,
     sign_in_refresh_rotation_and_reuse_detection,
     wrong_credentials_are_401_and_rate_limited,
     first_run_setup_token,

@@ -370,6 +370,8 @@ async fn openapi_document_covers_every_route() {
         "PATCH /api/v1/tenants/{tenant_id}/members/{user_id}",
         "DELETE /api/v1/tenants/{tenant_id}/members/{user_id}",
         "GET /api/v1/tenants/{tenant_id}/invitations",
+        "DELETE /api/v1/tenants/{tenant_id}/invitations/{invitation_id}",
+        "POST /api/v1/tenants/{tenant_id}/invitations/{invitation_id}/renew",
         "GET /api/v1/tenants/{tenant_id}/keys",
         "POST /api/v1/tenants/{tenant_id}/keys",
         "GET /api/v1/tenants/{tenant_id}/keys/{key_id}",
@@ -381,6 +383,8 @@ async fn openapi_document_covers_every_route() {
         "GET /api/v1/openapi.json",
         "GET /api/v1/schemas/pipeline.json",
         "GET /api/v1/tenants/{tenant_id}/data-planes",
+        "GET /api/v1/tenants/{tenant_id}/overview",
+        "PUT /api/v1/tenants/{tenant_id}/milestones/{name}",
         "GET /api/v1/tenants/{tenant_id}/pipelines",
         "POST /api/v1/tenants/{tenant_id}/pipelines",
         "GET /api/v1/tenants/{tenant_id}/pipelines/{pipeline_id}",
@@ -402,7 +406,9 @@ async fn openapi_document_covers_every_route() {
             .replace("{tenant_id}", "t")
             .replace("{user_id}", "u")
             .replace("{key_id}", "k")
-            .replace("{pipeline_id}", "p");
+            .replace("{pipeline_id}", "p")
+            .replace("{name}", "snippet_copied")
+            .replace("{invitation_id}", "i");
         let response = reqwest::Client::new()
             .request(
                 method.parse().expect("method"),

@@ -349,7 +349,81 @@ async fn viewers_read_pipelines_and_members_edit_them(db: &TestDb) {
     server.stop().await;
 }
 
+/// A YAML document is kept as written, with the change message, through revisions and
+/// roll back; a number where a name is due is refused.
+async fn documents_keep_their_comments_and_changes_their_message(db: &TestDb) {
+    let server = TestServer::start(db, |_| {}).await;
+    let admin = server.admin().await;
+    let tenant = admin.tenant("acme").await;
+    let base = format!("/api/v1/tenants/{tenant}/pipelines");
+    let first = "# the site\nsources:\n  - name: web  # marketing\narchive:\n  dataset: events\n";
+    let (status, created) = post_yaml(&admin, &format!("{base}?name=web"), first).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["source"], first);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let put = |yaml: &'static str, message: &'static str| {
+        let client = admin.http.clone();
+        let url = format!("{}{base}/{id}?message={message}", admin.base);
+        let token = admin.token.clone().unwrap_or_default();
+        async move {
+            let response = client
+                .put(url)
+                .bearer_auth(token)
+                .header("content-type", "application/yaml")
+                .body(yaml)
+                .send()
+                .await
+                .expect("send");
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, refused) = put("sources:\n  - name: web\narchive:\n  dataset: 42\n", "x").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(
+        refused["error"]["details"][0]["path"], "archive.dataset",
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["details"][0]["line"], 4, "{refused}");
+    let second = "# the site, now with the app\nsources:\n  - name: web\n  - name: app\n";
+    let (status, updated) = put(second, "add%20the%20app").await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(
+        (updated["source"].as_str(), updated["message"].as_str()),
+        (Some(second), Some("add the app"))
+    );
+    let (status, bad) = put(second, "two%0Alines").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+
+    let (_, revisions) = admin.get(&format!("{base}/{id}/revisions")).await;
+    assert_eq!(revisions["data"][0]["message"], "add the app");
+    assert_eq!(revisions["data"][1]["source"], first);
+    let (status, rolled) = admin
+        .post(&format!("{base}/{id}/rollback"), json!({"revision": 1}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(
+        rolled["source"], first,
+        "a roll back restores the document as written"
+    );
+    assert_eq!(rolled["message"], "roll back to revision 1");
+    let (_, audit) = admin
+        .get(&format!(
+            "/api/v1/tenants/{tenant}/audit?action=pipeline.update"
+        ))
+        .await;
+    assert_eq!(
+        audit["data"][0]["details"]["message"], "add the app",
+        "{audit}"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    documents_keep_their_comments_and_changes_their_message,
     pipelines_are_code_with_revisions,
     invalid_specs_are_refused_with_every_problem_located,
     ingest_keys_belong_to_a_pipeline_source,

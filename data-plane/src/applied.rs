@@ -205,9 +205,13 @@ impl AppliedConfig {
 
     /// The pipeline and source an ingest key writes to, if the key is one of this tenant's,
     /// unexpired, and matches its digest.
-    pub fn ingest_source(&self, key: &ParsedKey, now_ms: i64) -> Option<(&AppliedPipeline, &str)> {
+    pub fn ingest_source(
+        &self,
+        key: &ParsedKey,
+        now_ms: i64,
+    ) -> Option<(&AppliedPipeline, &IngestKeyEntry)> {
         let (entry, pipeline) = self.ingest_key_by_id(key.public_id(), now_ms)?;
-        verify_key_digest(key, &entry.sha256).then_some((pipeline, entry.source.as_str()))
+        verify_key_digest(key, &entry.sha256).then_some((pipeline, entry))
     }
     /// The tenant's service or api key this is, if it is one, unexpired and unrevoked.
     pub fn access_key(&self, key: &ParsedKey, now_ms: i64) -> Option<&AccessKeyEntry> {
@@ -353,7 +357,8 @@ mod tests {
         });
         let applied = AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), false, 5)
             .expect("valid");
-        let (pipeline, source) = applied.ingest_source(&key, 50).expect("known key");
+        let (pipeline, entry) = applied.ingest_source(&key, 50).expect("known key");
+        let source = entry.source.as_str();
         assert_eq!((pipeline.id.as_str(), source), ("p1", "web"));
         assert!(applied.ingest_source(&key, 100).is_none(), "expired");
         assert!(applied.ingest_source(&other, 50).is_none(), "unknown");

@@ -1,5 +1,6 @@
 //! Data-plane configuration, validated once into [`Config`].
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct RawConfig {
     pub query: RawQuery,
     #[command(flatten)]
     pub inspect: RawInspect,
+    #[command(flatten)]
+    pub identity: RawIdentity,
 }
 
 /// The node: its roles, listener, state, the control plane it syncs with.
@@ -68,6 +71,11 @@ pub struct RawNode {
     /// `geoip`. Default: none (such pipelines are refused).
     #[arg(long, env = "SLUICE_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
+    /// The URL clients reach `http_addr` at (receiver, query), shown in the console's setup
+    /// snippets and used by its archive page. Default: `http://<http_addr>` when that is a
+    /// concrete address, else none.
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Default for RawNode {
@@ -85,6 +93,7 @@ impl Default for RawNode {
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
             max_backoff_secs: DEFAULT_MAX_BACKOFF_SECS,
             geoip_db: None,
+            public_url: None,
         }
     }
 }
@@ -168,6 +177,11 @@ pub struct RawProxy {
     /// (256 MiB).
     #[arg(long, env = "SLUICE_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
+    /// The URL browsers reach the proxy at (`https://collect.example.com`), shown in the
+    /// console's `sluice.js` snippet. Default: `http://<proxy_addr>` when that is a concrete
+    /// address, else none.
+    #[arg(long, env = "SLUICE_PROXY_PUBLIC_URL")]
+    pub proxy_public_url: Option<String>,
 }
 
 impl Default for RawProxy {
@@ -179,6 +193,7 @@ impl Default for RawProxy {
             proxy_cookie_domain: None,
             proxy_trust_forwarded_for: false,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            proxy_public_url: None,
         }
     }
 }
@@ -292,6 +307,72 @@ impl Default for RawInspect {
     }
 }
 
+/// The identity store: visitor profiles with their vendor ids, for pipelines with an
+/// `identity` step. Identity data is event data: it stays on the data plane.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawIdentity {
+    /// `embedded` (a redb file in the state directory, for one node) or `nats` (JetStream
+    /// key-value, shared by every node of the tenant). Default: `embedded`.
+    #[arg(long, env = "SLUICE_IDENTITY_STORE", default_value = DEFAULT_IDENTITY_STORE)]
+    pub identity_store: String,
+    /// NATS for the `nats` identity store. Default: the bus's `nats_url`.
+    #[arg(long, env = "SLUICE_IDENTITY_NATS_URL")]
+    pub identity_nats_url: Option<String>,
+    /// How long a profile, or a link to it, lives after it was last seen, in days (1 to 3650).
+    /// Default: 400.
+    #[arg(long, env = "SLUICE_IDENTITY_TTL_DAYS", default_value_t = DEFAULT_IDENTITY_TTL_DAYS)]
+    pub identity_ttl_days: u32,
+    /// Most entries (profiles and the links of anonymous and user ids to them) the tenant's
+    /// store holds; past it, new visitors are not stored (their events still get the ids they
+    /// carry). Default: 10,000,000.
+    #[arg(long, env = "SLUICE_IDENTITY_MAX_ENTRIES", default_value_t = DEFAULT_IDENTITY_MAX_ENTRIES)]
+    pub identity_max_entries: u64,
+    /// Most anonymous ids one profile keeps (the oldest go). Default: 100.
+    #[arg(long, env = "SLUICE_IDENTITY_MAX_ANONYMOUS_IDS", default_value_t = DEFAULT_IDENTITY_MAX_ANONYMOUS_IDS)]
+    pub identity_max_anonymous_ids: usize,
+    /// The secret that signs cross-domain handoff tokens, at least 32 bytes; every proxy of
+    /// the tenant needs the same one. Default: a random one kept in the state directory
+    /// (`handoff-key`), which suits one node.
+    #[arg(long, env = "SLUICE_HANDOFF_SECRET", hide_env_values = true)]
+    pub handoff_secret: Option<String>,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            identity_store: DEFAULT_IDENTITY_STORE.into(),
+            identity_nats_url: None,
+            identity_ttl_days: DEFAULT_IDENTITY_TTL_DAYS,
+            identity_max_entries: DEFAULT_IDENTITY_MAX_ENTRIES,
+            identity_max_anonymous_ids: DEFAULT_IDENTITY_MAX_ANONYMOUS_IDS,
+            handoff_secret: None,
+        }
+    }
+}
+
+/// Where visitor profiles are kept, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityStoreConfig {
+    /// `state_dir/identity.redb`.
+    Embedded,
+    Nats {
+        url: String,
+        prefix: String,
+    },
+}
+
+/// The identity store's settings, validated.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub store: IdentityStoreConfig,
+    pub ttl: Duration,
+    pub max_entries: u64,
+    pub max_anonymous_ids: usize,
+    /// `None`: the key kept in the state directory.
+    pub handoff_secret: Option<Vec<u8>>,
+}
+
 /// The inspector's ring, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InspectConfig {
@@ -325,6 +406,10 @@ pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_QUERY_PARTITIONS: usize = 0;
 pub const DEFAULT_INSPECT_RING_RECORDS: usize = 20_000;
 pub const DEFAULT_INSPECT_RING_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_IDENTITY_STORE: &str = "embedded";
+pub const DEFAULT_IDENTITY_TTL_DAYS: u32 = 400;
+pub const DEFAULT_IDENTITY_MAX_ENTRIES: u64 = 10_000_000;
+pub const DEFAULT_IDENTITY_MAX_ANONYMOUS_IDS: usize = 100;
 /// The inspector's ring may not hold less than one full-size event per record it keeps.
 const MIN_INSPECT_RING_BYTES: usize = 1024 * 1024;
 
@@ -382,6 +467,9 @@ pub struct Config {
     pub archiver: ArchiverConfig,
     pub query: sluice_query::Limits,
     pub inspect: InspectConfig,
+    pub identity: IdentityConfig,
+    /// Where clients reach this node, by role (reported to the control plane).
+    pub urls: BTreeMap<Role, String>,
 }
 
 impl Config {
@@ -503,6 +591,8 @@ impl RawConfig {
             ring_bytes: self.inspect.inspect_ring_bytes,
         };
         let proxy = self.proxy_config(&roles)?;
+        let urls = self.advertised_urls(&roles)?;
+        let identity = self.identity_config()?;
         let control_url = self
             .node
             .control_url
@@ -565,7 +655,9 @@ impl RawConfig {
             archiver,
             query,
             inspect,
+            identity,
             proxy,
+            urls,
             geoip_db: self.node.geoip_db,
             roles,
             http_addr: self.node.http_addr,
@@ -595,7 +687,101 @@ impl RawConfig {
     }
 }
 
+/// `http://<addr>` for a listener clients could reach as written: not 0.0.0.0 or `::`, and
+/// not port 0 (picked by the system when it binds).
+fn listener_url(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_unspecified() && addr.port() != 0).then(|| format!("http://{addr}"))
+}
+
+/// An advertised URL as given: `http(s)://host[:port]`, with no trailing slash.
+fn advertised(field: &'static str, url: &Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(url) = url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(field, "must start with http:// or https://"))?;
+    if rest.is_empty()
+        || url.len() > 300
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(field, "a URL such as https://collect.example.com"));
+    }
+    Ok(Some(url.trim_end_matches('/').to_owned()))
+}
+
 impl RawConfig {
+    fn identity_config(&self) -> Result<IdentityConfig, ConfigError> {
+        let raw = &self.identity;
+        let store = match raw.identity_store.as_str() {
+            "embedded" => IdentityStoreConfig::Embedded,
+            "nats" => {
+                let url = raw
+                    .identity_nats_url
+                    .clone()
+                    .or_else(|| self.bus.nats_url.clone())
+                    .filter(|u| !u.trim().is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "identity_nats_url",
+                            "the nats identity store needs SLUICE_IDENTITY_NATS_URL or the bus's SLUICE_NATS_URL",
+                        )
+                    })?;
+                IdentityStoreConfig::Nats {
+                    url,
+                    prefix: self.bus.nats_prefix.clone(),
+                }
+            }
+            _ => return Err(invalid("identity_store", "embedded or nats")),
+        };
+        if !(1..=3650).contains(&raw.identity_ttl_days) {
+            return Err(invalid("identity_ttl_days", "between 1 and 3650"));
+        }
+        if raw.identity_max_entries == 0 {
+            return Err(invalid("identity_max_entries", "must be positive"));
+        }
+        if !(1..=10_000).contains(&raw.identity_max_anonymous_ids) {
+            return Err(invalid("identity_max_anonymous_ids", "between 1 and 10000"));
+        }
+        let handoff_secret = match raw.handoff_secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) if secret.len() < 32 => {
+                return Err(invalid(
+                    "handoff_secret",
+                    "at least 32 bytes (e.g. openssl rand -hex 32)",
+                ));
+            }
+            Some(secret) => Some(secret.as_bytes().to_vec()),
+            None => None,
+        };
+        Ok(IdentityConfig {
+            store,
+            ttl: Duration::from_secs(u64::from(raw.identity_ttl_days) * 24 * 3600),
+            max_entries: raw.identity_max_entries,
+            max_anonymous_ids: raw.identity_max_anonymous_ids,
+            handoff_secret,
+        })
+    }
+
+    fn advertised_urls(&self, roles: &[Role]) -> Result<BTreeMap<Role, String>, ConfigError> {
+        let http = advertised("public_url", &self.node.public_url)?
+            .or_else(|| listener_url(self.node.http_addr));
+        let proxy = advertised("proxy_public_url", &self.proxy.proxy_public_url)?
+            .or_else(|| listener_url(self.proxy.proxy_addr));
+        let mut urls = BTreeMap::new();
+        for role in roles {
+            let url = match role {
+                Role::Receiver | Role::Query => http.clone(),
+                Role::Proxy => proxy.clone(),
+                _ => None,
+            };
+            if let Some(url) = url {
+                urls.insert(*role, url);
+            }
+        }
+        Ok(urls)
+    }
+
     fn archiver_config(&self) -> Result<ArchiverConfig, ConfigError> {
         use sluice_archive::store::StoreConfig;
         let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -792,6 +978,33 @@ pub struct ArchiverConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_urls_follow_roles_settings_and_listeners() {
+        let mut r = raw();
+        r.node.roles = "receiver,proxy,query,processor".into();
+        r.node.http_addr = "127.0.0.1:9000".parse().expect("test value");
+        r.proxy.proxy_addr = "0.0.0.0:8088".parse().expect("test value");
+        let urls = r.clone().validate().expect("valid").urls;
+        assert_eq!(
+            urls.get(&Role::Receiver).map(String::as_str),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(urls.get(&Role::Query), urls.get(&Role::Receiver));
+        assert_eq!(
+            urls.get(&Role::Proxy),
+            None,
+            "0.0.0.0 is not an address to give out"
+        );
+        assert_eq!(urls.get(&Role::Processor), None);
+        r.node.public_url = Some("https://in.example.com/".into());
+        r.proxy.proxy_public_url = Some("https://collect.example.com".into());
+        let urls = r.clone().validate().expect("valid").urls;
+        assert_eq!(urls[&Role::Receiver], "https://in.example.com");
+        assert_eq!(urls[&Role::Proxy], "https://collect.example.com");
+        r.node.public_url = Some("ftp://x".into());
+        assert_eq!(r.validate().expect_err("refused").field, "public_url");
+    }
 
     #[test]
     fn each_refusal_names_its_own_field_and_nothing_is_clamped() {

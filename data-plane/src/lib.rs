@@ -21,6 +21,8 @@ mod shutdown;
 pub mod state;
 mod sync;
 pub mod telemetry;
+pub mod visitors;
+mod visitors_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub enum NodeError {
     Archive(#[from] sluice_archive::ArchiveError),
     #[error("{0}")]
     Proxy(#[from] roles::proxy::ProxyError),
+    #[error("identity store: {0}")]
+    Visitors(#[from] visitors::VisitorsError),
     #[error("delivery: cannot build the HTTP client: {0}")]
     DeliveryClient(reqwest::Error),
 }
@@ -115,7 +119,15 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     };
     identity::private_dir(&config.state_dir).map_err(state_err)?;
     let node_id = identity::node_id(&config.state_dir).map_err(state_err)?;
-    let node = Arc::new(NodeState::new(config, node_id));
+    let keeps_visitors = config.runs(Role::Processor) || config.runs(Role::Proxy);
+    let visitors = if keeps_visitors {
+        Some(Arc::new(visitors::open(&config).await?))
+    } else {
+        None
+    };
+    let mut state = NodeState::new(config, node_id);
+    state.visitors = visitors;
+    let node = Arc::new(state);
     node.adopt_last_known_good();
     let listener = TcpListener::bind(node.config.http_addr)
         .await
@@ -183,7 +195,11 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             )),
             None => None,
         };
-        let enricher = Arc::new(sluice_pipeline::enrich::Enricher::new(geoip));
+        let mut enricher = sluice_pipeline::enrich::Enricher::new(geoip);
+        if let Some(visitors) = &node.visitors {
+            enricher = enricher.with_identities(visitors.identities.clone());
+        }
+        let enricher = Arc::new(enricher);
         roles.extend(roles::processor::start(
             node.clone(),
             bus.clone(),
@@ -208,6 +224,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             shutdown_rx.clone(),
         ));
     }
+    roles.extend(visitors_api::upkeep(node.clone(), shutdown_rx.clone()));
     let sync = tokio::spawn(sync::run(node.clone(), shutdown_rx));
     tracing::info!(http_addr = %http_addr, node_id = %node.node_id, roles = ?node.config.roles, "data plane listening");
     Ok(RunningNode {

@@ -37,6 +37,9 @@ pub fn router(
     if node.config.runs(Role::Processor) || node.config.runs(Role::Delivery) {
         app = app.merge(crate::roles::dlq::router(node.clone(), bus));
     }
+    if node.visitors.is_some() {
+        app = app.merge(crate::visitors_api::router(node.clone()));
+    }
     app.merge(health(node))
 }
 

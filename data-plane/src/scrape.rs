@@ -65,6 +65,20 @@ pub fn render(node: &NodeState) -> String {
             .gauge(m::PROXY_RECEIVERS_HEALTHY, &[])
             .set(load(&proxy.receivers_healthy) as f64);
     }
+    if let Some(visitors) = &node.visitors {
+        metrics
+            .gauge(m::IDENTITY_ENTRIES, &[])
+            .set(load(&visitors.entries) as f64);
+        metrics
+            .counter(m::IDENTITY_STORE_ERRORS_TOTAL, &[])
+            .absolute(load(&visitors.store_errors));
+        metrics
+            .counter(m::IDENTITY_STORE_FULL_TOTAL, &[])
+            .absolute(load(&visitors.store_full));
+        metrics
+            .counter(m::IDENTITY_ERASED_TOTAL, &[])
+            .absolute(load(&visitors.erased));
+    }
     metrics.render()
 }
 

@@ -36,6 +36,8 @@ pub struct NodeState {
     pub consumers: Consumers,
     /// The live inspector's taps.
     pub tap: Tap,
+    /// The identity store and handoff key, on nodes running the processor or the proxy.
+    pub visitors: Option<Arc<crate::visitors::Visitors>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -58,6 +60,7 @@ impl NodeState {
             proxy_stats: ProxyStats::default(),
             archive_stats: ArchiveStats::default(),
             consumers: Consumers::default(),
+            visitors: None,
             tap,
             last_error: Mutex::new(None),
         }

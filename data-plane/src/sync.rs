@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sluice_proto::config::v1::config_sync_client::ConfigSyncClient;
 use sluice_proto::config::v1::{
-    ControlMessage, DestinationHealth, Heartbeat, Hello, NodeMessage, Status, control_message,
-    node_message,
+    ControlMessage, DestinationHealth, Heartbeat, Hello, KeyUse, NodeMessage, Status,
+    control_message, node_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -125,6 +125,12 @@ async fn session(node: &Arc<NodeState>) -> Result<(), SyncError> {
             .map(|r| r.as_str().to_owned())
             .collect(),
         config_version: held,
+        urls: node
+            .config
+            .urls
+            .iter()
+            .map(|(role, url)| (role.as_str().to_owned(), url.clone()))
+            .collect(),
     };
     send(&tx, node_message::Kind::Hello(hello)).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -200,6 +206,18 @@ fn status(node: &NodeState) -> Status {
                     failed_24h: h.last_24h[2],
                 },
             )
+            .collect(),
+        key_use: node
+            .counters
+            .key_use()
+            .into_iter()
+            .map(|(public_id, u)| KeyUse {
+                public_id,
+                pipeline_id: u.pipeline_id,
+                source: u.source,
+                events: u.events,
+                last_used_at_unix_ms: u.last_used_ms,
+            })
             .collect(),
         last_error: node.last_error().unwrap_or_default(),
         config_age_seconds: current

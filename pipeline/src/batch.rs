@@ -75,6 +75,8 @@ pub struct Output {
     /// Governed events of pipelines that do not archive, when asked for (the live
     /// inspector shows them; an archived event's record already holds it).
     pub governed: Vec<Produced>,
+    /// The identity store failed: nothing of this batch may be published; process it again.
+    pub identity_error: Option<sluice_identity::StoreError>,
 }
 
 impl Output {
@@ -114,6 +116,7 @@ pub fn process_with<P: AsRef<[u8]>>(
     let root = CelRoot::default();
     // Per event, per destination counts; summed by name once per batch.
     let mut tally: Vec<(Arc<CompiledPipeline>, Vec<DestinationTally>)> = Vec::new();
+    let mut identity = crate::identity::IdentityScope::new(enricher.identities.as_deref());
     for (id, payload) in batch {
         let payload: &[u8] = payload.as_ref();
         out.processed += 1;
@@ -156,7 +159,7 @@ pub fn process_with<P: AsRef<[u8]>>(
             );
             continue;
         };
-        if let Err(rejection) = pipeline.govern(enricher, &mut event) {
+        if let Err(rejection) = pipeline.govern(enricher, &mut identity, &mut event) {
             reject(&mut out, &pipeline_id, rejection);
             continue;
         }
@@ -217,6 +220,7 @@ pub fn process_with<P: AsRef<[u8]>>(
             total.invalid += counts.invalid;
         }
     }
+    out.identity_error = identity.finish();
     out
 }
 

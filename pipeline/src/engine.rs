@@ -237,9 +237,10 @@ impl CompiledPipeline {
     pub fn govern(
         &self,
         enricher: &Enricher,
+        identity: &mut crate::identity::IdentityScope<'_>,
         event: &mut Map<String, Value>,
     ) -> Result<(), Rejection> {
-        governance::run(&self.governance, enricher, event)
+        governance::run(&self.governance, enricher, identity, event)
     }
 }
 
@@ -557,7 +558,12 @@ mod tests {
         let mut e = event(
             json!({"type": "track", "event": "x", "properties": {"note": "ada@example.com"}}),
         );
-        p.govern(&Enricher::new(None), &mut e).expect("governed");
+        p.govern(
+            &Enricher::new(None),
+            &mut crate::identity::IdentityScope::new(None),
+            &mut e,
+        )
+        .expect("governed");
         let out = deliver(p.destinations[0].shape(&CelRoot::default(), &p.needs, &e, &mut None));
         assert_eq!(out["properties"]["note"], "[redacted]");
         assert_eq!(p.archive_dataset.as_deref(), Some("events"));

@@ -77,6 +77,8 @@ pub struct Enricher {
     ua_cache: Mutex<HashMap<String, Value, foldhash::fast::RandomState>>,
     sessions: Mutex<HashMap<String, (String, i64), foldhash::fast::RandomState>>,
     pub geoip: Option<Arc<GeoIp>>,
+    /// The node's identity store, for pipelines with an `identity` step.
+    pub identities: Option<Arc<sluice_identity::Identities>>,
 }
 
 impl Enricher {
@@ -86,7 +88,14 @@ impl Enricher {
             ua_cache: Mutex::default(),
             sessions: Mutex::default(),
             geoip,
+            identities: None,
         }
+    }
+
+    /// With the node's identity store.
+    pub fn with_identities(mut self, identities: Arc<sluice_identity::Identities>) -> Self {
+        self.identities = Some(identities);
+        self
     }
 
     fn user_agent(&self, text: &str) -> Option<Value> {

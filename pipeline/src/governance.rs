@@ -8,6 +8,7 @@ use serde_json::{Map, Number, Value};
 use sluice_proto::spec::{FieldType, GovernanceStep, Normalization, PiiRule, UnknownEvents};
 
 use crate::enrich::Enricher;
+use crate::identity::IdentityScope;
 use crate::reject::{RejectReason, Rejection};
 use crate::{path, pii};
 
@@ -31,6 +32,7 @@ pub enum Step {
         session_minutes: Option<u32>,
     },
     Drop(Vec<String>),
+    Identity(sluice_identity::consent::ConsentNames),
 }
 
 /// Compiles the spec's steps (JSON Schemas once, not per event).
@@ -79,6 +81,16 @@ pub fn compile(steps: &[GovernanceStep]) -> Result<Vec<Step>, String> {
                     session_minutes: session.as_ref().map(|s| s.timeout_minutes),
                 },
                 GovernanceStep::DropFields { fields } => Step::Drop(fields.clone()),
+                GovernanceStep::Identity {
+                    consent,
+                    without_consent,
+                    ..
+                } => Step::Identity(sluice_identity::consent::ConsentNames {
+                    advertising: consent.advertising.clone(),
+                    analytics: consent.analytics.clone(),
+                    grant_without_consent: *without_consent
+                        == sluice_proto::spec::WithoutConsent::All,
+                }),
             })
         })
         .collect()
@@ -88,6 +100,7 @@ pub fn compile(steps: &[GovernanceStep]) -> Result<Vec<Step>, String> {
 pub fn run(
     steps: &[Step],
     enricher: &Enricher,
+    identity: &mut IdentityScope<'_>,
     event: &mut Map<String, Value>,
 ) -> Result<(), Rejection> {
     for step in steps {
@@ -146,6 +159,9 @@ pub fn run(
                 for field in fields {
                     path::remove(event, field);
                 }
+            }
+            Step::Identity(consent) => {
+                crate::identity::apply(consent, identity, event, crate::time::now_ms());
             }
         }
     }
@@ -266,7 +282,13 @@ mod tests {
         let Value::Object(mut event) = event else {
             unreachable!()
         };
-        run(steps, &Enricher::new(None), &mut event).map_err(|r| r.detail)?;
+        run(
+            steps,
+            &Enricher::new(None),
+            &mut IdentityScope::new(None),
+            &mut event,
+        )
+        .map_err(|r| r.detail)?;
         Ok(Value::Object(event))
     }
 
@@ -274,9 +296,14 @@ mod tests {
         let Value::Object(mut event) = event else {
             unreachable!()
         };
-        run(steps, &Enricher::new(None), &mut event)
-            .expect_err("rejected")
-            .reason
+        run(
+            steps,
+            &Enricher::new(None),
+            &mut IdentityScope::new(None),
+            &mut event,
+        )
+        .expect_err("rejected")
+        .reason
     }
 
     #[test]

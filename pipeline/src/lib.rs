@@ -17,6 +17,7 @@ pub mod engine;
 pub mod enrich;
 pub mod envelope;
 pub mod governance;
+pub mod identity;
 pub mod json_out;
 pub mod path;
 pub mod pii;

@@ -13,7 +13,24 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { launch, fail } from "./lib.mjs";
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/**
+ * axe-core on the page as it is now; returns the serious and critical violations. Evaluated
+ * over the DevTools protocol, which the console's CSP (rightly) does not see.
+ */
+async function accessibility(page) {
+  await page.evaluate(axeSource);
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
+  });
+}
 
 const [base, grpc, sluice, nodePort, email, password, setupBase, setupToken] = process.argv.slice(2);
 if (!setupToken) fail("usage: console.mjs <console url> <grpc url> <sluice> <node port> <email> <password> <setup url> <setup token>");
@@ -34,24 +51,34 @@ function expect(condition, message) {
 function watch(page, problems) {
   page.on("pageerror", (e) => problems.push(`page error: ${e}`));
   page.on("console", (m) => {
-    // Expected: 4xx answers the page handles, and the deliberately unreachable query URL
-    // (refused by the CSP, which admits only the configured query role over plain HTTP).
+    // Expected: 4xx answers the page handles, and the deliberately unreachable data plane
+    // addresses (a closed port on loopback, and one off loopback that the CSP refuses).
     if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())
-      && !m.text().includes("127.0.0.1:9/")) {
+      && ![m.text(), m.location()?.url || ""].some((t) => t.includes("127.0.0.1:9/") || t.includes("10.255.255.1"))) {
       problems.push(`console: ${m.text()}`);
     }
   });
 }
 
 const text = (page, selector) => page.locator(selector).first().innerText();
+/** Saving a pipeline asks for a review: the diff, and a change message. */
+async function deploy(page, message = "") {
+  const dialog = page.getByRole("dialog");
+  await dialog.locator("pre.diff").waitFor();
+  if (message) await dialog.getByLabel("Change message").fill(message);
+  await dialog.getByRole("button", { name: "Deploy", exact: true }).click();
+  await page.waitForSelector("dialog", { state: "detached" });
+}
+/** A link of the sidebar (pages link to each other too). */
+const nav = (page, name) => page.getByRole("navigation", { name: "Tenant" }).getByRole("link", { name, exact: true });
 const seen = {};
 let dataPlane = null;
 const state = mkdtempSync(path.join(tmpdir(), "sluice-console-node-"));
 
-function startDataPlane(serviceKey) {
+function startDataPlane(serviceKey, controlUrl = grpc) {
   const child = spawn(sluice, ["data-plane", "--roles", "all", "--http-addr", `127.0.0.1:${nodePort}`,
     "--proxy-addr", "127.0.0.1:0", "--state-dir", state], {
-    env: { ...process.env, SLUICE_CONTROL_URL: grpc, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge",
+    env: { ...process.env, SLUICE_CONTROL_URL: controlUrl, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge",
       SLUICE_ARCHIVE_FLUSH_SECS: "1", SLUICE_STATUS_INTERVAL_SECS: "1", SLUICE_LOG_FORMAT: "json" },
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -146,6 +173,19 @@ try {
   const tenantId = decodeURIComponent(new URL(page.url()).hash.split("/")[2]);
   seen.tenantId = tenantId;
 
+  // The overview of a new tenant: nothing flows yet, and the checklist says where to start.
+  await nav(page, "Overview").click();
+  await page.locator("#onboarding li[data-step]").first().waitFor();
+  const steps = async () => page.locator("#onboarding li[data-step]").evaluateAll((items) =>
+    Object.fromEntries(items.map((li) => [li.dataset.step, li.dataset.done === "true"])));
+  seen.checklistNew = await steps();
+  expect(Object.values(seen.checklistNew).every((done) => !done), `a new tenant has done nothing: ${JSON.stringify(seen.checklistNew)}`);
+  expect(await page.locator("#onboarding li.next a.button", { hasText: "Go to pipelines" }).count() === 1, "the first step links to pipelines");
+  expect(await page.locator("figure.chart-box").count() === 3, "three charts");
+  await shot(page, "overview-new-tenant");
+  await nav(page, "Service keys").click();
+  await page.getByRole("heading", { name: "No keys yet" }).waitFor();
+
   // The key dialog with the keyboard alone.
   await page.focus("#generate-key");
   await page.keyboard.press("Enter");
@@ -171,7 +211,16 @@ try {
   const copied = await page.evaluate(() => navigator.clipboard.readText());
   expect(copied === serviceKey, "the clipboard holds the key");
   await shot(page, "key-shown-once");
-  await page.keyboard.press("Tab");
+  // The next step is the lines to run a data plane with this key and this control plane.
+  seen.serviceSnippet = await text(page, "#snippet-code");
+  expect(seen.serviceSnippet.includes(`SLUICE_SERVICE_KEY=${serviceKey}`) && seen.serviceSnippet.includes("SLUICE_CONTROL_URL=http://"),
+    `the data plane lines carry the key and the control plane: ${seen.serviceSnippet}`);
+  const pastedControlUrl = seen.serviceSnippet.match(/SLUICE_CONTROL_URL=(\S+)/)[1];
+  await page.getByLabel("Send from").selectOption("compose");
+  expect((await text(page, "#snippet-code")).includes("docker compose -f deploy/docker-compose.yml"), "the docker compose lines");
+  for (let i = 0; i < 8 && await page.evaluate(() => document.activeElement?.textContent) !== "I have copied it"; i++) {
+    await page.keyboard.press("Tab");
+  }
   expect(await page.evaluate(() => document.activeElement?.textContent) === "I have copied it", "Tab reaches the close button");
   await page.keyboard.press("Enter");
   await page.waitForSelector("dialog", { state: "detached" });
@@ -186,7 +235,7 @@ try {
   await shot(page, "keys-list");
 
   // A pipeline: created from the template, an error shown at its line, then fixed.
-  await page.getByRole("link", { name: "Pipelines" }).click();
+  await nav(page, "Pipelines").click();
   await page.getByRole("heading", { name: "No pipelines yet" }).waitFor();
   await shot(page, "pipelines-empty");
   await page.click("#new-pipeline");
@@ -196,18 +245,40 @@ try {
   const broken = `sources:\n  - name: web\narchive:\n  dataset: events\n  retention: forever\n`;
   await page.fill("#spec-editor", broken);
   await page.click("#save-pipeline");
+  await deploy(page);
   await page.locator("#spec-errors li").first().waitFor();
   seen.specError = await text(page, "#spec-errors li");
   expect(/^Line 5/.test(seen.specError), `the error points at line 5: ${seen.specError}`);
   expect(await page.locator(".gutter .bad").count() === 1, "the gutter marks the line");
   await shot(page, "pipeline-error-at-line");
-  await page.fill("#spec-editor", `{\n  "sources": [{ "name": "web" }],\n  "archive": { "dataset": "events" }\n}\n`);
+  // A number where a name is due is refused, not saved as text; a missing colon is named.
+  const specError = async (spec) => {
+    await page.fill("#spec-editor", spec);
+    await page.click("#save-pipeline");
+    await deploy(page);
+    await page.locator("#spec-errors li").first().waitFor();
+    return text(page, "#spec-errors li");
+  };
+  seen.numberAsName = await specError(`# the web site\nsources:\n  - name: web\narchive:\n  dataset: 42\n`);
+  expect(/^Line 5/.test(seen.numberAsName) && seen.numberAsName.includes("quote it"), `dataset: 42 is refused at its line: ${seen.numberAsName}`);
+  seen.missingColon = await specError(`sources:\n  - name: web\narchive\n  dataset: events\n`);
+  expect(/^Line 3/.test(seen.missingColon) && seen.missingColon.includes("colon") && !seen.missingColon.includes("?"),
+    `a missing colon is named at its line: ${seen.missingColon}`);
+  // Saved as written, comments and all, with a change message.
+  const commented = `# the web site: one source for now\nsources:\n  - name: web   # the marketing site\narchive:\n  dataset: events\n`;
+  await page.fill("#spec-editor", commented);
   await page.click("#save-pipeline");
+  seen.reviewDiff = await page.getByRole("dialog").locator("pre.diff .add").allInnerTexts();
+  expect(seen.reviewDiff.some((l) => l.includes("# the marketing site")), `the review shows the change: ${seen.reviewDiff}`);
+  await shot(page, "pipeline-review-before-deploy");
+  await deploy(page, "the marketing site as the first source");
   await page.locator("#save-status").getByText("Saved revision 2").waitFor();
+  expect(await page.inputValue("#spec-editor") === commented, "the document is kept as written, comments included");
+  await page.locator(".revisions .revision-message", { hasText: "the marketing site as the first source" }).waitFor();
   await shot(page, "pipeline-saved");
 
   // An ingest key for the web source.
-  await page.getByRole("link", { name: "Service keys" }).click();
+  await nav(page, "Service keys").click();
   await page.click("#generate-key");
   await page.getByLabel("Name").fill("website");
   await page.getByLabel("Type").selectOption("ingest");
@@ -217,11 +288,15 @@ try {
   await page.getByRole("button", { name: "Generate", exact: true }).click();
   const writeKey = await page.inputValue("#new-key");
   expect(writeKey.startsWith("slk_ing_"), `an ingest key: ${writeKey}`);
+  seen.ingestSnippet = await text(page, "#snippet-code");
+  expect(seen.ingestSnippet.includes(`data-write-key="${writeKey}"`), `the sluice.js tag carries the new write key: ${seen.ingestSnippet}`);
+  await shot(page, "ingest-key-snippets");
   await page.getByRole("button", { name: "I have copied it" }).click();
 
-  // The data plane, started with the key from the clipboard, shows up connected.
-  dataPlane = startDataPlane(copied);
-  await page.getByRole("link", { name: "Data planes" }).click();
+  // The data plane, started as the key dialog's lines say (the control URL they name, the key
+  // from the clipboard), shows up connected.
+  dataPlane = startDataPlane(copied, pastedControlUrl);
+  await nav(page, "Data planes").click();
   expect(await page.evaluate(() => document.activeElement?.id) === "main", "a route change moves focus to the page");
   expect(await page.locator("[aria-live]:not([role])").count() === 0 && await page.locator("#app[aria-live]").count() === 0,
     "no app-wide live region (a refresh is not announced)");
@@ -250,24 +325,46 @@ try {
     await page.waitForTimeout(6000);
     page.off("request", count);
     expect(polls === 0, `the data planes page stopped polling once left, not ${polls} requests`);
-    await page.getByRole("link", { name: "Data planes" }).click();
+    await nav(page, "Data planes").click();
   }
 
   // Edit the pipeline; the node applies the new version.
-  await page.getByRole("link", { name: "Pipelines" }).click();
+  await nav(page, "Pipelines").click();
   await page.getByRole("link", { name: "web" }).click();
   await page.waitForSelector("#spec-editor");
   await page.fill("#spec-editor", `{\n  "sources": [{ "name": "web" }, { "name": "app" }],\n  "archive": { "dataset": "events" }\n}\n`);
   await page.keyboard.press("Control+s");
+  await deploy(page, "an app source");
   await page.locator("#save-status").getByText("Saved revision 3").waitFor();
   const version = (await text(page, "#save-status")).match(/config version (\d+)/)[1];
   await page.getByRole("button", { name: "Diff" }).first().click();
   await page.locator("#revision-diff .add").first().waitFor();
   await shot(page, "pipeline-revisions-diff");
-  await page.getByRole("link", { name: "Data planes" }).click();
+  await nav(page, "Data planes").click();
   await page.locator("tr[data-node-id] .badge.ok", { hasText: `v${version}` }).waitFor({ timeout: 30000 });
   seen.appliedVersion = Number(version);
   await shot(page, "fleet-applied");
+
+  // A source's setup lines, with the address the node advertises; the curl one works as pasted.
+  await nav(page, "Pipelines").click();
+  await page.getByRole("link", { name: "web" }).click();
+  await page.locator('#sources tr[data-source="web"]').getByRole("button", { name: "Set up" }).click();
+  await page.getByLabel("Send from").selectOption("curl");
+  const curl = await text(page, "#snippet-code");
+  expect(curl.includes(`http://127.0.0.1:${nodePort}/v1/track`), `curl goes to the node's receiver: ${curl}`);
+  {
+    const { execFileSync } = await import("node:child_process");
+    const answer = execFileSync("sh", ["-c", curl.replace("<write key>", writeKey)], { encoding: "utf8" });
+    expect(answer.includes('"success":true'), `the pasted curl line was accepted: ${answer}`);
+  }
+  for (const kind of ["segment-node", "rudder-python", "segment-go", "segment-ios", "segment-android"]) {
+    await page.getByLabel("Send from").selectOption(kind);
+    expect((await text(page, "#snippet-code")).includes(`127.0.0.1:${nodePort}`), `${kind} names the receiver`);
+  }
+  await page.click("#copy-snippet");
+  await page.getByText("Copied.").waitFor();
+  await shot(page, "source-setup-snippets");
+  await page.getByRole("button", { name: "Done" }).click();
 
   // An event through the receiver, then SQL from this browser straight to the data plane.
   const sent = await fetch(`http://127.0.0.1:${nodePort}/v1/track`, {
@@ -276,9 +373,9 @@ try {
     body: JSON.stringify({ type: "track", event: "Signed Up", userId: "u-1", properties: { plan: "pro" } }),
   });
   expect(sent.status === 200, `the receiver took the event: ${sent.status}`);
-  await page.getByRole("link", { name: "Archive query" }).click();
-  expect(await page.inputValue("input[name=url]") === `http://127.0.0.1:${nodePort}`, "the configured query URL is the default");
-  await page.fill("textarea[name=sql]", "SELECT event, count(*) AS n FROM events GROUP BY event");
+  await nav(page, "Archive query").click();
+  expect(await page.inputValue("input[name=url]") === `http://127.0.0.1:${nodePort}`, "the query address is the one the tenant's node advertises");
+  await page.fill("textarea[name=sql]", "SELECT event, count(*) AS n FROM events WHERE event = 'Signed Up' GROUP BY event");
   for (let attempt = 0; attempt < 40; attempt++) {
     await page.click("#run-query");
     await page.waitForFunction(() => !document.querySelector("#run-query").disabled);
@@ -295,12 +392,21 @@ try {
   await shot(page, "query-rows");
   await page.fill("input[name=url]", "http://127.0.0.1:9");
   await page.click("#run-query");
-  await page.getByRole("alert").filter({ hasText: "cannot reach the query role" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "cannot reach the data plane" }).waitFor();
   await shot(page, "query-unreachable");
+  // Plain HTTP off loopback is refused by the console's own policy, and the message says so.
+  await page.fill("input[name=url]", "http://10.255.255.1:8090");
+  await page.click("#run-query");
+  await page.getByRole("alert").filter({ hasText: "Content-Security-Policy refused" }).waitFor();
+  seen.cspRefusal = await text(page, "[role=alert]");
+  await shot(page, "query-refused-by-csp");
+  await page.fill("input[name=url]", "http://127.0.0.1:9");
+  await page.click("#run-query");
+  await page.getByRole("alert").filter({ hasText: "cannot reach the data plane" }).waitFor();
   await page.fill("input[name=url]", `http://127.0.0.1:${nodePort}`);
 
   // The live inspector: a destination that refuses an event, one that fails then recovers.
-  await page.getByRole("link", { name: "Pipelines" }).click();
+  await nav(page, "Pipelines").click();
   await page.getByRole("link", { name: "web" }).click();
   await page.waitForSelector("#spec-editor");
   await page.fill("#spec-editor", JSON.stringify({
@@ -309,13 +415,14 @@ try {
     archive: { dataset: "events" },
   }, null, 2));
   await page.click("#save-pipeline");
+  await deploy(page, "deliver to the hooks endpoint");
   await page.locator("#save-status").getByText("Saved revision 4").waitFor();
   const withHooks = (await text(page, "#save-status")).match(/config version (\d+)/)[1];
-  await page.getByRole("link", { name: "Data planes" }).click();
+  await nav(page, "Data planes").click();
   await page.locator("tr[data-node-id] .badge.ok", { hasText: `v${withHooks}` }).waitFor({ timeout: 30000 });
   seen.appliedVersion = Number(withHooks);
 
-  await page.getByRole("link", { name: "Live events" }).click();
+  await nav(page, "Live events").click();
   await page.getByRole("heading", { name: "Live events" }).waitFor();
   // Every data-plane page shares the address this browser last used (the query page's bad one).
   expect(await page.inputValue("input[name=url]") === "http://127.0.0.1:9", "the live page remembers the last node address");
@@ -336,7 +443,7 @@ try {
   await shot(page, "live-dead-lettered");
 
   // The fleet page shows the destination failing with the vendor's answer.
-  await page.getByRole("link", { name: "Data planes" }).click();
+  await nav(page, "Data planes").click();
   const hooksHealth = page.locator('#destination-health tr[data-destination="hooks"]');
   await page.locator('#destination-health tr[data-destination="hooks"][data-state="failing"]').waitFor({ timeout: 30000 });
   seen.destinationFailing = await hooksHealth.innerText();
@@ -350,7 +457,7 @@ try {
   await shot(page, "fleet-destination-failing");
 
   // Filtered to one event name: the vendor fails twice, then takes it.
-  await page.getByRole("link", { name: "Live events" }).click();
+  await nav(page, "Live events").click();
   await page.getByLabel("Event", { exact: true }).fill("Paid Order");
   await page.click("#live-toggle");
   await page.locator("#live-status").getByText("Live from node").waitFor();
@@ -390,7 +497,7 @@ try {
   await shot(page, "trace-from-ring");
 
   // The dead letter, browsed and replayed from the console; the vendor takes it now.
-  await page.getByRole("link", { name: "Dead letters" }).click();
+  await nav(page, "Dead letters").click();
   await page.locator('#dlq-overview tr[data-destination="hooks"]').getByText("1", { exact: true }).waitFor();
   await page.locator('#dlq-overview tr[data-destination="hooks"]').getByRole("button", { name: "Browse" }).click();
   const entry = page.locator('#dlq-entries tr[data-event-id="ev-broken"]');
@@ -407,18 +514,48 @@ try {
   expect(vendor.delivered.includes("ev-broken"), `the replayed event reached the vendor: ${vendor.delivered}`);
 
   // Healthy again on the fleet page.
-  await page.getByRole("link", { name: "Data planes" }).click();
+  await nav(page, "Data planes").click();
   await page.locator('#destination-health tr[data-destination="hooks"][data-state="ok"]').waitFor({ timeout: 30000 });
   await shot(page, "fleet-destination-recovered");
 
+  // The overview has ticked every step from what the nodes reported; the write key's last
+  // use came from the node too.
+  await nav(page, "Overview").click();
+  await page.getByRole("heading", { name: "Set up: done" }).waitFor({ timeout: 30000 });
+  seen.checklistDone = await steps();
+  expect(Object.values(seen.checklistDone).every((done) => done), `every step done: ${JSON.stringify(seen.checklistDone)}`);
+  seen.overviewTiles = await page.locator("#rates .tile").allInnerTexts();
+  await shot(page, "overview-flowing");
+  await nav(page, "Service keys").click();
+  const websiteKey = page.locator("tr[data-key-id]", { hasText: "website" });
+  await websiteKey.waitFor();
+  seen.writeKeyLastUsed = await websiteKey.locator("td").nth(5).innerText();
+  expect(seen.writeKeyLastUsed !== "never", `the write key's last use: ${seen.writeKeyLastUsed}`);
+
   // A viewer, invited through the members page, reads but cannot change anything.
-  await page.getByRole("link", { name: "Members" }).click();
+  await nav(page, "Members").click();
   await page.click("#add-member");
   await page.getByLabel("E-mail").fill("viewer@example.com");
   await page.getByRole("button", { name: "Add", exact: true }).click();
   const invite = await page.inputValue("input[aria-label='Invitation link']");
   await page.getByRole("button", { name: "Done" }).click();
+  // A second invitation: a new link replaces the first, then it is withdrawn.
+  await page.click("#add-member");
+  await page.getByLabel("E-mail").fill("later@example.com");
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  const firstLink = await page.inputValue("input[aria-label='Invitation link']");
+  await page.getByRole("button", { name: "Done" }).click();
+  await page.getByRole("button", { name: "New link for later@example.com" }).click();
+  const secondLink = await page.inputValue("input[aria-label='Invitation link']");
+  expect(secondLink.includes("#/invite/") && secondLink !== firstLink, "a new link, not the old one");
+  await page.getByRole("button", { name: "Done" }).click();
   await shot(page, "members");
+  await page.getByRole("button", { name: "Withdraw the invitation of later@example.com" }).click();
+  await page.getByRole("button", { name: "Withdraw", exact: true }).click();
+  // The page draws its tables again after the change: wait for that, then read it.
+  await page.getByText("Withdrew the invitation of later@example.com.").waitFor();
+  await page.locator('tr[data-invitation="viewer@example.com"]').waitFor();
+  expect(await page.locator('tr[data-invitation="later@example.com"]').count() === 0, "the withdrawn invitation is gone, the other stays");
   {
     const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const viewer = await viewerContext.newPage();
@@ -426,28 +563,28 @@ try {
     await viewer.goto(invite);
     await viewer.getByLabel("Choose a password").fill("a viewer password");
     await viewer.getByRole("button", { name: "Create account" }).click();
-    await viewer.getByRole("heading", { name: "Data planes" }).waitFor();
-    await viewer.getByRole("link", { name: "Service keys" }).click();
+    await viewer.getByRole("heading", { name: "Overview" }).waitFor();
+    await nav(viewer, "Service keys").click();
     await viewer.locator("tr[data-key-id]").first().waitFor();
     expect(await viewer.locator("#generate-key").count() === 0, "a viewer has no Generate button");
     expect(await viewer.getByRole("button", { name: /^Revoke/ }).count() === 0, "a viewer has no Revoke button");
     await shot(viewer, "viewer-keys");
-    await viewer.getByRole("link", { name: "Pipelines" }).click();
+    await nav(viewer, "Pipelines").click();
     await viewer.getByRole("link", { name: "web" }).click();
     await viewer.waitForSelector("#spec-editor");
     expect(await viewer.locator("#spec-editor").getAttribute("readonly") !== null, "a viewer's editor is read-only");
     expect(await viewer.locator("#save-pipeline").count() === 0, "a viewer has no Save button");
     expect(await viewer.getByRole("button", { name: "Roll back" }).count() === 0, "a viewer cannot roll back");
     await shot(viewer, "viewer-pipeline");
-    await viewer.getByRole("link", { name: "Members" }).click();
+    await nav(viewer, "Members").click();
     await viewer.getByRole("heading", { name: "Members" }).waitFor();
     expect(await viewer.locator("#add-member").count() === 0, "a viewer cannot add members");
     // A viewer watches the live stream and browses dead letters, but cannot replay them.
-    await viewer.getByRole("link", { name: "Live events" }).click();
+    await nav(viewer, "Live events").click();
     await viewer.click("#live-toggle");
     await viewer.locator('tr[data-event-id="ev-paid"]').waitFor();
     await shot(viewer, "viewer-live");
-    await viewer.getByRole("link", { name: "Dead letters" }).click();
+    await nav(viewer, "Dead letters").click();
     await viewer.locator('#dlq-overview tr[data-destination="hooks"]').waitFor();
     await shot(viewer, "viewer-dead-letters");
     seen.viewer = "read-only";
@@ -455,17 +592,17 @@ try {
   }
 
   // Revoke the service key: the running data plane is disconnected at once.
-  await page.getByRole("link", { name: "Service keys" }).click();
+  await nav(page, "Service keys").click();
   await page.getByRole("button", { name: "Revoke dc1 data plane" }).click();
   await page.getByRole("button", { name: "Revoke key" }).click();
   await page.locator("tr[data-key-id] .badge.danger", { hasText: "revoked" }).waitFor();
   await shot(page, "key-revoked");
-  await page.getByRole("link", { name: "Data planes" }).click();
+  await nav(page, "Data planes").click();
   await page.locator("tr[data-node-id] .badge.danger", { hasText: "disconnected" }).waitFor({ timeout: 30000 });
   await shot(page, "fleet-disconnected");
 
   // The audit log, filtered to revocations.
-  await page.getByRole("link", { name: "Audit log" }).click();
+  await nav(page, "Audit log").click();
   await page.locator("table tbody tr").first().waitFor();
   await page.getByLabel("Action").fill("key.revoke");
   await page.getByRole("button", { name: "Filter" }).click();
@@ -476,18 +613,91 @@ try {
   seen.auditRows = await page.locator("table tbody tr").count();
   expect(seen.auditRows === 1, `one revocation in the log, not ${seen.auditRows}`);
   await shot(page, "audit-filtered");
+  // Pipeline changes name their pipeline (not its id) and carry the change message.
+  await page.getByLabel("Action").fill("pipeline.update");
+  await page.getByRole("button", { name: "Filter" }).click();
+  const appChange = page.locator("table tbody tr", { hasText: "an app source" });
+  await appChange.waitFor();
+  seen.auditPipelineRow = await appChange.innerText();
+  expect(seen.auditPipelineRow.includes("pipeline web") && !/[0-9a-f]{8}-[0-9a-f]{4}-/.test(seen.auditPipelineRow),
+    `names, not ids: ${seen.auditPipelineRow}`);
+  // A date range: today has entries, tomorrow has none.
+  const day = (offset) => new Date(Date.now() + offset * 86400000).toISOString().slice(0, 10);
+  await page.getByLabel("From (UTC)").fill(day(0));
+  await page.getByRole("button", { name: "Filter" }).click();
+  await appChange.waitFor();
+  await page.getByLabel("From (UTC)").fill(day(1));
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.getByRole("heading", { name: "Nothing matches" }).waitFor();
+  await page.getByLabel("From (UTC)").fill("");
+  await page.getByLabel("Action").fill("");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.locator("table tbody tr").first().waitFor();
+  await shot(page, "audit-named");
 
   // A reload keeps the page and the session; signing out ends it.
   await page.reload();
   await page.getByRole("heading", { name: "Audit log" }).waitFor();
-  await page.setViewportSize({ width: 1024, height: 700 });
-  await shot(page, "audit-laptop-width");
-  for (const [link, ready] of [["Data planes", "#destination-health"], ["Live events", "#live-toggle"], ["Pipelines", "table"], ["Archive query", "#run-query"], ["Audit log", "table"]]) {
-    await page.getByRole("link", { name: link }).click();
-    await page.locator(ready).first().waitFor();
-    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-    expect(scroll <= inner, `${link} at 1024 px scrolls sideways: ${scroll} > ${inner}`);
+  await shot(page, "audit-after-reload");
+
+  // Static files: brotli when asked, cached for good under the versioned path, revalidated.
+  {
+    const index = await fetch(`${base}/`).then((r) => r.text());
+    const appPath = index.match(/\/ui\/v\/[0-9a-f]+\/js\/app\.js/)?.[0];
+    expect(appPath, `the index names a versioned app.js: ${index}`);
+    const br = await fetch(`${base}${appPath}`, { headers: { "accept-encoding": "br" } });
+    expect(br.headers.get("content-encoding") === "br" && br.headers.get("cache-control").includes("immutable"),
+      `app.js in brotli, immutable: ${br.headers.get("content-encoding")} ${br.headers.get("cache-control")}`);
+    const again = await fetch(`${base}${appPath}`, { headers: { "if-none-match": br.headers.get("etag") } });
+    expect(again.status === 304, `revalidation by ETag: ${again.status}`);
+    seen.assets = { appPath, etag: br.headers.get("etag") };
   }
+
+  // 250 more events, so the archive page has more than one page of rows.
+  await sendEvents(writeKey, Array.from({ length: 250 }, (_, i) => ({
+    type: "track", event: "Bulk", messageId: `bulk-${i}`, userId: `u-${i}`,
+    properties: { note: "a long property value that would widen a table if the page let it ".repeat(4), i },
+  })));
+
+  // Every page at a large and a laptop width: no sideways scroll, a screenshot, and axe-core
+  // finds no serious or critical violation.
+  const violations = [];
+  const tour = [
+    ["Overview", "#rates"], ["Data planes", "#destination-health"], ["Live events", "#live-toggle"],
+    ["Service keys", "tr[data-key-id]"], ["Pipelines", "table"], ["web", "#sources"],
+    ["Archive query", "#run-query"], ["Dead letters", "#dlq-overview"], ["Members", "table"], ["Audit log", "table"],
+  ];
+  for (const [width, height] of [[1366, 800], [1024, 700]]) {
+    await page.setViewportSize({ width, height });
+    for (const [link, ready] of tour) {
+      if (link === "web") await nav(page, "Pipelines").click();
+      await (link === "web" ? page.getByRole("link", { name: "web", exact: true }) : nav(page, link)).click();
+      await page.locator(ready).first().waitFor();
+      if (link === "Archive query") {
+        await page.fill("input[name=url]", `http://127.0.0.1:${nodePort}`);
+        await page.fill("textarea[name=sql]", "SELECT * FROM events ORDER BY received_at");
+        for (let attempt = 0; attempt < 40; attempt++) {
+          await page.click("#run-query");
+          await page.waitForFunction(() => !document.querySelector("#run-query").disabled);
+          if ((await page.locator("#result-page").count()) && /of 2\d\d/.test(await text(page, "#result-page"))) break;
+          await page.waitForTimeout(500);
+        }
+        seen.resultPage = await text(page, "#result-page");
+        expect(/^Rows 1–100 of 2\d\d$/.test(seen.resultPage), `the first page of the result: ${seen.resultPage}`);
+        expect(await page.locator("table tbody tr").count() === 100, "one page of rows is rendered");
+        await page.click("#result-next");
+        expect((await text(page, "#result-page")).startsWith("Rows 101–200"), "the next page");
+      }
+      const [scroll, inner, wide] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth,
+        [...document.querySelectorAll("body *")].filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth)
+          .slice(0, 4).map((e) => `${e.tagName.toLowerCase()}.${e.className}#${e.id} right=${Math.round(e.getBoundingClientRect().right)}`)]);
+      expect(scroll <= inner, `${link} at ${width} px scrolls sideways: ${scroll} > ${inner}, past the edge: ${wide.join(", ")}`);
+      await shot(page, `tour-${width}-${link.toLowerCase().replaceAll(" ", "-")}`);
+      for (const v of await accessibility(page)) violations.push(`${link} at ${width} px: ${v}`);
+    }
+  }
+  expect(violations.length === 0, `accessibility:\n${violations.join("\n")}`);
+  seen.axe = "no serious or critical violations on any page at 1366 and 1024 px";
   await page.click("#sign-out");
   await page.getByRole("heading", { name: "Sign in to Sluice" }).waitFor();
   await page.reload();

@@ -545,3 +545,98 @@ impl Vendor {
             .collect()
     }
 }
+
+/// Relays TCP to `upstream`, keeping every byte that passes either way: put it between the
+/// planes to show what crosses.
+pub async fn recording_relay(
+    upstream: String,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, kept.clone()));
+            tokio::spawn(pipe(sr, cw, kept.clone()));
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                seen.lock().expect("lock").extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether any of `needles` is in `wire`: the ones that are.
+pub fn crossed<'a>(wire: &[u8], needles: &[&'a str]) -> Vec<&'a str> {
+    needles
+        .iter()
+        .copied()
+        .filter(|n| wire.windows(n.len()).any(|w| w == n.as_bytes()))
+        .collect()
+}
+
+/// Serves one HTML page on `listener`.
+pub fn page_server(listener: std::net::TcpListener, html: String) -> tokio::task::JoinHandle<()> {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Runs a script of `tests/browser/` with node; its stdout as JSON.
+pub fn run_browser_script(script: &str, args: &[&str]) -> Value {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "browser tests need playwright-core: run `npm ci --prefix tests/browser` (bash .ci/run does) and install Debian's chromium"
+    );
+    let output = std::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .output()
+        .expect("node runs (install Node.js)");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}

@@ -29,6 +29,7 @@ fn hello(node_id: &str, version: u64) -> Hello {
         agent_version: "test".into(),
         roles: vec!["receiver".into()],
         config_version: version,
+        ..Hello::default()
     }
 }
 

@@ -4,14 +4,15 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sluice_bus::Bus;
 use sluice_data_plane::RunningNode;
-use sluice_tests::{Cp, CpOptions, eventually, free_port, start_node_with};
+use sluice_tests::{
+    Cp, CpOptions, eventually, free_port, page_server, run_browser_script, start_node_with,
+};
 
 struct Tenant {
     cp: Cp,
@@ -362,47 +363,6 @@ async fn events_wait_in_the_spool_until_a_receiver_is_back() {
     .await;
     proxy_node.shutdown().await;
     receiver.shutdown().await;
-}
-
-/// Serves one HTML page on `listener`.
-fn page_server(listener: std::net::TcpListener, html: String) -> tokio::task::JoinHandle<()> {
-    listener.set_nonblocking(true).expect("nonblocking");
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let html = html.clone();
-            async move { axum::response::Html(html) }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-/// Runs a script of `tests/browser/` with node; its stdout as JSON.
-pub fn run_browser_script(script: &str, args: &[&str]) -> Value {
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "browser tests need playwright-core: run `npm ci --prefix tests/browser` (bash .ci/run does) and install Debian's chromium"
-    );
-    let output = std::process::Command::new("node")
-        .arg(dir.join(script))
-        .args(args)
-        .output()
-        .expect("node runs (install Node.js)");
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

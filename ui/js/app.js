@@ -7,6 +7,7 @@ import { tenantsPage } from './pages/tenants.js';
 import { keysPage } from './pages/keys.js';
 import { pipelinesPage, pipelinePage } from './pages/pipelines.js';
 import { fleetPage } from './pages/fleet.js';
+import { overviewPage } from './pages/overview.js';
 import { queryPage } from './pages/query.js';
 import { livePage } from './pages/live.js';
 import { tracePage } from './pages/trace.js';
@@ -26,6 +27,7 @@ export function can(role) {
 }
 
 const NAV = [
+  ['overview', 'Overview'],
   ['fleet', 'Data planes'],
   ['live', 'Live events'],
   ['keys', 'Service keys'],
@@ -78,7 +80,7 @@ async function route() {
     }
     if (!ctx.tenant) return go('#/tenants');
     localStorage.setItem('sluice.tenant', ctx.tenant.id);
-    const section = parts[2] || 'fleet';
+    const section = parts[2] || 'overview';
     const page = shell(section);
     switch (section) {
       case 'keys': return keysPage(page);
@@ -89,7 +91,8 @@ async function route() {
       case 'dlq': return dlqPage(page);
       case 'members': return membersPage(page);
       case 'audit': return auditPage(page);
-      default: return fleetPage(page);
+      case 'fleet': return fleetPage(page);
+      default: return overviewPage(page);
     }
   }
   if (parts[0] === 'tenants') {
@@ -99,14 +102,14 @@ async function route() {
   // Home: the last tenant used, else the first, else the page to create one.
   const last = localStorage.getItem('sluice.tenant');
   const home = ctx.tenants.find((t) => t.id === last) || ctx.tenants[0];
-  return go(home ? `#/t/${encodeURIComponent(home.id)}/fleet` : '#/tenants');
+  return go(home ? `#/t/${encodeURIComponent(home.id)}/overview` : '#/tenants');
 }
 
 /** The sidebar and an empty page element for the section. */
 function shell(section) {
   const switcher = h('select', {
     id: 'tenant-switcher',
-    onchange: (e) => go(e.target.value === '' ? '#/tenants' : `#/t/${encodeURIComponent(e.target.value)}/${section === 'tenants' ? 'fleet' : section.split('/')[0]}`),
+    onchange: (e) => go(e.target.value === '' ? '#/tenants' : `#/t/${encodeURIComponent(e.target.value)}/${section === 'tenants' ? 'overview' : section.split('/')[0]}`),
   },
   ctx.tenants.map((t) => h('option', { value: t.id, selected: ctx.tenant?.id === t.id }, `${t.name} (${t.role})`)),
   h('option', { value: '', selected: !ctx.tenant }, 'All tenants…'));

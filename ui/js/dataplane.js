@@ -14,20 +14,33 @@ export async function dataPlaneToken(tenantId) {
   return token.value;
 }
 
-async function defaultUrl() {
+/**
+ * Where clients reach this tenant's nodes, by role (`receiver`, `proxy`, `query`), as the
+ * nodes advertised them; connected nodes first.
+ */
+export async function nodeUrls(tenantId) {
+  let nodes = [];
   try {
-    const config = await fetch('/ui/config.json').then((r) => r.json());
-    return config.query_url || 'http://127.0.0.1:8090';
-  } catch {
-    return 'http://127.0.0.1:8090';
+    nodes = await api.get(`/api/v1/tenants/${encodeURIComponent(tenantId)}/data-planes`).then((r) => r.data);
+  } catch { /* no address is better than a wrong one */ }
+  const urls = {};
+  for (const n of [...nodes].sort((a, b) => Number(b.connected) - Number(a.connected))) {
+    for (const [role, url] of Object.entries(n.urls || {})) urls[role] ??= url;
   }
+  return urls;
 }
 
 const urlKey = (tenantId) => `sluice.query-url.${tenantId}`;
 
-/** The data plane address this browser uses for the tenant (the same on every page). */
+/**
+ * The data plane address this browser uses for the tenant (the same on every page): the one
+ * the person last used, else the query role one of the tenant's own nodes advertises.
+ */
 export async function dataPlaneUrl(tenantId) {
-  return localStorage.getItem(urlKey(tenantId)) || defaultUrl();
+  const remembered = localStorage.getItem(urlKey(tenantId));
+  if (remembered) return remembered;
+  const urls = await nodeUrls(tenantId);
+  return urls.query || urls.receiver || '';
 }
 
 export function rememberDataPlaneUrl(tenantId, url) {
@@ -38,7 +51,23 @@ function base(url) {
   return url.trim().replace(/\/+$/, '');
 }
 
-function unreachable(url) {
+// The Content-Security-Policy refuses some addresses before any request leaves; the browser
+// says so only in this event, so remember the last refusals to name them.
+const refused = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  if (e.effectiveDirective === 'connect-src') refused.push({ uri: e.blockedURI, at: Date.now() });
+  if (refused.length > 20) refused.shift();
+});
+
+/** Why a fetch to `url` failed: the console's policy refused it, or the network did. */
+export async function unreachable(url) {
+  // The violation event is queued alongside the failed fetch; give it a moment to land.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  let origin = url;
+  try { origin = new URL(url).origin; } catch { /* keep it as typed */ }
+  if (refused.some((r) => r.at > Date.now() - 5000 && r.uri.startsWith(origin))) {
+    return new Error(`The console's Content-Security-Policy refused to connect to ${origin}: it admits https:// addresses, plain http:// only on localhost or 127.0.0.1, and the address set as SLUICE_UI_QUERY_URL on the control plane. Serve the data plane over HTTPS, or set SLUICE_UI_QUERY_URL=${origin}.`);
+  }
   return new Error(`This browser cannot reach the data plane at ${url}. Check the address, that the node is running, and that this browser can reach it (data planes usually live in a private network: use a VPN or a bastion).`);
 }
 
@@ -53,7 +82,7 @@ export async function call(tenantId, url, method, path, body) {
       body: body ? JSON.stringify(body) : undefined,
     });
   } catch {
-    throw unreachable(url);
+    throw await unreachable(url);
   }
   const text = await response.text();
   let json;
@@ -77,7 +106,7 @@ export async function stream(tenantId, url, path, onEvent, signal) {
     response = await fetch(`${base(url)}${path}`, { headers: { Authorization: `Bearer ${bearer}` }, signal });
   } catch (e) {
     if (signal.aborted) return;
-    throw unreachable(url);
+    throw await unreachable(url);
   }
   if (!response.ok) {
     let message = `The data plane answered ${response.status}.`;

@@ -49,8 +49,9 @@ export function field(label, control, hint) {
     hint && h('span', { class: 'hint', id: hintId }, hint));
 }
 
+/** A table in a box that scrolls sideways when it must; keyboard users can scroll it too. */
 export function table(headers, rows, caption) {
-  return h('div', { class: 'table-wrap' },
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || 'Table' },
     h('table', {},
       caption && h('caption', { class: 'visually-hidden' }, caption),
       h('thead', {}, h('tr', {}, headers.map((t) => h('th', { scope: 'col' }, t)))),
@@ -102,9 +103,10 @@ export function toast(text) {
 
 /**
  * A modal dialog; resolves with what `onSubmit` returns, or null when cancelled. `escapable:
- * false` keeps it open on Escape (a key shown once must not be lost to a keypress).
+ * false` keeps it open on Escape (a key shown once must not be lost to a keypress); `wide`
+ * makes room for code.
  */
-export function modal(title, body, { submitLabel = 'OK', danger = false, cancelLabel = 'Cancel', onSubmit, escapable = true } = {}) {
+export function modal(title, body, { submitLabel = 'OK', danger = false, cancelLabel = 'Cancel', onSubmit, escapable = true, wide = false } = {}) {
   return new Promise((resolve) => {
     const error = h('div');
     const submit = h('button', { type: 'submit', class: danger ? 'danger' : 'primary' }, submitLabel);
@@ -113,7 +115,7 @@ export function modal(title, body, { submitLabel = 'OK', danger = false, cancelL
       h('div', { class: 'form-actions' },
         cancelLabel && h('button', { type: 'button', value: 'cancel', onclick: () => dialog.close('cancel') }, cancelLabel),
         submit));
-    const dialog = h('dialog', { 'aria-labelledby': 'dialog-title' }, form);
+    const dialog = h('dialog', { 'aria-labelledby': 'dialog-title', class: wide ? 'wide' : null }, form);
     let result = null;
     form.addEventListener('submit', async (event) => {
       event.preventDefault();

@@ -2,7 +2,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::{Page, decode_cursor, encode_cursor, page_limit, require_role, rfc3339};
+use super::common::{
+    Page, decode_cursor, encode_cursor, page_limit, parse_rfc3339, require_role, rfc3339,
+};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
@@ -34,6 +36,12 @@ pub struct AuditQuery {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub action: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    #[param(max_length = 64)]
+    pub since: Option<String>,
+    /// Only entries before this time (RFC 3339).
+    #[param(max_length = 64)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +109,16 @@ pub async fn list_audit(
         before_id,
         actor: filter_text("actor", query.actor)?,
         action: filter_text("action", query.action)?,
+        since: query
+            .since
+            .as_deref()
+            .map(|t| parse_rfc3339("since", t))
+            .transpose()?,
+        until: query
+            .until
+            .as_deref()
+            .map(|t| parse_rfc3339("until", t))
+            .transpose()?,
     };
     let mut entries = state.store.audit(&tenant_id, &filter, limit + 1).await?;
     let next_cursor = (entries.len() as i64 > limit).then(|| {

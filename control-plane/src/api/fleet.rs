@@ -38,6 +38,9 @@ pub struct DataPlaneView {
     /// delivered / retried / failed over the last 5 minutes and 24 hours.
     #[schema(value_type = Vec<Object>)]
     pub destinations: serde_json::Value,
+    /// Where clients reach the node, by role (`receiver`, `proxy`, `query`), as it advertised.
+    #[schema(value_type = Object)]
+    pub urls: serde_json::Value,
 }
 
 fn view(node: NodeRecord, config_version: i64, stale_after_ms: i64) -> DataPlaneView {
@@ -48,6 +51,7 @@ fn view(node: NodeRecord, config_version: i64, stale_after_ms: i64) -> DataPlane
         counters: serde_json::from_str(&node.counters).unwrap_or_else(|_| serde_json::json!({})),
         destinations: serde_json::from_str(&node.destinations)
             .unwrap_or_else(|_| serde_json::json!([])),
+        urls: serde_json::from_str(&node.urls).unwrap_or_else(|_| serde_json::json!({})),
         id: node.id,
         name: node.name,
         agent_version: node.agent_version,

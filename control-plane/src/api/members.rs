@@ -277,3 +277,90 @@ pub async fn remove_member(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+fn invitation_not_found(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound => ApiError::not_found("invitation not found"),
+        other => other.into(),
+    }
+}
+
+/// An invitation the caller may change: an admin's, of a role they may grant.
+async fn pending_invitation(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: &str,
+    invitation_id: &str,
+) -> Result<crate::store::Invitation, ApiError> {
+    let actor_role = require_role(state, principal, tenant_id, Role::Admin).await?;
+    let invitation = state
+        .store
+        .invitation(tenant_id, invitation_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invitation not found"))?;
+    check_grant(actor_role, None, invitation.role)?;
+    Ok(invitation)
+}
+
+/// Withdraw an invitation not yet accepted: its link stops working.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant_id}/invitations/{invitation_id}", tag = "members", security(("bearer" = [])),
+    params(("tenant_id" = String, Path), ("invitation_id" = String, Path)),
+    responses((status = 204, description = "Withdrawn"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    principal: Principal,
+    ip: ClientIp,
+    ApiPath((tenant_id, invitation_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let invitation = pending_invitation(&state, &principal, &tenant_id, &invitation_id).await?;
+    let audit = audit_event(
+        &principal,
+        ip,
+        &tenant_id,
+        "invitation.revoke",
+        format!("invitation:{}", invitation.email),
+        Some(serde_json::json!({ "email": invitation.email, "role": invitation.role })),
+    );
+    state
+        .store
+        .revoke_invitation(&tenant_id, &invitation_id, &audit)
+        .await
+        .map_err(invitation_not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new link for an invitation not yet accepted (expired or not): the old link stops
+/// working, the new one is returned once and is valid for the full invitation lifetime.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/invitations/{invitation_id}/renew", tag = "members", security(("bearer" = [])),
+    params(("tenant_id" = String, Path), ("invitation_id" = String, Path)),
+    responses((status = 200, body = InvitationView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn renew_invitation(
+    State(state): State<AppState>,
+    principal: Principal,
+    ip: ClientIp,
+    ApiPath((tenant_id, invitation_id)): ApiPath<(String, String)>,
+) -> Result<axum::Json<InvitationView>, ApiError> {
+    let invitation = pending_invitation(&state, &principal, &tenant_id, &invitation_id).await?;
+    let token = sluice_keys::random::token::<32>()?;
+    let ttl_ms = i64::try_from(state.config.invitation_ttl.as_millis()).unwrap_or(i64::MAX);
+    let audit = audit_event(
+        &principal,
+        ip,
+        &tenant_id,
+        "invitation.renew",
+        format!("invitation:{}", invitation.email),
+        Some(serde_json::json!({ "email": invitation.email, "role": invitation.role })),
+    );
+    let renewed = state
+        .store
+        .renew_invitation(
+            &tenant_id,
+            &invitation_id,
+            &state.hasher.hash_text(&token),
+            now_ms().saturating_add(ttl_ms),
+            &audit,
+        )
+        .await
+        .map_err(invitation_not_found)?;
+    Ok(axum::Json(InvitationView::new(renewed, Some(token))))
+}

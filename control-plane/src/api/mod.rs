@@ -8,6 +8,7 @@ mod fleet;
 mod health;
 mod keys;
 mod members;
+mod overview;
 mod pipelines;
 mod query_token;
 mod tenants;
@@ -88,6 +89,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(members::list_members, members::add_member))
         .routes(routes!(members::update_member, members::remove_member))
         .routes(routes!(members::list_invitations))
+        .routes(routes!(members::revoke_invitation))
+        .routes(routes!(members::renew_invitation))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::get_key))
         .routes(routes!(keys::revoke_key))
@@ -105,6 +108,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::rollback_pipeline))
         .routes(routes!(pipelines::pipeline_schema))
         .routes(routes!(fleet::list_data_planes))
+        .routes(routes!(overview::overview))
+        .routes(routes!(overview::reach_milestone))
         .routes(routes!(query_token::issue_query_token))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

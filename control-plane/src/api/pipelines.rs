@@ -13,7 +13,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::role::Role;
 use crate::state::AppState;
-use crate::store::{PipelineRecord, RevisionRecord, StoreError};
+use crate::store::{NewRevision, PipelineRecord, RevisionRecord, StoreError};
 use crate::sync::ControlEvent;
 use crate::validate;
 
@@ -28,6 +28,11 @@ pub struct PipelineView {
     /// The spec; its JSON Schema is at `/api/v1/schemas/pipeline.json`.
     #[schema(value_type = Object)]
     pub spec: serde_json::Value,
+    /// The current revision as its author wrote it (YAML comments kept), when it came as
+    /// text; the console edits this.
+    pub source: Option<String>,
+    /// The current revision's change message.
+    pub message: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -36,6 +41,8 @@ impl From<PipelineRecord> for PipelineView {
     fn from(p: PipelineRecord) -> Self {
         Self {
             spec: serde_json::from_str(&p.spec).unwrap_or(serde_json::Value::Null),
+            source: p.source,
+            message: p.message,
             id: p.id,
             name: p.name,
             revision: p.revision,
@@ -55,12 +62,18 @@ pub struct RevisionView {
     pub created_at: String,
     /// Who made the change (e-mail or key name).
     pub created_by: String,
+    /// The document as written, when it came as text.
+    pub source: Option<String>,
+    /// Why, in the author's words.
+    pub message: Option<String>,
 }
 
 impl From<RevisionRecord> for RevisionView {
     fn from(r: RevisionRecord) -> Self {
         Self {
             spec: serde_json::from_str(&r.spec).unwrap_or(serde_json::Value::Null),
+            source: r.source,
+            message: r.message,
             revision: r.revision,
             config_version: r.config_version,
             created_at: rfc3339(r.created_at),
@@ -78,6 +91,9 @@ pub struct PipelineBody {
     pub name: Option<String>,
     #[schema(value_type = Object)]
     pub spec: serde_json::Value,
+    /// Why this change, kept with the revision and in the audit log; at most 500 characters.
+    #[schema(max_length = 500)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -87,6 +103,9 @@ pub struct PipelineQuery {
     /// The pipeline's name, for YAML bodies (which hold only the spec).
     #[param(min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    /// The change message, for YAML bodies.
+    #[param(max_length = 500)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,14 +114,44 @@ pub struct RollbackBody {
     /// The revision whose spec becomes the next revision.
     #[schema(minimum = 1)]
     pub revision: i64,
+    /// Why; default "roll back to revision N".
+    #[schema(max_length = 500)]
+    pub message: Option<String>,
+}
+
+/// Most characters in a change message.
+const MAX_MESSAGE: usize = 500;
+
+fn change_message(message: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(message) = message
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+    else {
+        return Ok(None);
+    };
+    if message.chars().count() > MAX_MESSAGE || message.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "message: one line of at most {MAX_MESSAGE} characters"
+        )));
+    }
+    Ok(Some(message))
+}
+
+/// A request's pipeline: its name, its validated spec, the text as written and why.
+struct Submitted {
+    name: Option<String>,
+    spec: PipelineSpec,
+    source: Option<String>,
+    message: Option<String>,
 }
 
 /// The name and validated spec of a request, from JSON (`{"name","spec"}`) or YAML (the spec).
 fn read_body(
     headers: &HeaderMap,
     body: &Bytes,
-    query_name: Option<String>,
-) -> Result<(Option<String>, PipelineSpec), ApiError> {
+    query: PipelineQuery,
+) -> Result<Submitted, ApiError> {
+    let query_name = query.name;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -113,7 +162,7 @@ fn read_body(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let (name, parsed) = match media.as_str() {
+    let (name, parsed, source, message) = match media.as_str() {
         "application/json" => {
             let body: PipelineBody = serde_json::from_slice(body).map_err(|e| {
                 let code = if e.is_syntax() || e.is_eof() {
@@ -123,12 +172,23 @@ fn read_body(
                 };
                 code(format!("body: {e}"))
             })?;
-            (body.name.or(query_name), spec::parse_value(body.spec))
+            let message = body.message.or(query.message);
+            (
+                body.name.or(query_name),
+                spec::parse_value(body.spec),
+                None,
+                message,
+            )
         }
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("body: YAML must be UTF-8"))?;
-            (query_name, spec::parse_yaml(text))
+            (
+                query_name,
+                spec::parse_yaml(text),
+                Some(text.to_owned()),
+                query.message,
+            )
         }
         _ => {
             return Err(ApiError::new(
@@ -140,7 +200,12 @@ fn read_body(
     let spec = parsed.map_err(|e| spec_errors(vec![e]))?;
     spec.validate().map_err(spec_errors)?;
     let name = name.map(|n| validate::name("name", &n)).transpose()?;
-    Ok((name, spec))
+    Ok(Submitted {
+        name,
+        spec,
+        source,
+        message: change_message(message)?,
+    })
 }
 
 fn spec_errors(errors: Vec<SpecError>) -> ApiError {
@@ -195,23 +260,32 @@ pub async fn create_pipeline(
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<PipelineView>), ApiError> {
     require_role(&state, &principal, &tenant_id, Role::Member).await?;
-    let (name, spec) = read_body(&headers, &body, query.name)?;
-    let name = name.unwrap_or_else(|| "default".to_owned());
+    let submitted = read_body(&headers, &body, query)?;
+    let name = submitted
+        .name
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let audit = audit_event(
         &principal,
         ip,
         &tenant_id,
         "pipeline.create",
         String::new(),
-        Some(serde_json::json!({ "name": name })),
+        Some(serde_json::json!({ "name": name, "message": submitted.message })),
     );
+    let spec = canonical(&submitted.spec)?;
+    let actor = principal.actor_name();
     let pipeline = state
         .store
         .create_pipeline(
             &tenant_id,
             &name,
-            &canonical(&spec)?,
-            &principal.actor_name(),
+            &NewRevision {
+                spec: &spec,
+                source: submitted.source.as_deref(),
+                message: submitted.message.as_deref(),
+                created_by: &actor,
+            },
             audit,
         )
         .await?;
@@ -278,23 +352,33 @@ pub async fn update_pipeline(
     body: Bytes,
 ) -> Result<axum::Json<PipelineView>, ApiError> {
     require_role(&state, &principal, &tenant_id, Role::Member).await?;
-    let (name, spec) = read_body(&headers, &body, query.name)?;
+    let submitted = read_body(&headers, &body, query)?;
+    let details = match (&submitted.name, &submitted.message) {
+        (None, None) => None,
+        (name, message) => Some(serde_json::json!({ "name": name, "message": message })),
+    };
     let audit = audit_event(
         &principal,
         ip,
         &tenant_id,
         "pipeline.update",
         format!("pipeline:{pipeline_id}"),
-        name.as_ref().map(|n| serde_json::json!({ "name": n })),
+        details,
     );
+    let spec = canonical(&submitted.spec)?;
+    let actor = principal.actor_name();
     let pipeline = state
         .store
         .update_pipeline(
             &tenant_id,
             &pipeline_id,
-            name.as_deref(),
-            &canonical(&spec)?,
-            &principal.actor_name(),
+            submitted.name.as_deref(),
+            &NewRevision {
+                spec: &spec,
+                source: submitted.source.as_deref(),
+                message: submitted.message.as_deref(),
+                created_by: &actor,
+            },
             &audit,
         )
         .await
@@ -383,22 +467,30 @@ pub async fn rollback_pipeline(
     // Validation rules may have tightened since: an old spec must still pass them.
     let spec = spec::parse_json(&old.spec).map_err(|e| spec_errors(vec![e]))?;
     spec.validate().map_err(spec_errors)?;
+    let message = change_message(body.message)?
+        .unwrap_or_else(|| format!("roll back to revision {}", body.revision));
     let audit = audit_event(
         &principal,
         ip,
         &tenant_id,
         "pipeline.rollback",
         format!("pipeline:{pipeline_id}"),
-        Some(serde_json::json!({ "to_revision": body.revision })),
+        Some(serde_json::json!({ "to_revision": body.revision, "message": message })),
     );
+    let spec = canonical(&spec)?;
+    let actor = principal.actor_name();
     let pipeline = state
         .store
         .update_pipeline(
             &tenant_id,
             &pipeline_id,
             None,
-            &canonical(&spec)?,
-            &principal.actor_name(),
+            &NewRevision {
+                spec: &spec,
+                source: old.source.as_deref(),
+                message: Some(&message),
+                created_by: &actor,
+            },
             &audit,
         )
         .await

@@ -42,6 +42,10 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     /// Only this action, or with a trailing `.` every action under it (`key.`).
     pub action: Option<String>,
+    /// Only entries at or after this time (Unix milliseconds).
+    pub since: Option<i64>,
+    /// Only entries before this time (Unix milliseconds).
+    pub until: Option<i64>,
 }
 
 pub(super) async fn record(tx: &mut Transaction<'_, Any>, event: &AuditEvent) -> Result<()> {
@@ -81,6 +85,8 @@ impl Store {
                AND ($3 IS NULL OR actor = $3)
                AND ($4 IS NULL OR action = $4)
                AND ($5 IS NULL OR substr(action, 1, length($5)) = $5)
+               AND ($7 IS NULL OR created_at >= $7)
+               AND ($8 IS NULL OR created_at < $8)
              ORDER BY id DESC
              LIMIT $6",
         )
@@ -90,6 +96,8 @@ impl Store {
         .bind(action_exact)
         .bind(action_prefix)
         .bind(limit)
+        .bind(filter.since)
+        .bind(filter.until)
         .fetch_all(&self.pool)
         .await?)
     }

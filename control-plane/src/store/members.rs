@@ -295,6 +295,71 @@ impl Store {
         .collect()
     }
 
+    /// Withdraws an invitation not yet accepted: its link stops working.
+    pub async fn revoke_invitation(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM invitations WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives an invitation not yet accepted a new token and expiry: the old link stops
+    /// working, the new one is shown once.
+    pub async fn renew_invitation(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        token_hash: &[u8],
+        expires_at: i64,
+        audit: &AuditEvent,
+    ) -> Result<Invitation> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query_as::<_, InvitationRow>(
+            "UPDATE invitations SET token_hash = $1, expires_at = $2
+             WHERE tenant_id = $3 AND id = $4 AND accepted_at IS NULL
+             RETURNING id, tenant_id, email, role, invited_by, created_at, expires_at",
+        )
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Invitation::try_from(row)
+    }
+
+    /// One invitation of a tenant not yet accepted, expired or not.
+    pub async fn invitation(&self, tenant_id: &str, id: &str) -> Result<Option<Invitation>> {
+        sqlx::query_as::<_, InvitationRow>(
+            "SELECT id, tenant_id, email, role, invited_by, created_at, expires_at FROM invitations
+             WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Invitation::try_from)
+        .transpose()
+    }
+
     /// Whether `token_hash` names an invitation that can still be redeemed.
     pub async fn invitation_is_pending(&self, token_hash: &[u8]) -> Result<bool> {
         let found: Option<(String,)> = sqlx::query_as(

@@ -15,6 +15,7 @@ mod members;
 mod nodes;
 mod pipelines;
 mod refresh;
+mod samples;
 pub mod signing;
 mod tenants;
 mod users;
@@ -31,8 +32,9 @@ pub use error::StoreError;
 pub use keys::{KeyRecord, NewIngestBinding, NewKey};
 pub use members::{AcceptedInvitation, Invitation, Member, NewInvitation};
 pub use nodes::{NodeHello, NodeRecord};
-pub use pipelines::{IngestKeyRecord, PipelineRecord, RevisionRecord, TenantConfig};
+pub use pipelines::{IngestKeyRecord, NewRevision, PipelineRecord, RevisionRecord, TenantConfig};
 pub use refresh::RefreshOutcome;
+pub use samples::{Milestone, SAMPLE_RETENTION_MS, Sample};
 pub use tenants::{Tenant, TenantWithRole};
 pub use users::User;
 

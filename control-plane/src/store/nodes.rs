@@ -22,6 +22,8 @@ pub struct NodeRecord {
     pub counters: String,
     /// JSON array of destination health reports.
     pub destinations: String,
+    /// JSON object role → URL where clients reach the node.
+    pub urls: String,
     pub first_seen_at: i64,
     pub last_seen_at: i64,
 }
@@ -36,21 +38,23 @@ pub struct NodeHello<'a> {
     pub agent_version: &'a str,
     pub roles_json: &'a str,
     pub held_version: i64,
+    /// JSON object role → URL.
+    pub urls_json: &'a str,
 }
 
-const NODE_COLUMNS: &str = "tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, nacked_version, last_error, counters, destinations, first_seen_at, last_seen_at";
+const NODE_COLUMNS: &str = "tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, nacked_version, last_error, counters, destinations, urls, first_seen_at, last_seen_at";
 
 impl Store {
     /// Records a node's stream opening; returns the node as stored (with any parked NACK).
     pub async fn node_connected(&self, hello: &NodeHello<'_>) -> Result<NodeRecord> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO nodes (tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, counters, first_seen_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, '{}', $8, $8)
+            "INSERT INTO nodes (tenant_id, id, key_id, name, agent_version, roles, connected, applied_version, counters, urls, first_seen_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, '{}', $9, $8, $8)
              ON CONFLICT (tenant_id, id) DO UPDATE SET
                key_id = excluded.key_id, name = excluded.name, agent_version = excluded.agent_version,
                roles = excluded.roles, connected = 1, applied_version = excluded.applied_version,
-               last_seen_at = excluded.last_seen_at",
+               urls = excluded.urls, last_seen_at = excluded.last_seen_at",
         )
         .bind(hello.tenant_id)
         .bind(hello.id)
@@ -60,6 +64,7 @@ impl Store {
         .bind(hello.roles_json)
         .bind(hello.held_version)
         .bind(now)
+        .bind(hello.urls_json)
         .execute(&self.pool)
         .await?;
         Ok(self
@@ -185,6 +190,7 @@ fn unreachable_node(hello: &NodeHello<'_>) -> NodeRecord {
         last_error: None,
         counters: "{}".to_owned(),
         destinations: "[]".to_owned(),
+        urls: hello.urls_json.to_owned(),
         first_seen_at: now_ms(),
         last_seen_at: now_ms(),
     }

@@ -16,6 +16,21 @@ pub struct PipelineRecord {
     pub config_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The current revision's document as its author wrote it, when it came as text.
+    pub source: Option<String>,
+    /// The current revision's change message.
+    pub message: Option<String>,
+}
+
+/// What a new revision is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRevision<'a> {
+    /// Canonical JSON.
+    pub spec: &'a str,
+    /// The document as written (YAML with its comments), when it came as text.
+    pub source: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub created_by: &'a str,
 }
 
 /// One immutable revision of a pipeline.
@@ -28,6 +43,8 @@ pub struct RevisionRecord {
     pub config_version: i64,
     pub created_at: i64,
     pub created_by: String,
+    pub source: Option<String>,
+    pub message: Option<String>,
 }
 
 /// An ingest key as a data plane needs it.
@@ -60,7 +77,7 @@ pub struct AccessKeyRecord {
     pub expires_at: Option<i64>,
 }
 
-const PIPELINE_SELECT: &str = "SELECT p.id, p.tenant_id, p.name, p.revision, r.spec, r.config_version, p.created_at, p.updated_at
+const PIPELINE_SELECT: &str = "SELECT p.id, p.tenant_id, p.name, p.revision, r.spec, r.config_version, p.created_at, p.updated_at, r.source, r.message
      FROM pipelines p JOIN pipeline_revisions r ON r.pipeline_id = p.id AND r.revision = p.revision";
 
 /// Bumps the tenant's configuration version; returns the new one.
@@ -83,20 +100,21 @@ async fn add_revision(
     tenant_id: &str,
     pipeline_id: &str,
     revision: i64,
-    spec: &str,
-    created_by: &str,
+    new: &NewRevision<'_>,
 ) -> Result<i64> {
     let version = bump_config_version(tx, tenant_id).await?;
     sqlx::query(
-        "INSERT INTO pipeline_revisions (pipeline_id, revision, spec, config_version, created_at, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO pipeline_revisions (pipeline_id, revision, spec, config_version, created_at, created_by, source, message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(pipeline_id)
     .bind(revision)
-    .bind(spec)
+    .bind(new.spec)
     .bind(version)
     .bind(now_ms())
-    .bind(created_by)
+    .bind(new.created_by)
+    .bind(new.source)
+    .bind(new.message)
     .execute(&mut **tx)
     .await?;
     Ok(version)
@@ -132,8 +150,7 @@ impl Store {
         &self,
         tenant_id: &str,
         name: &str,
-        spec: &str,
-        created_by: &str,
+        new: &NewRevision<'_>,
         mut audit: AuditEvent,
     ) -> Result<PipelineRecord> {
         let id = new_id();
@@ -147,7 +164,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| name_conflict(e.into()))?;
-        add_revision(&mut tx, tenant_id, &id, 1, spec, created_by).await?;
+        add_revision(&mut tx, tenant_id, &id, 1, new).await?;
         audit.target = format!("pipeline:{id}");
         record(&mut tx, &audit).await?;
         let pipeline = pipeline_in_tx(&mut tx, tenant_id, &id).await?;
@@ -161,8 +178,7 @@ impl Store {
         tenant_id: &str,
         id: &str,
         name: Option<&str>,
-        spec: &str,
-        created_by: &str,
+        new: &NewRevision<'_>,
         audit: &AuditEvent,
     ) -> Result<PipelineRecord> {
         let mut tx = self.write_tx().await?;
@@ -177,7 +193,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| name_conflict(e.into()))?;
-        add_revision(&mut tx, tenant_id, id, revision, spec, created_by).await?;
+        add_revision(&mut tx, tenant_id, id, revision, new).await?;
         record(&mut tx, audit).await?;
         let pipeline = pipeline_in_tx(&mut tx, tenant_id, id).await?;
         tx.commit().await?;
@@ -237,7 +253,7 @@ impl Store {
     /// A pipeline's revisions, newest first.
     pub async fn revisions(&self, tenant_id: &str, id: &str) -> Result<Vec<RevisionRecord>> {
         Ok(sqlx::query_as::<_, RevisionRecord>(
-            "SELECT r.pipeline_id, r.revision, r.spec, r.config_version, r.created_at, r.created_by
+            "SELECT r.pipeline_id, r.revision, r.spec, r.config_version, r.created_at, r.created_by, r.source, r.message
              FROM pipeline_revisions r JOIN pipelines p ON p.id = r.pipeline_id
              WHERE p.tenant_id = $1 AND p.id = $2 ORDER BY r.revision DESC",
         )
@@ -254,7 +270,7 @@ impl Store {
         revision: i64,
     ) -> Result<Option<RevisionRecord>> {
         Ok(sqlx::query_as::<_, RevisionRecord>(
-            "SELECT r.pipeline_id, r.revision, r.spec, r.config_version, r.created_at, r.created_by
+            "SELECT r.pipeline_id, r.revision, r.spec, r.config_version, r.created_at, r.created_by, r.source, r.message
              FROM pipeline_revisions r JOIN pipelines p ON p.id = r.pipeline_id
              WHERE p.tenant_id = $1 AND p.id = $2 AND r.revision = $3",
         )

@@ -3,6 +3,7 @@
 //! revocations.
 
 mod hub;
+pub mod report;
 mod service;
 mod snapshot;
 

@@ -86,6 +86,7 @@ struct Session {
     /// The snapshot awaiting an answer.
     sent: Option<(u64, String)>,
     last_seen_write: Instant,
+    reported: super::report::Reported,
 }
 
 /// Why a session ends.
@@ -111,6 +112,7 @@ impl Session {
             nacked: None,
             sent: None,
             last_seen_write: Instant::now(),
+            reported: super::report::Reported::default(),
         }
     }
 
@@ -161,6 +163,7 @@ impl Session {
     async fn greet(&mut self, hello: Hello) -> Result<(), Status> {
         validate_hello(&hello)?;
         let roles = serde_json::to_string(&hello.roles).unwrap_or_else(|_| "[]".into());
+        let urls = serde_json::to_string(&hello.urls).unwrap_or_else(|_| "{}".into());
         let node = self
             .state
             .store
@@ -172,6 +175,7 @@ impl Session {
                 agent_version: &hello.agent_version,
                 roles_json: &roles,
                 held_version: i64::try_from(hello.config_version).unwrap_or(i64::MAX),
+                urls_json: &urls,
             })
             .await
             .map_err(|e| Status::unavailable(format!("store: {e}")))?;
@@ -269,6 +273,10 @@ impl Session {
                         &destinations_json(&status),
                         error.as_deref(),
                     )
+                    .await
+                    .map_err(store_failure)?;
+                self.reported
+                    .record(store, &tenant, &self.node_id, &counters, &status)
                     .await
                     .map_err(store_failure)?;
                 self.last_seen_write = Instant::now();
@@ -467,6 +475,19 @@ fn validate_hello(hello: &Hello) -> Result<(), Status> {
         if !seen.insert(role) {
             return Err(Status::invalid_argument(format!(
                 "hello.roles: {role} twice"
+            )));
+        }
+    }
+    for (role, url) in &hello.urls {
+        if role.parse::<Role>().is_err() || !seen.contains(role) {
+            return Err(Status::invalid_argument(format!(
+                "hello.urls: {role:?} is not one of the node's roles"
+            )));
+        }
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || !printable(url, 300) || url.contains(char::is_whitespace) {
+            return Err(Status::invalid_argument(format!(
+                "hello.urls.{role}: an http(s) URL of at most 300 printable characters"
             )));
         }
     }

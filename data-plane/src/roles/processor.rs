@@ -135,6 +135,27 @@ impl Processor {
                 return;
             }
         };
+        match output.identity_error.take() {
+            None => {}
+            Some(sluice_identity::StoreError::Full(held)) => {
+                // Not transient: the events go on with the ids they carry, unstored.
+                if let Some(visitors) = &self.node.visitors {
+                    visitors.store_full.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    entries = held,
+                    "the identity store is full; new visitors are not stored"
+                );
+            }
+            Some(e) => {
+                if let Some(visitors) = &self.node.visitors {
+                    visitors.store_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, "identity store failed; the batch will be processed again");
+                self.give_back(deliveries, RETRY).await;
+                return;
+            }
+        }
         // Every stage is its own log with its own durable commit; waiting for them one after
         // another put up to four commits in a row between an event's arrival and its delivery.
         let by_stage = messages(tap, &payloads, &mut output);

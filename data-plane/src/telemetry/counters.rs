@@ -28,7 +28,22 @@ pub struct Counters {
     pub archived: AtomicU64,
     /// By (pipeline id, destination name).
     destinations: Mutex<BTreeMap<(String, String), Arc<DestinationCounters>>>,
+    /// By ingest key public id.
+    key_use: Mutex<BTreeMap<String, KeyUse>>,
 }
+
+/// How one ingest key was used since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyUse {
+    pub pipeline_id: String,
+    pub source: String,
+    pub events: u64,
+    pub last_used_ms: i64,
+}
+
+/// Most ingest keys tracked: past it, a new key's use is not counted (a node's keys are
+/// those of one tenant, so this is never reached by a real configuration).
+const MAX_TRACKED_KEYS: usize = 4096;
 
 /// One destination's counters.
 #[derive(Debug, Default)]
@@ -236,6 +251,38 @@ impl Counters {
         counters
     }
 
+    /// Counts `events` accepted with the ingest key `public_id` at `at_ms`.
+    pub fn add_key_use(
+        &self,
+        public_id: &str,
+        pipeline_id: &str,
+        source: &str,
+        events: u64,
+        at_ms: i64,
+    ) {
+        let mut uses = self.key_use.lock().unwrap_or_else(|p| p.into_inner());
+        if !uses.contains_key(public_id) && uses.len() >= MAX_TRACKED_KEYS {
+            return;
+        }
+        let entry = uses.entry(public_id.to_owned()).or_default();
+        if entry.pipeline_id != pipeline_id || entry.source != source {
+            pipeline_id.clone_into(&mut entry.pipeline_id);
+            source.clone_into(&mut entry.source);
+        }
+        entry.events += events;
+        entry.last_used_ms = entry.last_used_ms.max(at_ms);
+    }
+
+    /// Every ingest key's use, by public id.
+    pub fn key_use(&self) -> Vec<(String, KeyUse)> {
+        self.key_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, u)| (id.clone(), u.clone()))
+            .collect()
+    }
+
     /// Counts `n` events refused for `reason`.
     pub fn add_rejected(&self, reason: RejectReason, n: u64) {
         self.rejected.fetch_add(n, Ordering::Relaxed);
@@ -367,6 +414,23 @@ mod tests {
         assert_eq!(by_destination[0].pipeline_id, "p1");
         assert_eq!(by_destination[0].pipeline, "renamed");
         assert_eq!(by_destination[0].values[2], ("delivered", 2));
+    }
+
+    #[test]
+    fn key_use_adds_up_and_keeps_the_latest_time() {
+        let counters = Counters::default();
+        counters.add_key_use("k1", "p1", "web", 3, 2_000);
+        counters.add_key_use("k1", "p1", "web", 2, 1_000);
+        counters.add_key_use("k2", "p1", "ios", 1, 5_000);
+        let uses = counters.key_use();
+        assert_eq!(uses.len(), 2);
+        assert_eq!(uses[0].0, "k1");
+        assert_eq!(uses[0].1.events, 5);
+        assert_eq!(
+            uses[0].1.last_used_ms, 2_000,
+            "an older batch does not move it back"
+        );
+        assert_eq!(uses[1].1.source, "ios");
     }
 
     #[test]

@@ -46,6 +46,15 @@ pub const ARCHIVE_UPLOAD_FAILURES_TOTAL: &str = "sluice_archive_upload_failures_
 pub const ARCHIVE_BUFFERED_EVENTS: &str = "sluice_archive_buffered_events";
 /// Archiver: 1 when the object store took the last upload, 0 while uploads fail.
 pub const ARCHIVE_STORE_UP: &str = "sluice_archive_store_up";
+/// Identity: entries (profiles and their links) the tenant's identity store holds, as last
+/// counted (bounded by `identity_max_entries`).
+pub const IDENTITY_ENTRIES: &str = "sluice_identity_entries";
+/// Identity: batches the processor handed back because the identity store failed.
+pub const IDENTITY_STORE_ERRORS_TOTAL: &str = "sluice_identity_store_errors_total";
+/// Identity: batches whose new visitors could not be stored because the store was full.
+pub const IDENTITY_STORE_FULL_TOTAL: &str = "sluice_identity_store_full_total";
+/// Identity: profiles erased through `DELETE /v1/identities/{id}`.
+pub const IDENTITY_ERASED_TOTAL: &str = "sluice_identity_erased_total";
 /// Per bus `stage` a role of the node consumes: 1 while it is read, 0 while its consumer
 /// is starting or failing.
 pub const CONSUMER_READING: &str = "sluice_consumer_reading";

@@ -79,7 +79,12 @@ pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> 
         "screen" => Cow::Borrowed("screen_view"),
         _ => return Shape::NotApplicable,
     };
-    let Some(client_id) = text(event, "anonymous_id").or_else(|| text(event, "user_id")) else {
+    // GA's own client id (from the `_ga` cookie, attached by the identity step) joins the
+    // events to what gtag.js sent for the same browser.
+    let Some(client_id) = text(event, "context.ids.ga_client_id")
+        .or_else(|| text(event, "anonymous_id"))
+        .or_else(|| text(event, "user_id"))
+    else {
         return Shape::Invalid("ga4: no client_id (anonymous_id or user_id)".into());
     };
     let empty = Map::new();
@@ -122,7 +127,7 @@ pub fn shape(event: &Map<String, Value>, output: Option<Map<String, Value>>) -> 
     if let Some(ms) = event_time_ms(event) {
         payload.i64("timestamp_micros", ms * 1000);
     }
-    if let Some(user_id) = text(event, "user_id") {
+    if let Some(user_id) = text(event, "user_id").or_else(|| text(event, "context.ids.user_id")) {
         payload.str("user_id", user_id);
     }
     payload.end();
@@ -202,6 +207,24 @@ mod tests {
                 assert_ne!(ga4_name(name), name, "{name} is rewritten");
             }
         }
+    }
+
+    #[test]
+    fn the_identity_step_s_ids_are_used_by_default() {
+        let Shape::Payload(bytes) = shape(
+            &event(json!({"type": "page", "anonymous_id": "a-1",
+                "timestamp": "2026-11-22T12:00:00.000Z",
+                "context": {"ids": {"ga_client_id": "123.456", "user_id": "u-9"}}})),
+            None,
+        ) else {
+            panic!("a payload")
+        };
+        let p: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            p["client_id"], "123.456",
+            "GA's own client id, as gtag.js has it"
+        );
+        assert_eq!(p["user_id"], "u-9", "the user the profile knows");
     }
 
     #[test]

@@ -51,16 +51,24 @@ pub fn shape(
         .map(|email| hashed(Some(PiiKind::Email), email));
     let phone = first(&["traits.phone", "properties.phone", "context.traits.phone"])
         .map(|phone| hashed(Some(PiiKind::Phone), phone));
-    let external_id = text(event, "user_id").map(|id| hashed(None, id));
+    // The user id the identity step knows stitches anonymous events to the user too.
+    let external_id = text(event, "user_id")
+        .or_else(|| text(event, "context.ids.user_id"))
+        .map(|id| hashed(None, id));
     let ip = text(event, "context.ip");
     let agent = text(event, "context.userAgent");
+    // Meta's own browser and click ids, as the identity step attached them.
+    let fbp = text(event, "context.ids.fbp");
+    let fbc = text(event, "context.ids.fbc");
     let identified = email.is_some()
         || phone.is_some()
         || external_id.is_some()
+        || fbp.is_some()
+        || fbc.is_some()
         || (ip.is_some() && agent.is_some());
     if !identified {
         return Shape::Invalid(
-            "meta: no customer information (e-mail, phone, user id, or IP address and user agent)"
+            "meta: no customer information (e-mail, phone, user id, fbp/fbc, or IP address and user agent)"
                 .into(),
         );
     }
@@ -99,14 +107,21 @@ pub fn shape(
     if let Some(agent) = agent {
         user.str("client_user_agent", agent);
     }
-    for (key, hash) in [
-        ("em", &email),
-        ("external_id", &external_id),
-        ("ph", &phone),
-    ] {
-        if let Some(hash) = hash {
-            write_hashed_list(user.key(key), hash);
-        }
+    // Keys in sorted order, as a serialised map has them.
+    if let Some(hash) = &email {
+        write_hashed_list(user.key("em"), hash);
+    }
+    if let Some(hash) = &external_id {
+        write_hashed_list(user.key("external_id"), hash);
+    }
+    if let Some(fbc) = fbc {
+        user.str("fbc", fbc);
+    }
+    if let Some(fbp) = fbp {
+        user.str("fbp", fbp);
+    }
+    if let Some(hash) = &phone {
+        write_hashed_list(user.key("ph"), hash);
     }
     user.end();
     payload.end();
@@ -231,6 +246,35 @@ mod tests {
         assert_eq!(p["event_id"], "m-1");
         assert_eq!(p["event_source_url"], "https://shop.example/x");
         assert_eq!(p["custom_data"], json!({"value": 42.5, "currency": "EUR"}));
+    }
+
+    #[test]
+    fn the_identity_step_s_ids_are_used_by_default() {
+        let Shape::Payload(bytes) = shape(
+            &spec(),
+            &event(
+                json!({"type": "page", "message_id": "m-2", "anonymous_id": "a-1",
+                "timestamp": "2026-11-22T12:00:00Z",
+                "context": {"ids": {"fbc": "fb.1.1.CLICK", "fbp": "fb.1.2.3", "user_id": "u-1"}}}),
+            ),
+            None,
+        ) else {
+            panic!("a payload")
+        };
+        let p: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            bytes,
+            serde_json::to_vec(&p).expect("serialises"),
+            "sorted keys, compact"
+        );
+        let user = &p["user_data"];
+        assert_eq!(user["fbc"], "fb.1.1.CLICK");
+        assert_eq!(user["fbp"], "fb.1.2.3");
+        assert_eq!(
+            user["external_id"],
+            json!([sha256_hex("u-1")]),
+            "hashed, never raw"
+        );
     }
 
     #[test]

@@ -145,11 +145,84 @@ pub enum GovernanceStep {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<SessionSpec>,
     },
+    /// Identity: stores the vendor click and browser ids an event carries (`context.ids`, as
+    /// the proxy captured them, and the parameters of `context.page.url`) on the visitor's
+    /// profile in the node's identity store, attaches the profile's ids to every event as
+    /// `context.ids` (and the user id the profile knows as `context.ids.user_id`), and links
+    /// anonymous and user ids on `identify`, `alias` and every event carrying both. Ids whose
+    /// consent category the event does not grant are neither stored nor attached; a category
+    /// the event denies deletes what the profile holds of it.
+    Identity {
+        /// The tenant's consent category names. Default: `ads` for advertising ids,
+        /// `analytics` for analytics ids and campaign tags.
+        #[serde(default)]
+        consent: IdentityConsent,
+        /// What an event without `context.consent` grants: `all` (a site without a consent
+        /// tool) or `none`. Default: `all`.
+        #[serde(default)]
+        without_consent: WithoutConsent,
+        /// Mint a Meta browser id (`_fbp`) at the proxy when the visitor has none and
+        /// advertising is granted. Default: true.
+        #[serde(default = "default_true")]
+        mint_fbp: bool,
+        /// The tenant's other domains (`example.de`, `shop.example.com`): `sluice.js` adds a
+        /// two-minute, single-use token to links to them, and the proxy there keeps the
+        /// visitor's id. Default: none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cross_domain: Vec<String>,
+    },
     /// Removes fields (dot-separated paths).
     DropFields {
         /// Paths to remove.
         fields: Vec<String>,
     },
+}
+
+/// The consent categories that govern identity, in the tenant's own names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConsent {
+    /// The category of click ids and advertising cookies. Default: `ads`.
+    #[serde(default = "default_ads")]
+    pub advertising: String,
+    /// The category of analytics cookies and campaign tags. Default: `analytics`.
+    #[serde(default = "default_analytics")]
+    pub analytics: String,
+}
+
+fn default_ads() -> String {
+    "ads".into()
+}
+
+fn default_analytics() -> String {
+    "analytics".into()
+}
+
+impl Default for IdentityConsent {
+    fn default() -> Self {
+        Self {
+            advertising: default_ads(),
+            analytics: default_analytics(),
+        }
+    }
+}
+
+/// What an event without consent grants to the `identity` step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithoutConsent {
+    #[default]
+    All,
+    None,
+}
+
+impl PipelineSpec {
+    /// The pipeline's `identity` step, if it has one.
+    pub fn identity_step(&self) -> Option<&GovernanceStep> {
+        self.governance
+            .iter()
+            .find(|s| matches!(s, GovernanceStep::Identity { .. }))
+    }
 }
 
 /// What `validate_schema` does with a track event whose name has no schema.

@@ -63,6 +63,7 @@ impl PipelineSpec {
             }
         }
 
+        let mut seen_identity = false;
         for (i, step) in self.governance.iter().enumerate() {
             let at = |field: &str| format!("governance[{i}].{field}");
             match step {
@@ -146,6 +147,35 @@ impl PipelineSpec {
                         err(at("session.timeout_minutes"), "must be between 1 and 1440");
                     }
                 }
+                GovernanceStep::Identity {
+                    consent,
+                    cross_domain,
+                    ..
+                } => {
+                    if seen_identity {
+                        err(format!("governance[{i}]"), "one identity step per pipeline");
+                    }
+                    seen_identity = true;
+                    for (field, name) in [
+                        ("consent.advertising", &consent.advertising),
+                        ("consent.analytics", &consent.analytics),
+                    ] {
+                        if !is_consent_category(name) {
+                            err(at(field), CONSENT_CATEGORY);
+                        }
+                    }
+                    if cross_domain.len() > 32 {
+                        err(at("cross_domain"), "at most 32 domains");
+                    }
+                    for (j, domain) in cross_domain.iter().enumerate() {
+                        if !is_domain(domain) {
+                            err(
+                                format!("{}[{j}]", at("cross_domain")),
+                                "a host name such as example.de (no scheme, port or path)",
+                            );
+                        }
+                    }
+                }
                 GovernanceStep::DropFields { fields } => {
                     if fields.is_empty() {
                         err(at("fields"), "at least one field to drop");
@@ -193,6 +223,31 @@ impl PipelineSpec {
     }
 }
 
+const CONSENT_CATEGORY: &str = "a consent category: 1 to 64 of A-Z, a-z, 0-9, _, - and .";
+
+fn is_consent_category(category: &str) -> bool {
+    !category.is_empty()
+        && category.len() <= 64
+        && category
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// A host name: dot-separated labels of letters, digits and `-`, 253 bytes at most.
+fn is_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// What every destination kind shares: consent, filter, shaping, delivery settings.
 fn validate_destination(
     destination: &DestinationSpec,
@@ -200,16 +255,8 @@ fn validate_destination(
     err: &mut impl FnMut(String, &str),
 ) {
     for (j, category) in destination.consent.iter().enumerate() {
-        let valid = !category.is_empty()
-            && category.len() <= 64
-            && category
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !valid {
-            err(
-                format!("{}[{j}]", at("consent")),
-                "a consent category: 1 to 64 of A-Z, a-z, 0-9, _, - and .",
-            );
+        if !is_consent_category(category) {
+            err(format!("{}[{j}]", at("consent")), CONSENT_CATEGORY);
         }
     }
     if let Some(filter) = &destination.filter

@@ -1,6 +1,8 @@
 import * as api from '../api.js';
 import { h, replace, field, table, empty, when, badge, modal, confirmDialog, toast, loading, alert } from '../dom.js';
 import { ctx, can } from '../app.js';
+import { nodeUrls } from '../dataplane.js';
+import { sourceSnippets, dataPlaneSnippets, snippetPicker, snippetCopied, controlUrl } from '../snippets.js';
 
 const STATUS = { active: 'ok', expired: 'warn', revoked: 'danger' };
 const TYPE_HINT = {
@@ -122,16 +124,35 @@ async function showOnce(created) {
       }
     },
   }, 'Copy');
-  const usage = created.type === 'service'
-    ? h('p', {}, 'Start a data plane with it: ', h('code', {}, 'SLUICE_SERVICE_KEY=<this key> sluice data-plane'), '.')
-    : created.type === 'ingest'
-      ? h('p', {}, 'Use it as the write key of the source ', h('code', {}, created.source || ''), '.')
-      : h('p', {}, 'Send it as ', h('code', {}, 'Authorization: Bearer <key>'), '.');
+  const usage = await nextStep(created);
   setTimeout(() => input.select());
   await modal(`Your new key “${created.name}”`, h('div', {},
     h('div', { class: 'alert warn', role: 'alert' }, h('strong', {}, 'Copy this key now. '),
       'You will not see it again: Sluice stores only its hash. If you lose it, generate a new one and revoke this one.'),
-    h('div', { class: 'secret' }, input, copy), copied, usage), { submitLabel: 'I have copied it', cancelLabel: null, escapable: false });
+    h('div', { class: 'secret' }, input, copy), copied, usage), { submitLabel: 'I have copied it', cancelLabel: null, escapable: false, wide: true });
+}
+
+/** What to do with the new key, with the key and this tenant's addresses filled in. */
+async function nextStep(created) {
+  if (created.type === 'service') {
+    const lines = dataPlaneSnippets({ controlUrl: await controlUrl(), serviceKey: created.key });
+    return h('section', { 'aria-label': 'Run a data plane' },
+      h('h3', {}, 'Next: run a data plane with it'),
+      snippetPicker(lines, { note: 'The node appears under Data planes within seconds of starting. SLUICE_PUBLIC_URL is the address your browsers and SDKs reach it at; the console fills it into setup snippets and the archive page.' }));
+  }
+  if (created.type === 'ingest') {
+    const urls = await nodeUrls(ctx.tenant.id);
+    const missing = !urls.proxy || !urls.receiver;
+    return h('section', { 'aria-label': 'Send events' },
+      h('h3', {}, `Next: send events to the source “${created.source || ''}”`),
+      snippetPicker(sourceSnippets({ proxyUrl: urls.proxy, receiverUrl: urls.receiver, writeKey: created.key }), {
+        onCopy: () => snippetCopied(ctx.tenant.id),
+        note: missing
+          ? 'No data plane of this tenant advertises its proxy or receiver address yet, so example addresses are shown: set SLUICE_PUBLIC_URL and SLUICE_PROXY_PUBLIC_URL on the node.'
+          : 'Addresses are the ones this tenant\'s data planes advertise.',
+      }));
+  }
+  return h('p', {}, 'Send it as ', h('code', {}, 'Authorization: Bearer <key>'), ' to the REST API.');
 }
 
 async function revoke(page, key) {

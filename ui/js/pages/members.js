@@ -37,9 +37,16 @@ export async function membersPage(page) {
   if (can('admin')) {
     const pending = await api.get(`/api/v1/tenants/${tid}/invitations`).then((r) => r.data).catch(() => []);
     if (pending.length) {
-      replace(invitations, h('h2', {}, 'Pending invitations'), table(['E-mail', 'Role', 'Invited by', 'Expires'],
-        pending.map((i) => h('tr', {}, h('td', {}, i.email), h('td', {}, badge('info', i.role)), h('td', {}, i.invited_by), h('td', {}, when(i.expires_at)))),
-        'Pending invitations'));
+      const mine = (i) => mayGrant(i.role);
+      replace(invitations, h('h2', {}, 'Pending invitations'),
+        h('p', { class: 'muted' }, 'A link is shown once. Lost it? A new link replaces it (the old one stops working).'),
+        table(['E-mail', 'Role', 'Invited by', 'Expires', ''],
+          pending.map((i) => h('tr', { 'data-invitation': i.email }, h('td', {}, i.email), h('td', {}, badge('info', i.role)), h('td', {}, i.invited_by), h('td', {}, when(i.expires_at)),
+            h('td', {}, mine(i) ? [
+              h('button', { type: 'button', 'aria-label': `New link for ${i.email}`, onclick: () => renew(page, i) }, 'New link'), ' ',
+              h('button', { type: 'button', 'aria-label': `Withdraw the invitation of ${i.email}`, onclick: () => withdraw(page, i) }, 'Withdraw'),
+            ] : null))),
+          'Pending invitations'));
     }
   }
 }
@@ -56,14 +63,42 @@ async function addMember(page) {
   });
   if (!result) return;
   if (result.status === 'invited' && result.invitation?.token) {
-    const link = `${location.origin}/#/invite/${encodeURIComponent(result.invitation.token)}`;
-    await modal('Invitation created', h('div', {},
-      h('p', {}, `${result.invitation.email} has no account yet. Send them this link; it works once and expires ${new Date(result.invitation.expires_at).toLocaleString()}.`),
-      h('div', { class: 'secret' }, h('input', { readonly: true, value: link, 'aria-label': 'Invitation link' }),
-        h('button', { type: 'button', onclick: () => navigator.clipboard.writeText(link).then(() => toast('Link copied.'), () => {}) }, 'Copy'))),
-    { submitLabel: 'Done', cancelLabel: null });
+    await showLink('Invitation created', `${result.invitation.email} has no account yet.`, result.invitation);
   } else {
     toast(`Added ${email.value.trim()}.`);
+  }
+  membersPage(page);
+}
+
+/** An invitation link, once, with a copy button. */
+function showLink(title, text, invitation) {
+  const link = `${location.origin}/#/invite/${encodeURIComponent(invitation.token)}`;
+  return modal(title, h('div', {},
+    h('p', {}, `${text} Send them this link; it works once and expires ${new Date(invitation.expires_at).toLocaleString()}.`),
+    h('div', { class: 'secret' }, h('input', { readonly: true, value: link, 'aria-label': 'Invitation link' }),
+      h('button', { type: 'button', onclick: () => navigator.clipboard.writeText(link).then(() => toast('Link copied.'), () => {}) }, 'Copy'))),
+  { submitLabel: 'Done', cancelLabel: null });
+}
+
+const invitationUrl = (i) => `/api/v1/tenants/${encodeURIComponent(ctx.tenant.id)}/invitations/${encodeURIComponent(i.id)}`;
+
+async function renew(page, invitation) {
+  try {
+    const renewed = await api.post(`${invitationUrl(invitation)}/renew`, {});
+    await showLink('New invitation link', `The earlier link for ${invitation.email} no longer works.`, renewed);
+  } catch (e) {
+    toast(`Could not make a new link: ${e.message}`);
+  }
+  membersPage(page);
+}
+
+async function withdraw(page, invitation) {
+  if (!await confirmDialog(`Withdraw the invitation of ${invitation.email}?`, 'Their link stops working at once.', 'Withdraw')) return;
+  try {
+    await api.del(invitationUrl(invitation));
+    toast(`Withdrew the invitation of ${invitation.email}.`);
+  } catch (e) {
+    toast(`Could not withdraw: ${e.message}`);
   }
   membersPage(page);
 }

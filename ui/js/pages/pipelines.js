@@ -2,6 +2,8 @@ import * as api from '../api.js';
 import { h, replace, field, table, empty, when, badge, loading, alert, modal, confirmDialog, toast } from '../dom.js';
 import { ctx, can, go } from '../app.js';
 import { lineDiff, lineOfPath } from '../diff.js';
+import { nodeUrls } from '../dataplane.js';
+import { sourceSnippets, snippetPicker, snippetCopied } from '../snippets.js';
 
 const TEMPLATE = `{
   "sources": [{ "name": "web", "allowed_origins": ["https://www.example.com"] }],
@@ -62,7 +64,8 @@ export async function pipelinePage(page, id, notice) {
     return replace(page, alert('error', `Could not load the pipeline: ${e.message}`));
   }
   const editable = can('member');
-  const saved = pretty(pipeline.spec);
+  // The document as its author wrote it (comments kept), else the spec as JSON.
+  const saved = pipeline.source ?? pretty(pipeline.spec);
   const text = h('textarea', {
     class: 'code', id: 'spec-editor', spellcheck: 'false', 'aria-label': 'Pipeline spec (JSON or YAML)',
     readonly: !editable, wrap: 'off',
@@ -102,12 +105,15 @@ export async function pipelinePage(page, id, notice) {
   };
 
   save.addEventListener('click', async () => {
+    const message = await review(saved, text.value, pipeline.revision + 1);
+    if (message === null) return;
     save.disabled = true;
     replace(status, loading('Validating and saving…'));
     replace(errors);
     bad = new Set();
     try {
-      const updated = await api.put(url, text.value, 'application/yaml');
+      const query = message ? `?message=${encodeURIComponent(message)}` : '';
+      const updated = await api.put(`${url}${query}`, text.value, 'application/yaml');
       toast(`Saved revision ${updated.revision}.`);
       return pipelinePage(page, id, `Saved revision ${updated.revision} as config version ${updated.config_version}. Connected data planes apply it within seconds; watch them on Data planes.`);
     } catch (e) {
@@ -129,10 +135,8 @@ export async function pipelinePage(page, id, notice) {
   const current = revisions.find((r) => r.revision === pipeline.revision);
   const diffBox = h('div', { id: 'revision-diff' });
   const showDiff = (rev) => {
-    const from = pretty(rev.spec);
     replace(diffBox, h('h3', {}, `Revision ${rev.revision} → current (${pipeline.revision})`),
-      h('pre', { class: 'diff' }, lineDiff(from, pretty(current?.spec ?? pipeline.spec)).map(([op, line]) =>
-        h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : '' }, `${op === '=' ? ' ' : op} ${line}`))));
+      diffView(written(rev), current ? written(current) : saved));
   };
   const rollback = async (rev) => {
     const ok = await confirmDialog(`Roll back to revision ${rev.revision}?`,
@@ -162,13 +166,67 @@ export async function pipelinePage(page, id, notice) {
       h('section', { 'aria-label': 'Revisions' },
         h('h2', {}, 'Revisions'),
         h('ul', { class: 'revisions' }, revisions.map((r) => h('li', { 'aria-current': r.revision === pipeline.revision ? 'true' : false },
-          h('span', {}, h('strong', {}, `#${r.revision}`), ' ', h('span', { class: 'muted' }, r.created_by, ' · '), when(r.created_at)),
+          h('span', {}, h('strong', {}, `#${r.revision}`), ' ', h('span', { class: 'muted' }, r.created_by, ' · '), when(r.created_at),
+            r.message ? h('div', { class: 'revision-message' }, r.message) : null),
           r.revision === pipeline.revision ? badge('ok', 'current') : h('span', {},
             h('button', { type: 'button', onclick: () => showDiff(r) }, 'Diff'), ' ',
             editable && h('button', { type: 'button', onclick: () => rollback(r) }, 'Roll back'))))),
-        diffBox)));
+        diffBox)),
+    sourcesSection(pipeline));
+}
+
+/** Each source with the lines to send events to it. */
+function sourcesSection(pipeline) {
+  const sources = pipeline.spec.sources || [];
+  const keys = `#/t/${encodeURIComponent(ctx.tenant.id)}/keys`;
+  return h('section', { id: 'sources', 'aria-labelledby': 'sources-title' },
+    h('h2', { id: 'sources-title' }, 'Sources'),
+    sources.length === 0
+      ? h('p', { class: 'muted' }, 'This pipeline has no sources: add one to the spec under "sources".')
+      : table(['Source', 'Allowed origins', ''], sources.map((src) => h('tr', { 'data-source': src.name },
+        h('td', {}, h('strong', {}, src.name)),
+        h('td', {}, (src.allowed_origins || []).join(', ') || h('span', { class: 'muted' }, 'server-side only')),
+        h('td', {}, h('button', { type: 'button', class: 'setup-source', onclick: () => setupSource(pipeline, src) }, 'Set up')))), 'Sources of this pipeline'),
+    h('p', { class: 'muted' }, 'A source needs a write key: generate one under ', h('a', { href: keys }, 'Service keys'), ' (type Ingest). Its snippets, with the key filled in, are shown once right after.'));
+}
+
+async function setupSource(pipeline, src) {
+  const urls = await nodeUrls(ctx.tenant.id);
+  await modal(`Send events to “${src.name}”`, h('div', {},
+    h('p', {}, 'Paste one of these where the events start. Put the source\'s write key in place of ', h('code', {}, '<write key>'), '.'),
+    snippetPicker(sourceSnippets({ proxyUrl: urls.proxy, receiverUrl: urls.receiver }), {
+      onCopy: () => snippetCopied(ctx.tenant.id),
+      note: urls.proxy && urls.receiver
+        ? `Addresses are the ones this tenant's data planes advertise (pipeline ${pipeline.name}).`
+        : 'No data plane of this tenant advertises its proxy or receiver address yet, so example addresses are shown: set SLUICE_PUBLIC_URL and SLUICE_PROXY_PUBLIC_URL on the node.',
+    })), { submitLabel: 'Done', cancelLabel: null, wide: true });
 }
 
 function pretty(spec) {
   return `${JSON.stringify(spec, null, 2)}\n`;
+}
+
+/** A revision as its author wrote it, else its spec as JSON. */
+const written = (rev) => rev.source ?? pretty(rev.spec);
+
+function diffView(from, to) {
+  return h('pre', { class: 'diff', tabindex: '0', 'aria-label': 'Changes' }, lineDiff(from, to).map(([op, line]) =>
+    h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : '' }, `${op === '=' ? ' ' : op} ${line}`)));
+}
+
+/**
+ * What a save will change, against the current revision, and why: resolves with the change
+ * message ('' when none given) or null when the person steps back.
+ */
+function review(from, to, next) {
+  const message = h('input', { name: 'message', maxlength: 500, autocomplete: 'off', placeholder: 'Send page views to the CRM too' });
+  setTimeout(() => message.focus());
+  return modal(`Deploy revision ${next}?`, h('div', {},
+    h('p', {}, 'Connected data planes apply it within seconds. The change against the current revision:'),
+    h('div', { class: 'diff-box' }, diffView(from, to)),
+    field('Change message', message, 'Why this change; kept with the revision and in the audit log.')), {
+    submitLabel: 'Deploy',
+    wide: true,
+    onSubmit: () => message.value.trim(),
+  });
 }

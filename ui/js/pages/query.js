@@ -3,7 +3,7 @@
 
 import { h, replace, field, table, alert, toCsv, download } from '../dom.js';
 import { ctx } from '../app.js';
-import { dataPlaneToken as queryToken, dataPlaneUrl, rememberDataPlaneUrl } from '../dataplane.js';
+import { dataPlaneToken as queryToken, dataPlaneUrl, rememberDataPlaneUrl, unreachable } from '../dataplane.js';
 
 const EXAMPLE = `SELECT event, count(*) AS n
 FROM events
@@ -13,7 +13,8 @@ LIMIT 20`;
 
 export async function queryPage(page) {
   const tenantId = ctx.tenant.id;
-  const url = h('input', { type: 'url', name: 'url', value: await dataPlaneUrl(tenantId), required: true, size: 36 });
+  const address = await dataPlaneUrl(tenantId);
+  const url = h('input', { type: 'url', name: 'url', value: address, required: true, size: 36, placeholder: 'https://dataplane.internal:8090' });
   const sql = h('textarea', { class: 'code', name: 'sql', rows: 8, spellcheck: 'false', required: true }, localStorage.getItem(`sluice.sql.${tenantId}`) || EXAMPLE);
   const run = h('button', { type: 'submit', class: 'primary', id: 'run-query' }, 'Run query');
   const csv = h('button', { type: 'button', id: 'download-csv', disabled: true }, 'Download CSV');
@@ -22,7 +23,9 @@ export async function queryPage(page) {
   let last = null;
 
   const form = h('form', { 'aria-label': 'Archive query' },
-    field('Query endpoint', url, 'A data plane running the query role, as this browser reaches it (for example http://dataplane.internal:8090).'),
+    field('Query endpoint', url, address
+      ? 'A data plane running the query role, as this browser reaches it. Filled in from what this tenant\'s nodes advertise (SLUICE_PUBLIC_URL).'
+      : 'No data plane of this tenant advertises the query role yet: run one with the query role (and SLUICE_PUBLIC_URL set to how browsers reach it), or type its address.'),
     field('SQL', sql, 'One table, events. JSON columns (properties, traits, context) are read with json_get_str(properties, \'key\'). Ctrl+Enter runs.'),
     h('div', { class: 'toolbar' }, run, csv));
   sql.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) form.requestSubmit(); });
@@ -50,7 +53,7 @@ export async function queryPage(page) {
           body: JSON.stringify({ sql: sql.value, format: 'json' }),
         });
       } catch {
-        throw new Error(`This browser cannot reach the query role at ${url.value.trim()}. Check the address, that the data plane runs the query role, and that this browser can reach it (data planes usually live in a private network: use a VPN or a bastion).`);
+        throw await unreachable(url.value.trim());
       }
       const text = await response.text();
       let body;
@@ -69,7 +72,7 @@ export async function queryPage(page) {
       csv.disabled = rows.length === 0;
       replace(result, rows.length === 0
         ? alert('info', 'The query ran and returned no rows. Events reach the archive when the archiver flushes (every minute by default).')
-        : table(columns, rows.map((r) => h('tr', {}, columns.map((c) => h('td', {}, cell(r[c]))))), 'Query result'));
+        : paged(columns, rows));
     } catch (e) {
       replace(meta);
       replace(result, alert('error', e.message));
@@ -83,7 +86,29 @@ export async function queryPage(page) {
     form, meta, result);
 }
 
-function cell(value) {
-  if (value === null || value === undefined) return h('span', { class: 'muted' }, 'null');
-  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+/** Rows per page of results: a browser lays out a few hundred rows at once without a stall. */
+const PAGE_ROWS = 100;
+
+/** The result a page at a time, with the page's place in the whole. */
+function paged(columns, rows) {
+  const box = h('div', { class: 'result' });
+  const pages = Math.ceil(rows.length / PAGE_ROWS);
+  const show = (n) => {
+    const start = n * PAGE_ROWS;
+    const slice = rows.slice(start, start + PAGE_ROWS);
+    const nav = pages > 1 && h('div', { class: 'toolbar pager' },
+      h('button', { type: 'button', id: 'result-prev', disabled: n === 0, onclick: () => show(n - 1) }, 'Previous'),
+      h('span', { id: 'result-page' }, `Rows ${(start + 1).toLocaleString()}–${(start + slice.length).toLocaleString()} of ${rows.length.toLocaleString()}`),
+      h('button', { type: 'button', id: 'result-next', disabled: n >= pages - 1, onclick: () => show(n + 1) }, 'Next'));
+    replace(box, table(columns, slice.map((r) => h('tr', {}, columns.map((c) => cellTd(r[c])))), 'Query result'), nav);
+  };
+  show(0);
+  return box;
+}
+
+/** A cell cut to one line; the whole value is its tooltip. */
+function cellTd(value) {
+  if (value === null || value === undefined) return h('td', {}, h('span', { class: 'muted' }, 'null'));
+  const text = typeof value === 'object' ? JSON.stringify(value) : String(value);
+  return h('td', { title: text.length > 60 ? text.slice(0, 2000) : null }, text);
 }

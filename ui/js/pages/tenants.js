@@ -13,7 +13,7 @@ export function tenantsPage(page) {
     return;
   }
   replace(body, table(['Name', 'Your role', 'Config version', 'Created'], ctx.tenants.map((t) => h('tr', {},
-    h('td', {}, h('a', { href: `#/t/${encodeURIComponent(t.id)}/fleet` }, t.name)),
+    h('td', {}, h('a', { href: `#/t/${encodeURIComponent(t.id)}/overview` }, t.name)),
     h('td', {}, badge('info', t.role)),
     h('td', { class: 'num' }, t.config_version),
     h('td', {}, when(t.created_at)))), 'Your tenants'));

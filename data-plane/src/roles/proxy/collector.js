@@ -1,7 +1,5 @@
-/*! Sluice collector. <script src="https://collect.example.com/sluice.js" data-write-key="slk_ing_…" async></script>
- sluice.track(event, properties) sluice.page(name, properties) sluice.identify(userId, traits)
- sluice.consent({analytics: true, ads: false}) sluice.reset() sluice.flush()
- Calls made before it loads: window.sluice = window.sluice || []; sluice.push(["track", "Signed Up"]) */
+/*! Sluice collector: track(event, props) page(name, props) identify(userId, traits)
+ consent({analytics: true, ads: false}) reset() flush(); queued calls: sluice.push(["track", "x"]) */
 (function (w, d, n) {
   var s = d.currentScript,
     base = s.src.replace(/\/sluice\.js([?#].*)?$/, ""),
@@ -9,6 +7,10 @@
     queue = [],
     timer = 0,
     tries = 0,
+    hold = 0,
+    token = "",
+    domains = [],
+    P = "_sluice",
     early = w.sluice;
   function load(k) {
     try { return JSON.parse(localStorage.getItem("sluice_" + k)); } catch (e) { return null; }
@@ -40,6 +42,7 @@
   function flush(beacon) {
     clearTimeout(timer);
     timer = 0;
+    if (hold && beacon !== true) return;
     while (queue.length) send(queue.splice(0, 50), beacon === true);
   }
   function send(batch, beacon) {
@@ -60,6 +63,38 @@
         }
       });
   }
+  function post(path, body) {
+    body.writeKey = key;
+    return fetch(base + path, { method: "POST", body: JSON.stringify(body), credentials: "include", headers: { "Content-Type": "text/plain" } })
+      .then(function (r) { return r.json(); });
+  }
+  function handoff() {
+    post("/v1/handoff", {}).then(function (h) {
+      domains = h.domains || [];
+      if ((token = h.token || "")) setTimeout(handoff, 9e4);
+    }, function () {});
+  }
+  function decorate(e) {
+    var a = e.target.closest && e.target.closest("a[href]"), h = a && a.hostname;
+    if (token && h && h != location.hostname && domains.some(function (x) { return h == x || h.slice(-x.length - 1) == "." + x; })) {
+      var u = new URL(a.href);
+      u.searchParams.set(P, token);
+      a.href = u.href;
+    }
+  }
+  d.addEventListener("mousedown", decorate, true);
+  d.addEventListener("click", decorate, true);
+  var here = new URL(location.href), given = here.searchParams.get(P);
+  if (given) {
+    hold = 1;
+    here.searchParams.delete(P);
+    history.replaceState(history.state, "", here.href);
+    post("/v1/handoff/accept", { token: given })["catch"](function () {}).then(function () {
+      hold = 0;
+      flush();
+      handoff();
+    });
+  } else handoff();
   var api = {
     track: function (event, properties) { add("track", { event: event, properties: properties || {} }); },
     page: function (name, properties) { add("page", { name: name || d.title, properties: properties || {} }); },

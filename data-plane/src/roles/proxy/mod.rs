@@ -12,7 +12,10 @@
 //! node's internal listener.
 
 mod cookie;
+mod edge;
+mod edge_ids;
 mod forward;
+mod handoff;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,15 +34,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::ProxyConfig;
 use crate::http::ApiError;
 use crate::roles::receiver::segment::{Event, Stamp};
 use crate::roles::receiver::{
-    CALL_TYPES, MAX_BATCH_BYTES, MAX_EVENT_BYTES, bad, ingest_source, locate, parse, read_body,
-    rejected, success, write_key,
+    CALL_TYPES, MAX_BATCH_BYTES, MAX_EVENT_BYTES, bad, locate, parse, read_body, rejected, success,
 };
 use crate::shutdown::until_true;
 use crate::state::NodeState;
+use edge::{Proxy, cors, origin, source_of};
 use forward::SPOOL_STAGE;
 use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use sluice_bus::{Bus, BusError, Message};
@@ -61,13 +63,6 @@ pub enum ProxyError {
 
 /// The collector script, minified by hand; its size is checked by a test.
 const COLLECTOR_JS: &str = include_str!("collector.js");
-
-struct Proxy {
-    node: Arc<NodeState>,
-    spool: EmbeddedBus,
-    config: ProxyConfig,
-    collector_gzip: Bytes,
-}
 
 /// The proxy's public listener and its forwarders.
 pub struct RunningProxy {
@@ -148,6 +143,11 @@ fn router(proxy: Arc<Proxy>) -> Router {
         .route("/sluice.js", get(collector))
         .route("/v1/batch", post(batch).options(preflight))
         .route("/v1/import", post(batch).options(preflight))
+        .route("/v1/handoff", post(handoff::issue).options(preflight))
+        .route(
+            "/v1/handoff/accept",
+            post(handoff::accept).options(preflight),
+        )
         .route("/v1/{call}", post(single).options(preflight))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route").into_response() })
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
@@ -234,24 +234,6 @@ async fn preflight(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Respo
     response
 }
 
-fn origin(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .filter(|o| !o.is_empty())
-}
-
-fn cors(headers: &mut HeaderMap, origin: &str) {
-    if let Ok(value) = HeaderValue::from_str(origin) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-}
-
 async fn single(
     State(proxy): State<Arc<Proxy>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -291,10 +273,13 @@ async fn accept(
         Err(e) => Err(e),
     };
     let mut response = match outcome {
-        Ok(visitor) => {
+        Ok((visitor, vendor_cookies)) => {
             let mut response = success();
-            if let Ok(value) = HeaderValue::from_str(&cookie::set_cookie(&proxy.config, &visitor)) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
+            let first_party = cookie::set_cookie(&proxy.config, &visitor);
+            for set in std::iter::once(first_party).chain(vendor_cookies) {
+                if let Ok(value) = HeaderValue::from_str(&set) {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
             }
             response
         }
@@ -306,37 +291,27 @@ async fn accept(
     response
 }
 
-/// Checks a request and writes its events to the spool; the visitor id to set as cookie.
+/// Checks a request and writes its events to the spool; the visitor id to set as cookie, and
+/// the vendor cookies to set.
 async fn spool<'h>(
     proxy: &Proxy,
     peer: SocketAddr,
     headers: &'h HeaderMap,
     request: EdgeRequest,
     allowed_origin: &mut Option<&'h str>,
-) -> Result<String, ApiError> {
+) -> Result<(String, Vec<String>), ApiError> {
     let Some(config) = proxy.node.current() else {
         return Err(ApiError::new(ErrorCode::Unavailable, "no configuration yet").retry_after(5));
     };
-    let key_text = write_key(headers, request.body_key.as_deref()).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "send the write key as writeKey in the body, the Basic auth user or Authorization: Bearer",
-        )
-    })?;
     let now = now_ms();
-    let (pipeline, source_name) = ingest_source(&config, &key_text, now)?;
-    let source = pipeline.spec.sources.iter().find(|s| s.name == source_name);
-    if let Some(origin) = origin(headers) {
-        if !source.is_some_and(|s| s.allows_origin(origin)) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "origin {origin} may not send to source {source_name}: add it to the source's allowed_origins"
-                ),
-            ));
-        }
-        *allowed_origin = Some(origin);
-    }
+    let (pipeline, source_name, key_text) = source_of(
+        &config,
+        headers,
+        request.body_key.as_deref(),
+        now,
+        allowed_origin,
+    )?;
+    let source_name = source_name.as_str();
     let visitor = cookie::visitor_id(headers, &proxy.config.cookie_name)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let client_ip = client_ip(headers, peer, proxy.config.trust_forwarded_for);
@@ -348,11 +323,22 @@ async fn spool<'h>(
         received_at: &received_at,
     };
     let batch = request.batch;
+    let mut edge_ids = edge_ids::EdgeIds::new(&pipeline.spec, headers, &visitor);
+    if let Some(edge) = &mut edge_ids
+        && edge.would_mint()
+        && let Some(known) = cookie::visitor_id(headers, &proxy.config.cookie_name)
+        && let Some(fbp) = stored_fbp(proxy, &config.tenant_id, known).await
+    {
+        edge.known_fbp(fbp);
+    }
     let mut messages = Vec::with_capacity(request.events.len());
     let mut scratch = Vec::new();
     for (i, mut event) in request.events.into_iter().enumerate() {
         let at = |message: String| locate(batch, i, message);
         first_party(&mut event, &visitor, &client_ip);
+        if let Some(edge) = &mut edge_ids {
+            edge.capture(&mut event, now);
+        }
         let json = serde_json::to_vec(&event).map_err(|e| bad(at(e.to_string())))?;
         if json.len() > MAX_EVENT_BYTES {
             return Err(ApiError::new(
@@ -384,7 +370,10 @@ async fn spool<'h>(
                 .proxy_stats
                 .spool_depth
                 .fetch_add(count, Ordering::Relaxed);
-            Ok(visitor)
+            let cookies = edge_ids
+                .map(|edge| edge.cookies(proxy.config.cookie_domain.as_deref()))
+                .unwrap_or_default();
+            Ok((visitor, cookies))
         }
         Err(BusError::Full { retry_after, .. }) => Err(ApiError::new(
             ErrorCode::Unavailable,
@@ -399,6 +388,19 @@ async fn spool<'h>(
             )
         }
     }
+}
+
+/// The `fbp` a known visitor's profile holds; none when the store cannot say now.
+async fn stored_fbp(proxy: &Proxy, tenant: &str, visitor: String) -> Option<String> {
+    let visitors = proxy.node.visitors.clone()?;
+    let tenant = tenant.to_owned();
+    let profile =
+        tokio::task::spawn_blocking(move || visitors.identities.profile(&tenant, &visitor))
+            .await
+            .ok()?
+            .inspect_err(|e| tracing::debug!(error = %e, "cannot read a visitor's profile"))
+            .ok()??;
+    profile.ids.get("fbp").map(|seen| seen.value.clone())
 }
 
 /// A Segment request as the proxy reads it: events it can add to before spooling them.

@@ -21,7 +21,7 @@ use serde_json::Value;
 use sluice_keys::{KeyType, ParsedKey};
 use sluice_proto::ErrorCode;
 
-use crate::applied::{AppliedConfig, AppliedPipeline};
+use crate::applied::{AppliedConfig, AppliedPipeline, IngestKeyEntry};
 use crate::http::{ApiError, Authorization};
 use crate::state::NodeState;
 use limits::SourceLimits;
@@ -101,7 +101,7 @@ pub(crate) fn ingest_source<'c>(
     config: &'c AppliedConfig,
     key: &str,
     now: i64,
-) -> Result<(&'c AppliedPipeline, &'c str), ApiError> {
+) -> Result<(&'c AppliedPipeline, &'c IngestKeyEntry), ApiError> {
     let unauthorized = || {
         ApiError::new(
             ErrorCode::Unauthorized,
@@ -217,12 +217,13 @@ async fn receive(
         )
     };
     let now = now_ms();
-    let (pipeline, source) = if let Some(signed) = signature::Signed::from_headers(headers)? {
+    let (pipeline, source, key_id) = if let Some(signed) = signature::Signed::from_headers(headers)?
+    {
         let (entry, pipeline) = config
             .ingest_key_by_id(&signed.key_id, now)
             .ok_or_else(unauthorized)?;
         signed.verify(&entry.sha256, raw_body, now)?;
-        (pipeline, entry.source.as_str())
+        (pipeline, entry.source.as_str(), entry.public_id.as_str())
     } else {
         let key = write_key(headers, request.write_key.as_deref()).ok_or_else(|| {
             ApiError::new(
@@ -230,7 +231,8 @@ async fn receive(
                 "send the write key as the Basic auth user or as Authorization: Bearer, or sign the request",
             )
         })?;
-        ingest_source(&config, &key, now)?
+        let (pipeline, entry) = ingest_source(&config, &key, now)?;
+        (pipeline, entry.source.as_str(), entry.public_id.as_str())
     };
     if request.events.is_empty() {
         return Ok(success());
@@ -291,11 +293,11 @@ async fn receive(
         .bus_publish(RAW_STAGE, started.elapsed());
     match published {
         Ok(()) => {
-            receiver
-                .node
-                .counters
+            let counters = &receiver.node.counters;
+            counters
                 .received
                 .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            counters.add_key_use(key_id, &pipeline.id, source, count, now);
             Ok(success())
         }
         Err(BusError::Full { retry_after, .. }) => Err(ApiError::new(
