@@ -1278,3 +1278,127 @@ async fn the_web_console_walks_through_key_provisioning_in_a_real_browser() {
         "{members}"
     );
 }
+
+/// `kill -9` of a node while it stitches identities: the identity store (redb) opens again,
+/// and once the processor has worked through what the receiver acknowledged, every visitor
+/// has a profile linked to their user with their click id. What the kill cut short is on
+/// the bus still and processed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_stitching_keeps_every_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(&dir.path().join("cp"), &admin).await;
+    let owner = cp.login(ADMIN).await;
+    let spec = json!({"sources": [{"name": "web"}], "governance": [{"step": "identity"}]});
+    let Provisioned {
+        tenant,
+        pipeline,
+        service_key: service,
+    } = provision(&cp, &owner, spec).await;
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
+    let state = dir.path().join("node");
+    let roles = "receiver,processor";
+
+    let (mut node, url) = start_data_plane_with_env(&state, &cp.grpc, &service, roles, &[]).await;
+    wait_ready(&url).await;
+    let client = reqwest::Client::new();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let (client, url, key, acked, stop) = (
+            client.clone(),
+            url.clone(),
+            write_key.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let visitors: Vec<String> = (0..5).map(|i| format!("{worker}-{n}-{i}")).collect();
+                let batch: Vec<_> = visitors
+                    .iter()
+                    .map(|v| {
+                        json!({"type": "identify", "userId": format!("u-{v}"),
+                               "anonymousId": format!("a-{v}"), "messageId": format!("m-{v}"),
+                               "context": {"page": {"url": format!("https://shop.example/?gclid=G-{v}")}}})
+                    })
+                    .collect();
+                let response = client
+                    .post(format!("{url}/v1/batch"))
+                    .bearer_auth(&key)
+                    .json(&json!({"batch": batch}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        acked.lock().expect("lock").extend(visitors)
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill().await.expect("kill -9");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 200,
+        "only {} visitors acknowledged",
+        acked.len()
+    );
+
+    let (_node, url) = start_data_plane_with_env(&state, &cp.grpc, &service, roles, &[]).await;
+    wait_ready(&url).await;
+    let profile = async |visitor: &str| -> Option<Value> {
+        let response = client
+            .get(format!("{url}/v1/identities/a-{visitor}"))
+            .bearer_auth(&service)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        response.json().await.ok()
+    };
+    // The processor catches up with the bus after the restart: look again at those not yet
+    // seen whole, for up to 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut missing: Vec<(String, Option<Value>)> =
+        acked.iter().map(|v| (v.clone(), None)).collect();
+    while !missing.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for (visitor, _) in missing {
+            match profile(&visitor).await {
+                Some(p)
+                    if p["user_id"] == format!("u-{visitor}").as_str()
+                        && p["ids"]["gclid"]["value"] == format!("G-{visitor}").as_str() => {}
+                other => still.push((visitor, other)),
+            }
+        }
+        missing = still;
+        if !missing.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} visitors without their profile, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert!(cp.terminate().await.success());
+}

@@ -23,6 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod archive;
 mod bus;
 mod http1;
+mod identity;
 mod pace;
 mod pipeline;
 mod processor;
@@ -170,6 +171,21 @@ enum Scenario {
         #[arg(long, default_value = "none")]
         tap: String,
     },
+    /// The `identity` step's cost on one core: the processor bench with and without it, over
+    /// the embedded store or NATS key-value.
+    Identity {
+        /// Events to process.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Distinct visitors the events come from (event i is visitor i % visitors).
+        #[arg(long, default_value_t = 20_000)]
+        visitors: usize,
+        /// `embedded` or `nats`.
+        #[arg(long, default_value = "embedded")]
+        store: String,
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+    },
     /// Bus publish throughput: concurrent producers, each call acknowledged once durable.
     Bus {
         /// `embedded` or `nats`.
@@ -306,6 +322,24 @@ fn main() -> anyhow::Result<()> {
         print!("{}", archive::run(args)?);
         return Ok(());
     }
+    if let Scenario::Identity {
+        events,
+        visitors,
+        store,
+        nats_url,
+    } = &cli.scenario
+    {
+        println!(
+            "{}",
+            identity::run(identity::IdentityArgs {
+                events: *events,
+                visitors: *visitors,
+                store: store.clone(),
+                nats_url: nats_url.clone(),
+            })?
+        );
+        return Ok(());
+    }
     if let Scenario::Processor { events, tap } = &cli.scenario {
         let tap = match tap.as_str() {
             "none" => None,
@@ -409,6 +443,7 @@ fn main() -> anyhow::Result<()> {
         | Scenario::Bus { .. }
         | Scenario::Receiver { .. }
         | Scenario::Processor { .. }
+        | Scenario::Identity { .. }
         | Scenario::Archive { .. }
         | Scenario::Pipeline { .. } => {
             unreachable!("handled above")

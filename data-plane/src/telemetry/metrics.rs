@@ -164,6 +164,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "1 when the object store took the last upload.",
     ),
     (
+        IDENTITY_ENTRIES,
+        Kind::Gauge,
+        None,
+        "Entries (profiles and links) the tenant's identity store holds, as last counted.",
+    ),
+    (
+        IDENTITY_STORE_ERRORS_TOTAL,
+        Kind::Counter,
+        None,
+        "Batches handed back because the identity store failed.",
+    ),
+    (
+        IDENTITY_STORE_FULL_TOTAL,
+        Kind::Counter,
+        None,
+        "Batches whose new visitors went unstored because the identity store was full.",
+    ),
+    (
+        IDENTITY_ERASED_TOTAL,
+        Kind::Counter,
+        None,
+        "Profiles erased through the identity API.",
+    ),
+    (
         CONSUMER_READING,
         Kind::Gauge,
         None,
@@ -289,6 +313,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_named_here_is_described() {
+        let source = include_str!("metrics.rs");
+        let named: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .filter_map(|rest| rest.split('"').nth(1))
+            .filter(|name| name.starts_with("sluice_"))
+            .collect();
+        assert!(named.len() > 20, "{named:?}");
+        for name in named {
+            assert!(
+                DESCRIPTIONS
+                    .iter()
+                    .any(|(described, ..)| *described == name),
+                "{name} has no help text in DESCRIPTIONS"
+            );
+        }
+    }
 
     #[test]
     fn label_values_are_escaped_and_every_metric_has_help() {
