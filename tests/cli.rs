@@ -720,15 +720,52 @@ async fn kill_a_receiver_under_load(
     let (mut node, url) =
         start_data_plane_with_env(state, &cp.grpc, &service, "receiver", env).await;
     wait_ready(&url).await;
+    let acked = load_then_kill(
+        &mut node,
+        &url,
+        &write_key,
+        16,
+        |id| json!({"type": "track", "event": "e", "userId": "u", "messageId": id}),
+    )
+    .await;
+    assert!(
+        acked.len() > 500,
+        "only {} events acknowledged before the kill",
+        acked.len()
+    );
+
+    let stored = read_back().await;
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(3)]
+    );
+    assert!(cp.terminate().await.success());
+    stored.len()
+}
+
+/// Sends batches of five events from `workers` connections to the receiver at `url`, kills
+/// the node with SIGKILL after 1.5 s, and returns the ids of the events it acknowledged
+/// (`event` makes an event from its id).
+async fn load_then_kill(
+    node: &mut Child,
+    url: &str,
+    write_key: &str,
+    workers: usize,
+    event: fn(&str) -> Value,
+) -> Vec<String> {
     let client = reqwest::Client::new();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();
-    for worker in 0..16 {
+    for worker in 0..workers {
         let (client, url, key, acked, stop) = (
             client.clone(),
-            url.clone(),
-            write_key.clone(),
+            url.to_owned(),
+            write_key.to_owned(),
             acked.clone(),
             stop.clone(),
         );
@@ -738,12 +775,7 @@ async fn kill_a_receiver_under_load(
                     return;
                 }
                 let ids: Vec<String> = (0..5).map(|i| format!("w{worker}-{n}-{i}")).collect();
-                let batch: Vec<_> = ids
-                    .iter()
-                    .map(
-                        |id| json!({"type": "track", "event": "e", "userId": "u", "messageId": id}),
-                    )
-                    .collect();
+                let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
                 let response = client
                     .post(format!("{url}/v1/batch"))
                     .bearer_auth(&key)
@@ -766,24 +798,7 @@ async fn kill_a_receiver_under_load(
     for sender in senders {
         let _ = sender.await;
     }
-    let acked = acked.lock().expect("lock").clone();
-    assert!(
-        acked.len() > 500,
-        "only {} events acknowledged before the kill",
-        acked.len()
-    );
-
-    let stored = read_back().await;
-    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events lost, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(3)]
-    );
-    assert!(cp.terminate().await.success());
-    stored.len()
+    acked.lock().expect("lock").clone()
 }
 
 /// Waits until the node at `url` is ready (it has applied a configuration).
@@ -1304,60 +1319,18 @@ async fn a_node_killed_while_stitching_keeps_every_identity() {
 
     let (mut node, url) = start_data_plane_with_env(&state, &cp.grpc, &service, roles, &[]).await;
     wait_ready(&url).await;
-    let client = reqwest::Client::new();
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for worker in 0..8 {
-        let (client, url, key, acked, stop) = (
-            client.clone(),
-            url.clone(),
-            write_key.clone(),
-            acked.clone(),
-            stop.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            for n in 0.. {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                let visitors: Vec<String> = (0..5).map(|i| format!("{worker}-{n}-{i}")).collect();
-                let batch: Vec<_> = visitors
-                    .iter()
-                    .map(|v| {
-                        json!({"type": "identify", "userId": format!("u-{v}"),
-                               "anonymousId": format!("a-{v}"), "messageId": format!("m-{v}"),
-                               "context": {"page": {"url": format!("https://shop.example/?gclid=G-{v}")}}})
-                    })
-                    .collect();
-                let response = client
-                    .post(format!("{url}/v1/batch"))
-                    .bearer_auth(&key)
-                    .json(&json!({"batch": batch}))
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status() == StatusCode::OK => {
-                        acked.lock().expect("lock").extend(visitors)
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    node.kill().await.expect("kill -9");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for sender in senders {
-        let _ = sender.await;
-    }
-    let acked = acked.lock().expect("lock").clone();
+    let acked = load_then_kill(&mut node, &url, &write_key, 8, |v| {
+        json!({"type": "identify", "userId": format!("u-{v}"),
+               "anonymousId": format!("a-{v}"), "messageId": format!("m-{v}"),
+               "context": {"page": {"url": format!("https://shop.example/?gclid=G-{v}")}}})
+    })
+    .await;
     assert!(
         acked.len() > 200,
         "only {} visitors acknowledged",
         acked.len()
     );
+    let client = reqwest::Client::new();
 
     let (_node, url) = start_data_plane_with_env(&state, &cp.grpc, &service, roles, &[]).await;
     wait_ready(&url).await;

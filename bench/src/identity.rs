@@ -35,15 +35,7 @@ fn pipeline(with_identity: bool) -> anyhow::Result<AppliedPipeline> {
             .ok_or_else(|| anyhow::anyhow!("the bench pipeline has no governance list"))?;
         steps.insert(0, serde_json::json!({"step": "identity"}));
     }
-    let spec = sluice_proto::spec::parse_value(spec)?;
-    spec.validate()
-        .map_err(|e| anyhow::anyhow!("invalid bench pipeline: {e:?}"))?;
-    Ok(AppliedPipeline {
-        id: "p-bench".into(),
-        name: "main".into(),
-        revision: 1,
-        spec,
-    })
+    crate::processor::applied_from(spec)
 }
 
 /// The processor bench's envelope for a returning visitor, who landed from an ad.

@@ -66,7 +66,12 @@ pub fn envelope(i: usize, pipeline_id: &str) -> (String, bytes::Bytes) {
 
 /// The bench pipeline as the processor runs it.
 pub fn applied() -> anyhow::Result<AppliedPipeline> {
-    let spec = sluice_proto::spec::parse_value(pipeline())?;
+    applied_from(pipeline())
+}
+
+/// A bench pipeline spec, checked, as the processor runs it.
+pub fn applied_from(spec: serde_json::Value) -> anyhow::Result<AppliedPipeline> {
+    let spec = sluice_proto::spec::parse_value(spec)?;
     spec.validate()
         .map_err(|e| anyhow::anyhow!("invalid bench pipeline: {e:?}"))?;
     Ok(AppliedPipeline {
