@@ -297,7 +297,9 @@ try {
   // from the clipboard), shows up connected.
   dataPlane = startDataPlane(copied, pastedControlUrl);
   await nav(page, "Data planes").click();
-  expect(await page.evaluate(() => document.activeElement?.id) === "main", "a route change moves focus to the page");
+  // The route renders after the hashchange event, so the focus move is waited for, not sampled.
+  expect(await page.waitForFunction(() => document.activeElement?.id === "main", null, { timeout: 5000 }).then(() => true, () => false),
+    "a route change moves focus to the page");
   expect(await page.locator("[aria-live]:not([role])").count() === 0 && await page.locator("#app[aria-live]").count() === 0,
     "no app-wide live region (a refresh is not announced)");
   await page.locator("tr[data-node-id] .badge.ok", { hasText: "connected" }).waitFor({ timeout: 30000 });
