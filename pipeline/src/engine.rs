@@ -46,6 +46,8 @@ pub struct CompiledDestination {
     computed: Vec<(String, cel::Program)>,
     /// What this destination's expressions read.
     needs: Needs,
+    /// Its definition and settings, looked up once.
+    kind: Option<DestinationKind>,
 }
 
 /// The variables CEL expressions read: each bound whole, or — for `properties`, `traits` and
@@ -214,6 +216,7 @@ impl CompiledPipeline {
                     filter,
                     computed,
                     needs,
+                    kind: d.kind(),
                     spec: Arc::new(d.clone()),
                 })
             })
@@ -378,7 +381,7 @@ impl CompiledDestination {
         }) {
             return Shaped::Invalid(format!("required field {missing} is missing"));
         }
-        let Some(kind) = self.spec.kind() else {
+        let Some(kind) = &self.kind else {
             return Shaped::Invalid("no destination kind".into());
         };
         match destinations::shape(kind, event, output) {
@@ -388,8 +391,8 @@ impl CompiledDestination {
         }
     }
 
-    pub fn kind(&self) -> Option<DestinationKind<'_>> {
-        self.spec.kind()
+    pub fn kind(&self) -> Option<&DestinationKind> {
+        self.kind.as_ref()
     }
 }
 

@@ -2,6 +2,7 @@
 //! speak, the config-sync protocol (`sluice.config.v1`), and the pipeline spec with the one
 //! validation both planes run.
 
+pub mod catalogue;
 pub mod error_code;
 pub mod role;
 pub mod spec;

@@ -1,90 +1,198 @@
-//! Destination kinds. Each kind is one module with three parts: `shape` turns a governed
-//! event (and the destination's mapped output) into the payload the kind delivers — run by
-//! the processor; `request` turns a batch of payloads into one HTTP request and `classify`
-//! reads the vendor's answer as delivered, retry or dead-letter — run by delivery. Vendors
-//! differ in that last part: GA4's Measurement Protocol answers 2xx to a malformed hit (only
-//! its validation endpoint says why), Meta puts its errors, and whether they are transient,
-//! in the JSON body. Adding a kind is a module here, a variant in the spec and its validation.
+//! Destinations, run from their catalogue definitions (`sluice_proto::catalogue`): `shape`
+//! turns a governed event (and the destination's mapped output) into the vendor's payload
+//! with the definition's template — run by the processor; [`Resolved::request`] turns a
+//! batch of payloads into one HTTP request and [`Resolved::classify`] reads the vendor's
+//! answer with the definition's rules — run by delivery. Vendors differ in that last part:
+//! GA4's Measurement Protocol answers 2xx to a malformed hit, Meta and TikTok put their
+//! errors in the JSON body. A new vendor is a definition, not a module here.
 
-mod ga4;
-mod meta;
+mod http;
 mod payload;
-mod webhook;
+pub mod template;
+mod transforms;
 
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
+use sha2::Sha256;
+use sluice_proto::catalogue::{Definition, HttpDef, WarehouseDef};
 use sluice_proto::spec::{DestinationKind, DestinationSpec};
 
 pub use payload::{Request, Response, Shape, Verdict, classify_status};
+pub use transforms::ga4_name;
 
-/// Shapes an event for a kind. `output` is the destination's mapped and computed fields, or
-/// `None` when it defines none.
+/// Shapes an event for a destination's kind. `output` is the destination's mapped and
+/// computed fields, or `None` when it defines none.
 pub fn shape(
-    kind: DestinationKind<'_>,
+    kind: &DestinationKind,
     event: &Map<String, Value>,
     output: Option<Map<String, Value>>,
 ) -> Shape {
-    match kind {
-        DestinationKind::Webhook(_) => webhook::shape(event, output),
-        DestinationKind::Ga4(_) => ga4::shape(event, output),
-        DestinationKind::Meta(spec) => meta::shape(spec, event, output),
+    let definition = kind.definition;
+    let base = template::Context {
+        event,
+        output: output.as_ref(),
+        settings: &kind.settings,
+        name: None,
+        item: None,
+    };
+    let name: Option<String> = match &definition.events {
+        None => None,
+        Some(events) => {
+            let mapped = events
+                .from_output
+                .as_ref()
+                .and_then(|field| output.as_ref()?.get(field)?.as_str());
+            match mapped {
+                Some(mapped) => Some(mapped.to_owned()),
+                None => {
+                    let kind = payload::text(event, "type").unwrap_or_default();
+                    let Some(expression) = events.types.get(kind) else {
+                        return Shape::NotApplicable;
+                    };
+                    match template::eval(expression, &base).and_then(|o| o.as_str().map(str::to_owned)) {
+                        Some(name) => Some(name),
+                        None => {
+                            return Shape::Invalid(format!("{}: no event name", definition.id));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let ctx = template::Context {
+        name: name.as_deref(),
+        ..base
+    };
+    let payload = template::eval(&definition.payload, &ctx)
+        .unwrap_or_else(|| template::Out::Object(BTreeMap::new()));
+    for requirement in &definition.require {
+        let met = requirement
+            .any_of
+            .iter()
+            .any(|set| set.paths().iter().all(|path| payload.get(path).is_some()));
+        if !met {
+            return Shape::Invalid(requirement.message.clone());
+        }
+    }
+    match serde_json::to_vec(&payload) {
+        Ok(bytes) => Shape::Payload(bytes),
+        Err(e) => Shape::Invalid(format!("{}: {e}", definition.id)),
     }
 }
 
 /// This build's version, sent as the `user-agent` of every delivery.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A destination as delivery runs it: its spec and its secrets, resolved on this node.
+/// A destination as delivery runs it: its spec, definition, settings and secrets, resolved
+/// on this node.
 pub struct Resolved {
     pub spec: DestinationSpec,
-    secret: Option<String>,
+    pub kind: DestinationKind,
+    /// Secret setting key → value.
+    secrets: BTreeMap<String, String>,
 }
 
 impl Resolved {
-    /// Resolves the destination's secret by name with `resolve` (the node's environment and
+    /// Resolves the destination's secrets by name with `resolve` (the node's environment and
     /// secret files); `Err` names one that this node does not have.
     pub fn new(
         spec: DestinationSpec,
         resolve: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let secret = match spec.secret_refs().first() {
-            Some(name) => Some(
-                resolve(name).ok_or_else(|| format!("secret {name} is not set on this node"))?,
-            ),
-            None => None,
-        };
-        Ok(Self { spec, secret })
+        let kind = spec
+            .kind()
+            .ok_or_else(|| format!("destination {} has no known kind", spec.name))?;
+        let mut secrets = BTreeMap::new();
+        for key in kind.definition.secret_keys() {
+            if let Some(name) = kind.settings.get(key).and_then(Value::as_str) {
+                let value =
+                    resolve(name).ok_or_else(|| format!("secret {name} is not set on this node"))?;
+                secrets.insert(key.to_owned(), value);
+            }
+        }
+        Ok(Self {
+            spec,
+            kind,
+            secrets,
+        })
     }
 
-    /// Changes when the secret's value does (without revealing it).
+    pub fn definition(&self) -> &'static Definition {
+        self.kind.definition
+    }
+
+    /// The secret of a `secret` setting.
+    pub fn secret(&self, key: &str) -> Option<&str> {
+        self.secrets.get(key).map(String::as_str)
+    }
+
+    /// Changes when a secret's value does (without revealing it).
     pub fn secret_fingerprint(&self) -> String {
-        self.secret
-            .as_deref()
-            .map(|s| crate::pii::sha256_hex(s)[..16].to_owned())
-            .unwrap_or_default()
+        if self.secrets.is_empty() {
+            return String::new();
+        }
+        let joined: Vec<&str> = self.secrets.values().map(String::as_str).collect();
+        crate::pii::sha256_hex(&joined.join("\u{0}"))[..16].to_owned()
     }
 
     /// Most events per request.
     pub fn max_batch(&self) -> usize {
-        match self.spec.kind() {
-            Some(DestinationKind::Webhook(w)) => w.batch_size.unwrap_or(1) as usize,
-            Some(DestinationKind::Meta(_)) => 100,
-            Some(DestinationKind::Ga4(_)) | None => 1,
+        let batch = &self.definition().batch;
+        batch
+            .max_events_setting
+            .as_ref()
+            .and_then(|key| self.kind.settings.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::from(batch.max_events))
+            .max(1) as usize
+    }
+
+    /// Most payload bytes per request.
+    pub fn max_bytes(&self) -> usize {
+        self.definition().batch.max_bytes as usize
+    }
+
+    /// How long delivery waits for a batch to fill.
+    pub fn max_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.definition().batch.max_wait_ms))
+    }
+
+    pub fn http(&self) -> Option<&'static HttpDef> {
+        self.definition().http.as_ref()
+    }
+
+    pub fn warehouse(&self) -> Option<&'static WarehouseDef> {
+        self.definition().warehouse.as_ref()
+    }
+
+    /// The value of a setting, defaults filled in.
+    pub fn setting(&self, key: &str) -> Option<&Value> {
+        self.kind.settings.get(key)
+    }
+
+    fn parts(&self) -> http::Parts<'_> {
+        http::Parts {
+            definition: self.definition(),
+            settings: &self.kind.settings,
+            secrets: &self.secrets,
         }
     }
 
+    /// The OAuth 2.0 token request (URL and form), when the definition authenticates so.
+    pub fn token_request(&self) -> Option<(String, Vec<(String, String)>)> {
+        self.parts().token_request(self.http()?)
+    }
+
     /// The request for a batch of (event id, payload) pairs, in order, sent at `now_ms`
-    /// (Unix milliseconds; a signed webhook carries it).
-    pub fn request(&self, batch: &[(&str, &[u8])], now_ms: i64) -> Request {
-        let mut request = match self.spec.kind() {
-            Some(DestinationKind::Webhook(spec)) => {
-                webhook::request(spec, self.secret.as_deref(), batch, now_ms)
-            }
-            Some(DestinationKind::Ga4(spec)) => {
-                ga4::request(spec, self.secret.as_deref().unwrap_or_default(), batch)
-            }
-            Some(DestinationKind::Meta(spec)) => {
-                meta::request(spec, self.secret.as_deref().unwrap_or_default(), batch)
-            }
+    /// (Unix milliseconds; a signed webhook carries it); `token` is the OAuth 2.0 access
+    /// token when the definition uses one.
+    pub fn request(&self, batch: &[(&str, &[u8])], now_ms: i64, token: Option<&str>) -> Request {
+        let mut request = match self.http() {
+            Some(http) => self
+                .parts()
+                .request(http, self.max_batch(), batch, now_ms, token),
             None => Request {
                 url: String::new(),
                 headers: Vec::new(),
@@ -104,16 +212,25 @@ impl Resolved {
 
     /// What the vendor's answer to a request of `events` events means.
     pub fn classify(&self, response: &Response<'_>, events: usize) -> Verdict {
-        match self.spec.kind() {
-            Some(DestinationKind::Ga4(_)) => ga4::classify(response),
-            Some(DestinationKind::Meta(_)) => meta::classify(response, events),
-            Some(DestinationKind::Webhook(_)) | None => classify_status(response),
-        }
+        http::classify(self.definition(), response, events)
     }
 }
 
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the timestamp lets a receiver
+/// refuse replays.
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
 /// The event id of a single event; for a batch, a digest of its ids.
-fn idempotency_key(batch: &[(&str, &[u8])]) -> String {
+pub fn idempotency_key(batch: &[(&str, &[u8])]) -> String {
     match batch {
         [(id, _)] => crate::stages::event_id(id).to_owned(),
         many => {
@@ -125,3 +242,8 @@ fn idempotency_key(batch: &[(&str, &[u8])]) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod kinds_tests;
+#[cfg(test)]
+mod vendor_tests;

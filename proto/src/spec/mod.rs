@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use parse::{SpecError, parse_json, parse_value, parse_yaml};
 pub use validate::{expression_problem, is_secret_name};
+pub(crate) use validate::url_problem;
 
 /// A pipeline: sources, governance, destinations, archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -311,13 +312,22 @@ fn default_session_minutes() -> u32 {
     30
 }
 
-/// A destination and how events are shaped for it. Exactly one kind field is set (`webhook`,
-/// `ga4`, `meta`).
+/// A destination and how events are shaped for it. Its kind is a catalogue definition:
+/// `type` with `settings`, or one of the sections `webhook`, `ga4` and `meta` (the same
+/// definitions, their settings written as a section); exactly one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
     /// Unique within the pipeline: lowercase letters, digits, `-` and `_`, at most 64.
     pub name: String,
+    /// A definition of the catalogue (`GET /api/v1/catalogue`): `tiktok`, `postgres`,
+    /// `amplitude`, … Default: none (one of the sections below).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<String>,
+    /// The settings the definition lists; secrets by name, resolved on the data plane.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, serde_json::Value>,
     /// Consent categories an event must grant (`context.consent.categoryPreferences`, as
     /// Segment's consent tools and `sluice.consent()` send it) to reach this destination. An
     /// event that says nothing grants nothing. Default: none required.
@@ -395,42 +405,61 @@ fn default_retry_window() -> u64 {
     86_400
 }
 
-/// The kind of a destination, borrowed from its spec.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DestinationKind<'a> {
-    Webhook(&'a WebhookSpec),
-    Ga4(&'a Ga4Spec),
-    Meta(&'a MetaSpec),
+/// A destination's definition and its settings, the definition's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationKind {
+    pub definition: &'static crate::catalogue::Definition,
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DestinationSpec {
-    /// The destination's kind; `None` when the spec sets none or several (validation refuses
-    /// both).
-    pub fn kind(&self) -> Option<DestinationKind<'_>> {
-        let kinds: Vec<DestinationKind<'_>> = [
-            self.webhook.as_ref().map(DestinationKind::Webhook),
-            self.ga4.as_ref().map(DestinationKind::Ga4),
-            self.meta.as_ref().map(DestinationKind::Meta),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match kinds.as_slice() {
-            [one] => Some(*one),
+    /// The catalogue id, where the settings are in the spec (`settings`, `ga4`, …) and the
+    /// settings as written; `None` when the spec names no kind or several (validation
+    /// refuses both).
+    pub fn raw_kind(&self) -> Option<(&str, &'static str, serde_json::Map<String, serde_json::Value>)> {
+        let section = |value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::Object(map)) => Some(map),
+            _ => None,
+        };
+        let kinds = [
+            self.catalogue
+                .as_deref()
+                .map(|id| (id, "settings", self.settings.clone().into_iter().collect())),
+            section(self.webhook.as_ref().and_then(|w| serde_json::to_value(w).ok()))
+                .map(|m| ("webhook", "webhook", m)),
+            section(self.ga4.as_ref().and_then(|g| serde_json::to_value(g).ok()))
+                .map(|m| ("ga4", "ga4", m)),
+            section(self.meta.as_ref().and_then(|m| serde_json::to_value(m).ok()))
+                .map(|m| ("meta", "meta", m)),
+        ];
+        let mut set = kinds.into_iter().flatten();
+        match (set.next(), set.next()) {
+            (Some(one), None) => Some(one),
             _ => None,
         }
     }
 
+    /// The destination's definition and settings; `None` when it names no known kind, or
+    /// several.
+    pub fn kind(&self) -> Option<DestinationKind> {
+        let (id, _, settings) = self.raw_kind()?;
+        let definition = crate::catalogue::get(id)?;
+        Some(DestinationKind {
+            settings: definition.with_defaults(&settings),
+            definition,
+        })
+    }
+
     /// Names of secrets this destination needs from the data plane's environment.
-    pub fn secret_refs(&self) -> Vec<&str> {
-        match self.kind() {
-            Some(DestinationKind::Webhook(w)) => {
-                w.signing_secret.iter().map(String::as_str).collect()
-            }
-            Some(DestinationKind::Ga4(g)) => vec![g.api_secret.as_str()],
-            Some(DestinationKind::Meta(m)) => vec![m.access_token.as_str()],
-            None => Vec::new(),
-        }
+    pub fn secret_refs(&self) -> Vec<String> {
+        let Some(kind) = self.kind() else {
+            return Vec::new();
+        };
+        kind.definition
+            .secret_keys()
+            .filter_map(|key| kind.settings.get(key).and_then(|v| v.as_str()))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Requests in flight at once.

@@ -1,9 +1,6 @@
 use std::collections::HashSet;
 
-use super::{
-    DestinationKind, DestinationSpec, Ga4Spec, GovernanceStep, MetaSpec, PiiRule, PipelineSpec,
-    SpecError, WebhookSpec,
-};
+use super::{DestinationSpec, GovernanceStep, PiiRule, PipelineSpec, SpecError};
 
 /// Longest field path, in bytes.
 const MAX_PATH: usize = 256;
@@ -13,18 +10,6 @@ const MAX_FILTER: usize = 4096;
 const MAX_URL: usize = 2048;
 /// Largest JSON Schema of one event, serialized, in bytes.
 const MAX_SCHEMA: usize = 64 * 1024;
-/// Meta's action sources.
-const META_ACTION_SOURCES: [&str; 8] = [
-    "website",
-    "app",
-    "email",
-    "phone_call",
-    "chat",
-    "physical_store",
-    "system_generated",
-    "other",
-];
-
 impl PipelineSpec {
     /// Every problem the spec shows by itself, each with its path. Empty means valid.
     /// (A data plane additionally checks what only it can know, such as secrets.)
@@ -198,16 +183,27 @@ impl PipelineSpec {
                 err(at("name"), "duplicate destination name");
             }
             validate_destination(destination, &at, &mut err);
-            match destination.kind() {
+            match destination.raw_kind() {
                 None => err(
                     format!("destinations[{i}]"),
-                    "set exactly one destination kind (webhook, ga4, meta)",
+                    "set exactly one destination kind (type with settings, or a webhook, ga4 or meta section)",
                 ),
-                Some(DestinationKind::Webhook(webhook)) => {
-                    validate_webhook(webhook, &at("webhook"), &mut err)
-                }
-                Some(DestinationKind::Ga4(ga4)) => validate_ga4(ga4, &at("ga4"), &mut err),
-                Some(DestinationKind::Meta(meta)) => validate_meta(meta, &at("meta"), &mut err),
+                Some((id, section, settings)) => match crate::catalogue::get(id) {
+                    Some(definition) => {
+                        definition.settings_problems(&settings, &at(section), &mut err);
+                        if section != "settings" && !destination.settings.is_empty() {
+                            err(at("settings"), "settings go with type, not with a section");
+                        }
+                    }
+                    None => {
+                        let ids: Vec<&str> =
+                            crate::catalogue::all().iter().map(|d| d.id.as_str()).collect();
+                        err(
+                            at("type"),
+                            &format!("unknown destination type {id}; the catalogue has {}", ids.join(", ")),
+                        );
+                    }
+                },
             }
         }
 
@@ -332,91 +328,6 @@ fn pii_rule_problems(rule: &PiiRule, at: &str, err: &mut impl FnMut(String, &str
     }
 }
 
-fn validate_webhook(webhook: &WebhookSpec, at: &str, err: &mut impl FnMut(String, &str)) {
-    if let Some(problem) = url_problem(&webhook.url) {
-        err(format!("{at}.url"), problem);
-    }
-    for (name, value) in &webhook.headers {
-        let token = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !token {
-            err(format!("{at}.headers.{name}"), "not a valid header name");
-        } else if value.chars().any(|c| c.is_control() && c != '\t') {
-            err(
-                format!("{at}.headers.{name}"),
-                "header values must not contain control characters",
-            );
-        }
-    }
-    if let Some(secret) = &webhook.signing_secret
-        && !is_secret_name(secret)
-    {
-        err(format!("{at}.signing_secret"), SECRET_NAME);
-    }
-    if webhook.batch_size.is_some_and(|n| !(1..=1000).contains(&n)) {
-        err(format!("{at}.batch_size"), "must be between 1 and 1000");
-    }
-}
-
-fn validate_ga4(ga4: &Ga4Spec, at: &str, err: &mut impl FnMut(String, &str)) {
-    let id = &ga4.measurement_id;
-    let valid = id.strip_prefix("G-").is_some_and(|rest| {
-        (4..=20).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    });
-    if !valid {
-        err(
-            format!("{at}.measurement_id"),
-            "a GA4 measurement id: G-XXXXXXX",
-        );
-    }
-    if !is_secret_name(&ga4.api_secret) {
-        err(format!("{at}.api_secret"), SECRET_NAME);
-    }
-    if let Some(endpoint) = &ga4.endpoint
-        && let Some(problem) = url_problem(endpoint)
-    {
-        err(format!("{at}.endpoint"), problem);
-    }
-}
-
-fn validate_meta(meta: &MetaSpec, at: &str, err: &mut impl FnMut(String, &str)) {
-    let valid = !meta.pixel_id.is_empty()
-        && meta.pixel_id.len() <= 32
-        && meta.pixel_id.bytes().all(|b| b.is_ascii_digit());
-    if !valid {
-        err(format!("{at}.pixel_id"), "a pixel (dataset) id: digits");
-    }
-    if !is_secret_name(&meta.access_token) {
-        err(format!("{at}.access_token"), SECRET_NAME);
-    }
-    if let Some(source) = &meta.action_source
-        && !META_ACTION_SOURCES.contains(&source.as_str())
-    {
-        err(
-            format!("{at}.action_source"),
-            "one of website, app, email, phone_call, chat, physical_store, system_generated, other",
-        );
-    }
-    if let Some(code) = &meta.test_event_code
-        && (code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric()))
-    {
-        err(
-            format!("{at}.test_event_code"),
-            "1 to 64 letters and digits, as Meta's test events tool shows it",
-        );
-    }
-    if let Some(endpoint) = &meta.endpoint
-        && let Some(problem) = url_problem(endpoint)
-    {
-        err(format!("{at}.endpoint"), problem);
-    }
-}
-
 /// Why a CEL expression does not compile, if it does not.
 pub fn expression_problem(expression: &str) -> Option<String> {
     if expression.trim().is_empty() || expression.len() > MAX_FILTER {
@@ -441,7 +352,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-const SECRET_NAME: &str = "a secret name: A-Z, 0-9 and _, starting with a letter or _, at most 128";
 
 /// Names of sources, destinations and datasets.
 fn name_problem(name: &str) -> Option<&'static str> {
@@ -471,7 +381,7 @@ fn path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
-fn url_problem(url: &str) -> Option<&'static str> {
+pub(crate) fn url_problem(url: &str) -> Option<&'static str> {
     if url.len() > MAX_URL {
         return Some("at most 2048 bytes");
     }
