@@ -180,7 +180,7 @@ impl AppliedConfig {
             }
             for destination in &pipeline.spec.destinations {
                 for secret in destination.secret_refs() {
-                    if secrets.resolve(secret).is_none() {
+                    if secrets.resolve(&secret).is_none() {
                         problems.push(format!(
                             "pipeline {:?}, destination {:?}: secret {secret} is not set on this node (environment or secrets directory)",
                             pipeline.name, destination.name

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use sluice_proto::catalogue::{
-    Auth, BodyFormat, BodyTest, Definition, Grant, HttpDef, ResponseRule, SettingKind,
-    VerdictKind, status_range,
+    Auth, BodyFormat, BodyTest, Definition, Grant, HttpDef, ResponseRule, SettingKind, VerdictKind,
+    status_range,
 };
 
 use super::payload::{Request, Response, Verdict, classify_status, json_array, percent};
@@ -53,7 +53,9 @@ impl Parts<'_> {
                         .is_some_and(|s| s.kind == SettingKind::Url);
                     (value, url)
                 }
-                Some(("secrets", key)) => (self.secrets.get(key).cloned().unwrap_or_default(), false),
+                Some(("secrets", key)) => {
+                    (self.secrets.get(key).cloned().unwrap_or_default(), false)
+                }
                 _ => (String::new(), false),
             };
             if raw {
@@ -102,7 +104,10 @@ impl Parts<'_> {
             && let Some(Value::Object(extra)) = self.settings.get(key)
         {
             for (name, value) in extra {
-                headers.push((name.to_lowercase(), value.as_str().unwrap_or_default().to_owned()));
+                headers.push((
+                    name.to_lowercase(),
+                    value.as_str().unwrap_or_default().to_owned(),
+                ));
             }
         }
         match &http.auth {
@@ -151,7 +156,11 @@ impl Parts<'_> {
             name: None,
             item: None,
         };
-        let Some(envelope) = http.body.envelope.as_ref().and_then(|t| template::eval(t, &ctx))
+        let Some(envelope) = http
+            .body
+            .envelope
+            .as_ref()
+            .and_then(|t| template::eval(t, &ctx))
         else {
             return events;
         };
@@ -191,11 +200,20 @@ impl Parts<'_> {
                 }
                 .to_owned(),
             ),
-            ("client_id".into(), self.interpolate(client_id, Into::Header)),
-            ("client_secret".into(), self.interpolate(client_secret, Into::Header)),
+            (
+                "client_id".into(),
+                self.interpolate(client_id, Into::Header),
+            ),
+            (
+                "client_secret".into(),
+                self.interpolate(client_secret, Into::Header),
+            ),
         ];
         if let Some(refresh) = refresh_token {
-            form.push(("refresh_token".into(), self.interpolate(refresh, Into::Header)));
+            form.push((
+                "refresh_token".into(),
+                self.interpolate(refresh, Into::Header),
+            ));
         }
         if let Some(scope) = scope {
             form.push(("scope".into(), scope.clone()));
@@ -379,9 +397,15 @@ mod tests {
     fn error_templates_leave_out_what_is_missing() {
         let t = "Meta error [{body.error.code} ](HTTP {status}): {body.error.message|no message}";
         let with = json!({"error": {"code": 190, "message": "bad token"}});
-        assert_eq!(render(t, 400, Some(&with), 1), "Meta error 190 (HTTP 400): bad token");
+        assert_eq!(
+            render(t, 400, Some(&with), 1),
+            "Meta error 190 (HTTP 400): bad token"
+        );
         let without = json!({"error": {}});
-        assert_eq!(render(t, 500, Some(&without), 1), "Meta error (HTTP 500): no message");
+        assert_eq!(
+            render(t, 500, Some(&without), 1),
+            "Meta error (HTTP 500): no message"
+        );
         assert_eq!(render("{sent} sent", 200, None, 3), "3 sent");
     }
 }

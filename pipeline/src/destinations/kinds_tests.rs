@@ -47,7 +47,10 @@ fn ga4_uses_the_identity_step_s_ids_by_default() {
             "context": {"ids": {"ga_client_id": "123.456", "user_id": "u-9"}}})),
         None,
     ));
-    assert_eq!(p["client_id"], "123.456", "GA's own client id, as gtag.js has it");
+    assert_eq!(
+        p["client_id"], "123.456",
+        "GA's own client id, as gtag.js has it"
+    );
     assert_eq!(p["user_id"], "u-9", "the user the profile knows");
 }
 
@@ -55,10 +58,12 @@ fn ga4_uses_the_identity_step_s_ids_by_default() {
 fn events_become_measurement_protocol_payloads() {
     let (bytes, p) = payload(shape(
         &ga4(),
-        &event(json!({"type": "track", "event": "Order Completed", "anonymous_id": "a-1",
+        &event(
+            json!({"type": "track", "event": "Order Completed", "anonymous_id": "a-1",
             "user_id": "u-1", "timestamp": "2026-11-22T12:00:00.000Z",
             "properties": {"revenue": 42.5, "Coupon Code": "X", "nested": {"no": 1},
-                "items": [{"item_id": "sku-1"}]}})),
+                "items": [{"item_id": "sku-1"}]}}),
+        ),
         None,
     ));
     assert_eq!(
@@ -75,7 +80,11 @@ fn events_become_measurement_protocol_payloads() {
         json!({"revenue": 42.5, "coupon_code": "X", "items": [{"item_id": "sku-1"}]})
     );
     assert!(matches!(
-        shape(&ga4(), &event(json!({"type": "identify", "anonymous_id": "a"})), None),
+        shape(
+            &ga4(),
+            &event(json!({"type": "identify", "anonymous_id": "a"})),
+            None
+        ),
         Shape::NotApplicable
     ));
     assert!(matches!(
@@ -103,8 +112,10 @@ fn a_page_view_carries_its_location_and_a_long_value_is_cut() {
 #[test]
 fn ga4_requests_and_answers() {
     let resolved = Resolved::new(
-        spec(json!({"name": "ga", "ga4": {"measurement_id": "G-ABC123", "api_secret": "GA_SECRET",
-            "endpoint": "http://127.0.0.1:9/"}})),
+        spec(
+            json!({"name": "ga", "ga4": {"measurement_id": "G-ABC123", "api_secret": "GA_SECRET",
+            "endpoint": "http://127.0.0.1:9/"}}),
+        ),
         |_| Some("s e/cret".into()),
     )
     .expect("resolved");
@@ -115,17 +126,28 @@ fn ga4_requests_and_answers() {
     );
     assert_eq!(request.body, br#"{"a":1}"#);
     let answer = |body: &[u8]| {
-        resolved.classify(&Response { status: 200, retry_after: None, body }, 1)
+        resolved.classify(
+            &Response {
+                status: 200,
+                retry_after: None,
+                body,
+            },
+            1,
+        )
     };
     assert_eq!(answer(b""), Verdict::Delivered);
     assert_eq!(answer(br#"{"validationMessages":[]}"#), Verdict::Delivered);
     assert_eq!(
         answer(br#"{"validationMessages":[{"fieldPath":"events","description":"bad name"}]}"#),
-        Verdict::DeadLetter { error: "GA4 refused the hit: events: bad name".into() }
+        Verdict::DeadLetter {
+            error: "GA4 refused the hit: events: bad name".into()
+        }
     );
     assert_eq!(
         answer(br#"{"validationMessages":[{"description":"bad name"}]}"#),
-        Verdict::DeadLetter { error: "GA4 refused the hit: bad name".into() }
+        Verdict::DeadLetter {
+            error: "GA4 refused the hit: bad name".into()
+        }
     );
 }
 
@@ -133,11 +155,13 @@ fn ga4_requests_and_answers() {
 fn customer_information_leaves_only_hashed() {
     let (bytes, p) = payload(shape(
         &meta(),
-        &event(json!({"type": "track", "event": "Purchase", "message_id": "m-1", "user_id": "u-1",
+        &event(
+            json!({"type": "track", "event": "Purchase", "message_id": "m-1", "user_id": "u-1",
             "timestamp": "2026-11-22T12:00:00Z",
             "traits": {"email": " Ada@Example.com", "phone": "+1 (555) 123-4567"},
             "context": {"ip": "203.0.113.9", "userAgent": "UA", "page": {"url": "https://shop.example/x"}},
-            "properties": {"value": 42.5, "currency": "EUR"}})),
+            "properties": {"value": 42.5, "currency": "EUR"}}),
+        ),
         None,
     ));
     assert_eq!(
@@ -161,16 +185,26 @@ fn customer_information_leaves_only_hashed() {
 fn meta_uses_the_identity_step_s_ids_by_default() {
     let (bytes, p) = payload(shape(
         &meta(),
-        &event(json!({"type": "page", "message_id": "m-2", "anonymous_id": "a-1",
+        &event(
+            json!({"type": "page", "message_id": "m-2", "anonymous_id": "a-1",
             "timestamp": "2026-11-22T12:00:00Z",
-            "context": {"ids": {"fbc": "fb.1.1.CLICK", "fbp": "fb.1.2.3", "user_id": "u-1"}}})),
+            "context": {"ids": {"fbc": "fb.1.1.CLICK", "fbp": "fb.1.2.3", "user_id": "u-1"}}}),
+        ),
         None,
     ));
-    assert_eq!(bytes, serde_json::to_vec(&p).expect("serialises"), "sorted keys, compact");
+    assert_eq!(
+        bytes,
+        serde_json::to_vec(&p).expect("serialises"),
+        "sorted keys, compact"
+    );
     let user = &p["user_data"];
     assert_eq!(user["fbc"], "fb.1.1.CLICK");
     assert_eq!(user["fbp"], "fb.1.2.3");
-    assert_eq!(user["external_id"], json!([sha256_hex("u-1")]), "hashed, never raw");
+    assert_eq!(
+        user["external_id"],
+        json!([sha256_hex("u-1")]),
+        "hashed, never raw"
+    );
     assert_eq!(p["event_name"], "PageView");
 }
 
@@ -179,8 +213,10 @@ fn a_mapped_event_name_and_custom_data_replace_the_event_s() {
     let output = event(json!({"event_name": "Lead", "value": 5}));
     let (_, p) = payload(shape(
         &meta(),
-        &event(json!({"type": "identify", "user_id": "u", "timestamp": "2026-11-22T12:00:00Z",
-            "properties": {"ignored": true}})),
+        &event(
+            json!({"type": "identify", "user_id": "u", "timestamp": "2026-11-22T12:00:00Z",
+            "properties": {"ignored": true}}),
+        ),
         Some(output),
     ));
     assert_eq!(p["event_name"], "Lead");
@@ -231,56 +267,107 @@ fn meta_answers_are_read_from_the_body() {
     )
     .expect("resolved");
     let answer = |status: u16, body: &[u8], sent: usize| {
-        resolved.classify(&Response { status, retry_after: None, body }, sent)
+        resolved.classify(
+            &Response {
+                status,
+                retry_after: None,
+                body,
+            },
+            sent,
+        )
     };
-    assert_eq!(answer(200, br#"{"events_received":2}"#, 2), Verdict::Delivered);
+    assert_eq!(
+        answer(200, br#"{"events_received":2}"#, 2),
+        Verdict::Delivered
+    );
     assert_eq!(
         answer(200, br#"{"events_received":1}"#, 2),
-        Verdict::DeadLetter { error: "Meta received 1 of 2 events".into() }
+        Verdict::DeadLetter {
+            error: "Meta received 1 of 2 events".into()
+        }
     );
     assert_eq!(
         answer(400, br#"{"error":{"code":17,"message":"rate"}}"#, 1),
-        Verdict::Retry { error: "Meta error 17 (HTTP 400): rate".into(), retry_after: None }
+        Verdict::Retry {
+            error: "Meta error 17 (HTTP 400): rate".into(),
+            retry_after: None
+        }
     );
     assert_eq!(
-        answer(400, br#"{"error":{"code":100,"message":"bad","is_transient":true}}"#, 1),
-        Verdict::Retry { error: "Meta error 100 (HTTP 400): bad".into(), retry_after: None }
+        answer(
+            400,
+            br#"{"error":{"code":100,"message":"bad","is_transient":true}}"#,
+            1
+        ),
+        Verdict::Retry {
+            error: "Meta error 100 (HTTP 400): bad".into(),
+            retry_after: None
+        }
     );
     assert_eq!(
         answer(400, br#"{"error":{"code":100,"message":"bad"}}"#, 1),
-        Verdict::DeadLetter { error: "Meta error 100 (HTTP 400): bad".into() }
+        Verdict::DeadLetter {
+            error: "Meta error 100 (HTTP 400): bad".into()
+        }
     );
     assert_eq!(
         answer(503, br#"{"error":{"message":"down"}}"#, 1),
-        Verdict::Retry { error: "Meta error (HTTP 503): down".into(), retry_after: None }
+        Verdict::Retry {
+            error: "Meta error (HTTP 503): down".into(),
+            retry_after: None
+        }
     );
     assert_eq!(
         answer(503, b"", 1),
-        Verdict::Retry { error: "HTTP 503".into(), retry_after: None }
+        Verdict::Retry {
+            error: "HTTP 503".into(),
+            retry_after: None
+        }
     );
 }
 
 #[test]
 fn webhooks_send_the_event_and_sign_it() {
     let resolved = Resolved::new(
-        spec(json!({"name": "hook", "webhook": {"url": "https://hooks.example/in/",
-            "headers": {"X-Team": "growth"}, "signing_secret": "HOOK_SECRET", "batch_size": 10}})),
+        spec(
+            json!({"name": "hook", "webhook": {"url": "https://hooks.example/in/",
+            "headers": {"X-Team": "growth"}, "signing_secret": "HOOK_SECRET", "batch_size": 10}}),
+        ),
         |_| Some("s3cret".into()),
     )
     .expect("resolved");
     assert_eq!(resolved.max_batch(), 10);
     let e = event(json!({"type": "track", "event": "x", "properties": {"a": 1}}));
     let (bytes, _) = payload(shape(&resolved.kind, &e, None));
-    assert_eq!(bytes, serde_json::to_vec(&e).expect("serialises"), "the event as it is");
+    assert_eq!(
+        bytes,
+        serde_json::to_vec(&e).expect("serialises"),
+        "the event as it is"
+    );
     let request = resolved.request(&[("m-1", &bytes)], 1_700_000_000_000, None);
-    assert_eq!(request.url, "https://hooks.example/in/", "a webhook URL is kept as written");
+    assert_eq!(
+        request.url, "https://hooks.example/in/",
+        "a webhook URL is kept as written"
+    );
     let mut expected = b"[".to_vec();
     expected.extend_from_slice(&bytes);
     expected.push(b']');
-    assert_eq!(request.body, expected, "a batching webhook always sends an array");
-    let header = |name: &str| request.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        request.body, expected,
+        "a batching webhook always sends an array"
+    );
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(header("x-team").as_deref(), Some("growth"));
-    assert_eq!(header("x-sluice-signature"), Some(signature("s3cret", 1_700_000_000, &expected)));
+    assert_eq!(
+        header("x-sluice-signature"),
+        Some(signature("s3cret", 1_700_000_000, &expected))
+    );
     assert_eq!(header("idempotency-key").as_deref(), Some("m-1"));
     let single = Resolved::new(
         spec(json!({"name": "hook", "webhook": {"url": "https://hooks.example/in"}})),
@@ -296,7 +383,10 @@ fn webhooks_send_the_event_and_sign_it() {
 #[test]
 fn signatures_cover_the_time_and_the_body() {
     let a = signature("s3cret", 1_700_000_000, b"{}");
-    assert!(a.starts_with("t=1700000000,v1=") && a.len() == 16 + 64, "{a}");
+    assert!(
+        a.starts_with("t=1700000000,v1=") && a.len() == 16 + 64,
+        "{a}"
+    );
     assert_ne!(a, signature("s3cret", 1_700_000_001, b"{}"));
     assert_ne!(a, signature("s3cret", 1_700_000_000, b"[]"));
     assert_ne!(a, signature("other", 1_700_000_000, b"{}"));

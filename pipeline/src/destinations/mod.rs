@@ -51,7 +51,9 @@ pub fn shape(
                     let Some(expression) = events.types.get(kind) else {
                         return Shape::NotApplicable;
                     };
-                    match template::eval(expression, &base).and_then(|o| o.as_str().map(str::to_owned)) {
+                    match template::eval(expression, &base)
+                        .and_then(|o| o.as_str().map(str::to_owned))
+                    {
                         Some(name) => Some(name),
                         None => {
                             return Shape::Invalid(format!("{}: no event name", definition.id));
@@ -107,8 +109,8 @@ impl Resolved {
         let mut secrets = BTreeMap::new();
         for key in kind.definition.secret_keys() {
             if let Some(name) = kind.settings.get(key).and_then(Value::as_str) {
-                let value =
-                    resolve(name).ok_or_else(|| format!("secret {name} is not set on this node"))?;
+                let value = resolve(name)
+                    .ok_or_else(|| format!("secret {name} is not set on this node"))?;
                 secrets.insert(key.to_owned(), value);
             }
         }

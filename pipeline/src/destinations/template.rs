@@ -157,9 +157,7 @@ pub fn lookup<'a>(path: &str, ctx: &Context<'a>) -> Option<Out<'a>> {
             ("output", Some(rest)) => Out::Borrowed(crate::path::get(ctx.output?, rest)?),
             ("settings", Some(key)) => Out::Borrowed(ctx.settings.get(key)?),
             ("item", None) => Out::Borrowed(ctx.item?),
-            ("item", Some(rest)) => {
-                Out::Borrowed(crate::path::get(ctx.item?.as_object()?, rest)?)
-            }
+            ("item", Some(rest)) => Out::Borrowed(crate::path::get(ctx.item?.as_object()?, rest)?),
             ("name", None) => Out::Owned(Value::String(ctx.name?.to_owned())),
             ("event", None) => Out::Map(ctx.event),
             _ => return None,
@@ -190,9 +188,9 @@ fn expression<'a>(e: &'a Map<String, Value>, ctx: &Context<'a>) -> Option<Out<'a
         None
     };
     if let Some(Value::Object(tests)) = e.get("$if") {
-        let holds = tests
-            .iter()
-            .all(|(path, want)| lookup(path, ctx).and_then(|o| o.value().cloned()).as_ref() == Some(want));
+        let holds = tests.iter().all(|(path, want)| {
+            lookup(path, ctx).and_then(|o| o.value().cloned()).as_ref() == Some(want)
+        });
         if !holds {
             return None;
         }
@@ -203,7 +201,10 @@ fn expression<'a>(e: &'a Map<String, Value>, ctx: &Context<'a>) -> Option<Out<'a
         out = Some(Out::Borrowed(default));
     }
     if let Some(Value::Object(names)) = e.get("$names")
-        && let Some(renamed) = out.as_ref().and_then(Out::as_str).and_then(|n| names.get(n))
+        && let Some(renamed) = out
+            .as_ref()
+            .and_then(Out::as_str)
+            .and_then(|n| names.get(n))
     {
         out = Some(Out::Borrowed(renamed));
     }
@@ -285,13 +286,18 @@ fn convert<'a>(out: Out<'a>, kind: &str) -> Option<Out<'a>> {
     }
     let value = out.value()?;
     let converted = match (kind, value) {
-        ("string", Value::String(_)) | ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) => {
+        ("string", Value::String(_))
+        | ("number", Value::Number(_))
+        | ("boolean", Value::Bool(_)) => {
             return Some(out);
         }
         ("string", Value::Number(n)) => Value::String(n.to_string()),
         ("string", Value::Bool(b)) => Value::String(b.to_string()),
         ("number", Value::String(s)) => Value::from(s.trim().parse::<f64>().ok()?),
-        ("integer", Value::Number(n)) => Value::from(n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64))?),
+        ("integer", Value::Number(n)) => Value::from(
+            n.as_i64()
+                .or_else(|| n.as_f64().map(|f| f.round() as i64))?,
+        ),
         ("integer", Value::String(s)) => Value::from(s.trim().parse::<i64>().ok()?),
         ("boolean", Value::String(s)) => Value::Bool(match s.as_str() {
             "true" | "1" => true,
@@ -310,7 +316,11 @@ fn time_of(value: &Value) -> Option<i64> {
         Value::String(s) => crate::time::parse_rfc3339_ms(s),
         Value::Number(n) => {
             let n = n.as_f64()?;
-            Some(if n.abs() >= 1e11 { n as i64 } else { (n * 1000.0) as i64 })
+            Some(if n.abs() >= 1e11 {
+                n as i64
+            } else {
+                (n * 1000.0) as i64
+            })
         }
         _ => None,
     }
@@ -352,7 +362,10 @@ mod tests {
 
     fn run(template: Value, event: Value) -> Option<Value> {
         let event = event.as_object().cloned().unwrap_or_default();
-        let settings = json!({"pixel": "P1", "mode": "live"}).as_object().cloned().unwrap_or_default();
+        let settings = json!({"pixel": "P1", "mode": "live"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let ctx = Context {
             event: &event,
             output: None,
@@ -369,25 +382,63 @@ mod tests {
             "traits": {"email": " Ada@Example.com "}, "properties": {"total": "42.5", "empty": "",
             "products": [{"sku": "a", "qty": 2}, {"sku": "b"}]}});
         let cases = [
-            (json!({"$path": ["properties.empty", "properties.total"], "$as": "number"}), Some(json!(42.5))),
+            (
+                json!({"$path": ["properties.empty", "properties.total"], "$as": "number"}),
+                Some(json!(42.5)),
+            ),
             (json!({"$path": "properties.nope"}), None),
-            (json!({"$path": "properties.nope", "$default": "x"}), Some(json!("x"))),
-            (json!({"$path": "event", "$names": {"Order Completed": "CompletePayment"}}), Some(json!("CompletePayment"))),
-            (json!({"$path": "event", "$fn": "snake_case"}), Some(json!("order_completed"))),
+            (
+                json!({"$path": "properties.nope", "$default": "x"}),
+                Some(json!("x")),
+            ),
+            (
+                json!({"$path": "event", "$names": {"Order Completed": "CompletePayment"}}),
+                Some(json!("CompletePayment")),
+            ),
+            (
+                json!({"$path": "event", "$fn": "snake_case"}),
+                Some(json!("order_completed")),
+            ),
             (json!({"$time": "unix_seconds"}), Some(json!(1_795_348_800))),
-            (json!({"$time": "unix_millis"}), Some(json!(1_795_348_800_250_i64))),
-            (json!({"$time": "rfc3339_seconds"}), Some(json!("2026-11-22T12:00:00Z"))),
-            (json!({"$time": "google_ads"}), Some(json!("2026-11-22 12:00:00+00:00"))),
-            (json!({"$path": "traits.email", "$hash": "email", "$as": "list"}), Some(json!([sha256_hex("ada@example.com")]))),
-            (json!({"$path": "properties.products", "$each": {"id": {"$path": "@item.sku"}, "n": {"$path": "@item.qty", "$default": 1}}}),
-                Some(json!([{"id": "a", "n": 2}, {"id": "b", "n": 1}]))),
-            (json!({"$path": "properties", "$omit": ["products", "empty"]}), Some(json!({"total": "42.5"}))),
+            (
+                json!({"$time": "unix_millis"}),
+                Some(json!(1_795_348_800_250_i64)),
+            ),
+            (
+                json!({"$time": "rfc3339_seconds"}),
+                Some(json!("2026-11-22T12:00:00Z")),
+            ),
+            (
+                json!({"$time": "google_ads"}),
+                Some(json!("2026-11-22 12:00:00+00:00")),
+            ),
+            (
+                json!({"$path": "traits.email", "$hash": "email", "$as": "list"}),
+                Some(json!([sha256_hex("ada@example.com")])),
+            ),
+            (
+                json!({"$path": "properties.products", "$each": {"id": {"$path": "@item.sku"}, "n": {"$path": "@item.qty", "$default": 1}}}),
+                Some(json!([{"id": "a", "n": 2}, {"id": "b", "n": 1}])),
+            ),
+            (
+                json!({"$path": "properties", "$omit": ["products", "empty"]}),
+                Some(json!({"total": "42.5"})),
+            ),
             (json!({"$path": "@settings.pixel"}), Some(json!("P1"))),
             (json!({"$path": "@name"}), Some(json!("Purchase"))),
-            (json!({"$value": "web", "$if": {"@settings.mode": "test"}}), None),
-            (json!({"$value": "web", "$if": {"@settings.mode": "live"}}), Some(json!("web"))),
+            (
+                json!({"$value": "web", "$if": {"@settings.mode": "test"}}),
+                None,
+            ),
+            (
+                json!({"$value": "web", "$if": {"@settings.mode": "live"}}),
+                Some(json!("web")),
+            ),
             // A literal object left empty is left out; one with a field stays.
-            (json!({"a": {"b": {"$path": "nope"}}, "c": 1}), Some(json!({"c": 1}))),
+            (
+                json!({"a": {"b": {"$path": "nope"}}, "c": 1}),
+                Some(json!({"c": 1})),
+            ),
         ];
         for (template, want) in cases {
             assert_eq!(run(template.clone(), event.clone()), want, "{template}");
@@ -399,10 +450,20 @@ mod tests {
         let event = json!({"user_id": "u"});
         let event = event.as_object().cloned().unwrap_or_default();
         let settings = Map::new();
-        let ctx = Context { event: &event, output: None, settings: &settings, name: None, item: None };
+        let ctx = Context {
+            event: &event,
+            output: None,
+            settings: &settings,
+            name: None,
+            item: None,
+        };
         let template = json!({"user": {"ids": [{"$path": "user_id"}]}});
         let out = eval(&template, &ctx).expect("a payload");
-        assert_eq!(out.get("user.ids.0").and_then(|o| o.as_str().map(str::to_owned)), Some("u".into()));
+        assert_eq!(
+            out.get("user.ids.0")
+                .and_then(|o| o.as_str().map(str::to_owned)),
+            Some("u".into())
+        );
         assert!(out.get("user.email").is_none());
     }
 }

@@ -116,7 +116,9 @@ fn ga4_params<'a>(ctx: &Context<'a>) -> Out<'a> {
             ("page_title", "context.page.title"),
             ("page_referrer", "context.page.referrer"),
         ] {
-            if let Some(value) = crate::path::get(ctx.event, path).filter(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+            if let Some(value) = crate::path::get(ctx.event, path)
+                .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            {
                 params
                     .entry(Cow::Borrowed(param))
                     .or_insert(Out::Borrowed(value));

@@ -16,9 +16,9 @@ mod validate;
 use std::sync::OnceLock;
 
 pub use definition::{
-    Auth, BatchDef, Body, BodyFormat, BodyTest, Category, Definition, DocPage, Engine,
-    EventNames, Grant, HttpDef, PathSet, Requirement, ResponseRule, Setting, SettingKind,
-    Signature, SignatureScheme, VerdictKind, WarehouseDef,
+    Auth, BatchDef, Body, BodyFormat, BodyTest, Category, Definition, DocPage, Engine, EventNames,
+    Grant, HttpDef, PathSet, Requirement, ResponseRule, Setting, SettingKind, Signature,
+    SignatureScheme, VerdictKind, WarehouseDef,
 };
 pub use template::{HASHES, TIME_FORMATS, TRANSFORMS, TYPES, is_expression};
 pub use validate::{placeholders, status_range};
@@ -28,6 +28,27 @@ const SOURCES: &[(&str, &str)] = &[
     ("webhook", include_str!("../../catalogue/webhook.yaml")),
     ("ga4", include_str!("../../catalogue/ga4.yaml")),
     ("meta", include_str!("../../catalogue/meta.yaml")),
+    ("tiktok", include_str!("../../catalogue/tiktok.yaml")),
+    ("snapchat", include_str!("../../catalogue/snapchat.yaml")),
+    ("pinterest", include_str!("../../catalogue/pinterest.yaml")),
+    ("linkedin", include_str!("../../catalogue/linkedin.yaml")),
+    ("reddit", include_str!("../../catalogue/reddit.yaml")),
+    (
+        "google_ads",
+        include_str!("../../catalogue/google_ads.yaml"),
+    ),
+    (
+        "microsoft_ads",
+        include_str!("../../catalogue/microsoft_ads.yaml"),
+    ),
+    ("amplitude", include_str!("../../catalogue/amplitude.yaml")),
+    ("posthog", include_str!("../../catalogue/posthog.yaml")),
+    ("braze", include_str!("../../catalogue/braze.yaml")),
+    (
+        "segment_forward",
+        include_str!("../../catalogue/segment_forward.yaml"),
+    ),
+    ("postgres", include_str!("../../catalogue/postgres.yaml")),
 ];
 
 /// Every definition, in catalogue order. A definition that does not parse or check is a

@@ -123,10 +123,18 @@ fn expression_problems(
             "$fn" if !value.as_str().is_some_and(|f| TRANSFORMS.contains(&f)) => {
                 out.push(format!("{here}: {}", one_of(TRANSFORMS)));
             }
-            "$names" if !value.as_object().is_some_and(|m| m.values().all(Value::is_string)) => {
+            "$names"
+                if !value
+                    .as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string)) =>
+            {
                 out.push(format!("{here}: a table of names to names"));
             }
-            "$omit" if !value.as_array().is_some_and(|keys| keys.iter().all(Value::is_string)) => {
+            "$omit"
+                if !value
+                    .as_array()
+                    .is_some_and(|keys| keys.iter().all(Value::is_string)) =>
+            {
                 out.push(format!("{here}: a list of keys"));
             }
             "$if" => match value.as_object() {

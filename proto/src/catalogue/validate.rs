@@ -137,7 +137,12 @@ impl Definition {
             out.push("batch.max_events: 1 to 10000".into());
         }
         if let Some(key) = &batch.max_events_setting {
-            self.setting_of(key, SettingKind::Integer, "batch.max_events_setting", &mut out);
+            self.setting_of(
+                key,
+                SettingKind::Integer,
+                "batch.max_events_setting",
+                &mut out,
+            );
         }
         if batch.max_bytes < 1024 {
             out.push("batch.max_bytes: at least 1024".into());
@@ -176,9 +181,9 @@ impl Definition {
                     if self
                         .setting(key)
                         .is_some_and(|s| s.kind == SettingKind::Secret) => {}
-                Some(("secrets", _)) => out.push(format!(
-                    "{at}: {{{placeholder}}} names no secret setting"
-                )),
+                Some(("secrets", _)) => {
+                    out.push(format!("{at}: {{{placeholder}}} names no secret setting"))
+                }
                 _ => out.push(format!("{at}: {{{placeholder}}} names no setting")),
             }
         }
@@ -283,7 +288,10 @@ fn value_problem(setting: &Setting, value: &Value) -> Result<(), String> {
         SettingKind::Boolean => Err(hint("true or false")),
         SettingKind::Integer => {
             let n = value.as_i64().ok_or_else(|| hint("an integer"))?;
-            let (min, max) = (setting.min.unwrap_or(i64::MIN), setting.max.unwrap_or(i64::MAX));
+            let (min, max) = (
+                setting.min.unwrap_or(i64::MIN),
+                setting.max.unwrap_or(i64::MAX),
+            );
             if !(min..=max).contains(&n) {
                 return Err(format!("must be between {min} and {max}"));
             }

@@ -15,8 +15,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use parse::{SpecError, parse_json, parse_value, parse_yaml};
-pub use validate::{expression_problem, is_secret_name};
 pub(crate) use validate::url_problem;
+pub use validate::{expression_problem, is_secret_name};
 
 /// A pipeline: sources, governance, destinations, archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -416,7 +416,13 @@ impl DestinationSpec {
     /// The catalogue id, where the settings are in the spec (`settings`, `ga4`, …) and the
     /// settings as written; `None` when the spec names no kind or several (validation
     /// refuses both).
-    pub fn raw_kind(&self) -> Option<(&str, &'static str, serde_json::Map<String, serde_json::Value>)> {
+    pub fn raw_kind(
+        &self,
+    ) -> Option<(
+        &str,
+        &'static str,
+        serde_json::Map<String, serde_json::Value>,
+    )> {
         let section = |value: Option<serde_json::Value>| match value {
             Some(serde_json::Value::Object(map)) => Some(map),
             _ => None,
@@ -425,12 +431,20 @@ impl DestinationSpec {
             self.catalogue
                 .as_deref()
                 .map(|id| (id, "settings", self.settings.clone().into_iter().collect())),
-            section(self.webhook.as_ref().and_then(|w| serde_json::to_value(w).ok()))
-                .map(|m| ("webhook", "webhook", m)),
+            section(
+                self.webhook
+                    .as_ref()
+                    .and_then(|w| serde_json::to_value(w).ok()),
+            )
+            .map(|m| ("webhook", "webhook", m)),
             section(self.ga4.as_ref().and_then(|g| serde_json::to_value(g).ok()))
                 .map(|m| ("ga4", "ga4", m)),
-            section(self.meta.as_ref().and_then(|m| serde_json::to_value(m).ok()))
-                .map(|m| ("meta", "meta", m)),
+            section(
+                self.meta
+                    .as_ref()
+                    .and_then(|m| serde_json::to_value(m).ok()),
+            )
+            .map(|m| ("meta", "meta", m)),
         ];
         let mut set = kinds.into_iter().flatten();
         match (set.next(), set.next()) {

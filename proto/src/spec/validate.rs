@@ -196,11 +196,16 @@ impl PipelineSpec {
                         }
                     }
                     None => {
-                        let ids: Vec<&str> =
-                            crate::catalogue::all().iter().map(|d| d.id.as_str()).collect();
+                        let ids: Vec<&str> = crate::catalogue::all()
+                            .iter()
+                            .map(|d| d.id.as_str())
+                            .collect();
                         err(
                             at("type"),
-                            &format!("unknown destination type {id}; the catalogue has {}", ids.join(", ")),
+                            &format!(
+                                "unknown destination type {id}; the catalogue has {}",
+                                ids.join(", ")
+                            ),
                         );
                     }
                 },
@@ -351,7 +356,6 @@ fn schema_problem(schema: &serde_json::Value) -> Option<String> {
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
-
 
 /// Names of sources, destinations and datasets.
 fn name_problem(name: &str) -> Option<&'static str> {

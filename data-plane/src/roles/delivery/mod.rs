@@ -14,6 +14,7 @@
 
 pub mod decide;
 mod limiter;
+mod oauth;
 pub mod retry;
 
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +57,46 @@ pub struct Destination {
     resolved: Resolved,
     limiter: Option<RateLimiter>,
     counters: Arc<DestinationCounters>,
+    sink: Sink,
+}
+
+/// Where a destination's batches go.
+enum Sink {
+    /// One HTTP request per batch, as the definition builds it.
+    Http(oauth::Tokens),
+    /// A warehouse the node writes to itself.
+    Postgres(sluice_warehouse::Postgres),
+}
+
+impl Sink {
+    fn of(resolved: &Resolved) -> Result<Self, String> {
+        let Some(warehouse) = resolved.warehouse() else {
+            return Ok(Self::Http(oauth::Tokens::default()));
+        };
+        let url = resolved
+            .secret(&warehouse.connection)
+            .ok_or("the warehouse's connection secret is not set")?;
+        let setting = |key: &str| {
+            resolved
+                .setting(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match warehouse.engine {
+            sluice_proto::catalogue::Engine::Postgres => sluice_warehouse::Postgres::new(
+                url,
+                &resolved
+                    .setting("schema")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("public")
+                    .to_owned(),
+                &setting(&warehouse.table),
+            )
+            .map(Self::Postgres)
+            .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 struct Running {
@@ -133,6 +174,13 @@ async fn reconcile(
                     continue;
                 }
             };
+            let sink = match Sink::of(&resolved) {
+                Ok(sink) => sink,
+                Err(e) => {
+                    tracing::error!(destination = %spec.name, error = %e, "cannot run a destination");
+                    continue;
+                }
+            };
             let fingerprint = format!(
                 "{}|{}",
                 serde_json::to_string(spec).unwrap_or_default(),
@@ -145,10 +193,13 @@ async fn reconcile(
                 tap_name: Arc::from(spec.name.as_str()),
                 stage: stages::deliver(&pipeline.id, &spec.name),
                 dlq: stages::dlq(&pipeline.id, &spec.name),
+                // The vendor's documented limit, unless the destination sets its own.
                 limiter: spec
                     .rate_limit
                     .as_ref()
+                    .or(resolved.definition().rate_limit.as_ref())
                     .map(|r| RateLimiter::new(r.events_per_second, r.burst)),
+                sink,
                 counters: node
                     .counters
                     .destination(&pipeline.id, &pipeline.name, &spec.name),
@@ -247,7 +298,7 @@ async fn work(
             fetched = bus.fetch(&destination.stage, max, Duration::from_secs(1)) => fetched,
         };
         node.consumers.outcome(&destination.stage, &fetched);
-        let deliveries = match fetched {
+        let mut deliveries = match fetched {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
             Err(e) => {
@@ -256,6 +307,24 @@ async fn work(
                 continue;
             }
         };
+        // A batching vendor waits a little for its batch to fill: fewer, fuller requests.
+        let wait = destination.resolved.max_wait();
+        if !wait.is_zero() && deliveries.len() < max {
+            let deadline = Instant::now() + wait;
+            while deliveries.len() < max {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match bus
+                    .fetch(&destination.stage, max - deliveries.len(), left)
+                    .await
+                {
+                    Ok(more) if !more.is_empty() => deliveries.extend(more),
+                    _ => break,
+                }
+            }
+        }
         if let Some(limiter) = &destination.limiter {
             limiter.acquire(deliveries.len()).await;
         }
@@ -278,31 +347,10 @@ impl Destination {
         bus: &AnyBus,
         http: &reqwest::Client,
     ) {
-        let mut work = VecDeque::from([deliveries]);
+        let mut work = by_bytes(deliveries, self.resolved.max_bytes());
         while let Some(batch) = work.pop_front() {
-            let items: Vec<(&str, &[u8])> = batch
-                .iter()
-                .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
-                .collect();
-            let request = self.resolved.request(&items, now_ms());
             let started = Instant::now();
-            let (verdict, answer) = match post(http, request, self.resolved.spec.timeout()).await {
-                Ok(answer) => {
-                    let response = Response {
-                        status: answer.status,
-                        retry_after: answer.retry_after,
-                        body: &answer.body,
-                    };
-                    (self.resolved.classify(&response, batch.len()), Some(answer))
-                }
-                Err(error) => (
-                    Verdict::Retry {
-                        error,
-                        retry_after: None,
-                    },
-                    None,
-                ),
-            };
+            let (verdict, answer) = self.attempt(&batch, http).await;
             let outcome = match &verdict {
                 Verdict::Delivered => "delivered",
                 Verdict::Retry { .. } => "retry",
@@ -410,6 +458,59 @@ impl Destination {
         }
     }
 
+    /// One attempt at a batch: the verdict, and the vendor's answer when there was one.
+    async fn attempt(
+        &self,
+        batch: &[Delivery],
+        http: &reqwest::Client,
+    ) -> (Verdict, Option<Answer>) {
+        let items: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
+            .collect();
+        let tokens = match &self.sink {
+            Sink::Postgres(warehouse) => return (write_rows(warehouse, &items).await, None),
+            Sink::Http(tokens) => tokens,
+        };
+        let token = if self.resolved.token_request().is_some() {
+            match tokens.get(http, &self.resolved).await {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    return (
+                        Verdict::Retry {
+                            error,
+                            retry_after: None,
+                        },
+                        None,
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let request = self.resolved.request(&items, now_ms(), token.as_deref());
+        match post(http, request, self.resolved.spec.timeout()).await {
+            Ok(answer) => {
+                if answer.status == 401 && token.is_some() {
+                    tokens.forget().await;
+                }
+                let response = Response {
+                    status: answer.status,
+                    retry_after: answer.retry_after,
+                    body: &answer.body,
+                };
+                (self.resolved.classify(&response, batch.len()), Some(answer))
+            }
+            Err(error) => (
+                Verdict::Retry {
+                    error,
+                    retry_after: None,
+                },
+                None,
+            ),
+        }
+    }
+
     /// Moves an event to the destination's DLQ with what went wrong; only then is it
     /// acknowledged, so it is never lost in between.
     async fn dead_letter(
@@ -472,6 +573,51 @@ struct Failure<'e> {
     status: Option<u16>,
     error: &'e str,
     response: Option<String>,
+}
+
+/// A warehouse write as a verdict: unavailable is retried, refused data is split down to
+/// the refused events like a vendor's 400.
+async fn write_rows(warehouse: &sluice_warehouse::Postgres, items: &[(&str, &[u8])]) -> Verdict {
+    use sluice_warehouse::{Row, Warehouse, WriteError};
+    let events: Vec<(&str, serde_json::Map<String, serde_json::Value>)> = items
+        .iter()
+        .map(|(id, payload)| {
+            (
+                stages::event_id(id),
+                serde_json::from_slice(payload).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rows: Vec<Row<'_>> = events.iter().map(|(id, event)| Row { id, event }).collect();
+    match warehouse.write(&rows).await {
+        Ok(_) => Verdict::Delivered,
+        Err(WriteError::Unavailable(error)) => Verdict::Retry {
+            error,
+            retry_after: None,
+        },
+        Err(WriteError::Refused(error)) => Verdict::DeadLetter { error },
+    }
+}
+
+/// A fetched batch cut so that no request carries more than `max_bytes` of payloads (a
+/// single larger event goes alone).
+fn by_bytes(deliveries: Vec<Delivery>, max_bytes: usize) -> VecDeque<Vec<Delivery>> {
+    let mut batches = VecDeque::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for delivery in deliveries {
+        let len = delivery.message.payload.len() + 1;
+        if !current.is_empty() && size + len > max_bytes {
+            batches.push_back(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(delivery);
+    }
+    if !current.is_empty() {
+        batches.push_back(current);
+    }
+    batches
 }
 
 /// Sends a request; the vendor's answer, or why there was none.
