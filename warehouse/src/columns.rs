@@ -81,8 +81,7 @@ pub fn column_name(property: &str) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    if name.starts_with(|c: char| c.is_ascii_digit()) || FIXED.iter().any(|(n, _, _)| *n == name)
-    {
+    if name.starts_with(|c: char| c.is_ascii_digit()) || FIXED.iter().any(|(n, _, _)| *n == name) {
         name = format!("p_{name}");
     }
     name.truncate(63);
@@ -91,9 +90,10 @@ pub fn column_name(property: &str) -> Option<String> {
 
 /// A row's properties: the scalar ones (key, column, value), and what is left for the JSON
 /// column.
-pub fn split_properties<'a>(
-    event: &'a Map<String, Value>,
-) -> (Vec<(&'a str, String, &'a Value)>, Map<String, Value>) {
+/// A scalar property: its key, its column, its value.
+pub type Typed<'a> = (&'a str, String, &'a Value);
+
+pub fn split_properties(event: &Map<String, Value>) -> (Vec<Typed<'_>>, Map<String, Value>) {
     let mut typed = Vec::new();
     let mut rest = Map::new();
     if let Some(Value::Object(properties)) = event.get("properties") {
@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(column_name("Order Total").as_deref(), Some("order_total"));
         assert_eq!(column_name("type").as_deref(), Some("p_type"));
         assert_eq!(column_name("3d").as_deref(), Some("p_3d"));
-        assert_eq!(column_name("\"; DROP TABLE x; --").as_deref(), Some("drop_table_x"));
+        assert_eq!(
+            column_name("\"; DROP TABLE x; --").as_deref(),
+            Some("drop_table_x")
+        );
         assert_eq!(column_name("---"), None);
         assert_eq!(column_name(&"x".repeat(100)).map(|n| n.len()), Some(63));
     }

@@ -51,10 +51,13 @@ impl Postgres {
             .iter()
             .map(|(name, _, kind)| format!("{} {kind}", ident(name)))
             .collect();
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&self.schema)))
-            .execute(&mut *conn)
-            .await
-            .or_else(ignore_race)?;
+        sqlx::query(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            ident(&self.schema)
+        ))
+        .execute(&mut *conn)
+        .await
+        .or_else(ignore_race)?;
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             self.qualified(),
@@ -94,10 +97,11 @@ impl Postgres {
         let mut wanted: Vec<(String, ColumnType)> = Vec::new();
         for row in rows {
             for (_, column, value) in split_properties(row.event).0 {
-                if !columns.contains_key(&column) && !wanted.iter().any(|(c, _)| *c == column) {
-                    if let Some(kind) = ColumnType::of(value) {
-                        wanted.push((column, kind));
-                    }
+                if !columns.contains_key(&column)
+                    && !wanted.iter().any(|(c, _)| *c == column)
+                    && let Some(kind) = ColumnType::of(value)
+                {
+                    wanted.push((column, kind));
                 }
             }
         }
@@ -154,7 +158,9 @@ impl Postgres {
         .execute(&mut *tx)
         .await?;
         let mut copy = tx
-            .copy_in_raw(&format!("COPY sluice_stage ({list}) FROM STDIN WITH (FORMAT csv)"))
+            .copy_in_raw(&format!(
+                "COPY sluice_stage ({list}) FROM STDIN WITH (FORMAT csv)"
+            ))
             .await?;
         copy.send(csv.into_bytes()).await?;
         copy.finish().await?;
@@ -190,7 +196,9 @@ impl Warehouse for Postgres {
 /// object exists then, which is what was wanted.
 fn ignore_race(e: sqlx::Error) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
     match &e {
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23505" | "42P07" | "42701")) => {
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("23505" | "42P07" | "42701")) =>
+        {
             Ok(Default::default())
         }
         _ => Err(e),
@@ -203,7 +211,9 @@ fn classify(e: &sqlx::Error) -> WriteError {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let transient = ["08", "40", "53", "55", "57", "58"].iter().any(|class| code.starts_with(class))
+            let transient = ["08", "40", "53", "55", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
                 || matches!(code.as_str(), "42703" | "42P01" | "3F000");
             let message = format!("{} (SQLSTATE {code})", db.message());
             if transient {
@@ -222,11 +232,18 @@ fn ident(name: &str) -> String {
 
 /// One CSV line: the envelope's columns, then the typed property columns in `used`; a value
 /// whose type is not its column's goes to the JSON column with the nested ones.
-fn encode_row(out: &mut String, row: &Row<'_>, used: &[&str], columns: &HashMap<String, ColumnType>) {
+fn encode_row(
+    out: &mut String,
+    row: &Row<'_>,
+    used: &[&str],
+    columns: &HashMap<String, ColumnType>,
+) {
     let (typed, mut rest) = split_properties(row.event);
     let mut by_column: HashMap<&str, &Value> = HashMap::new();
     for (key, column, value) in &typed {
-        if columns.get(column.as_str()).copied() == ColumnType::of(value) && used.contains(&column.as_str()) {
+        if columns.get(column.as_str()).copied() == ColumnType::of(value)
+            && used.contains(&column.as_str())
+        {
             by_column.insert(column.as_str(), *value);
         } else {
             rest.insert((*key).to_owned(), (*value).clone());
@@ -241,15 +258,25 @@ fn encode_row(out: &mut String, row: &Row<'_>, used: &[&str], columns: &HashMap<
         if let Some(value) = value {
             out.push('"');
             // PostgreSQL text holds no NUL; JSON's escaped NUL is refused by jsonb too.
-            out.push_str(&value.replace('\0', "").replace("\\u0000", "").replace('"', "\"\""));
+            out.push_str(
+                &value
+                    .replace('\0', "")
+                    .replace("\\u0000", "")
+                    .replace('"', "\"\""),
+            );
             out.push('"');
         }
     };
     for (name, path, kind) in FIXED {
         let value = match *name {
             "id" => Some(row.id.to_owned()),
-            "properties" => (!rest.is_empty()).then(|| Value::Object(std::mem::take(&mut rest)).to_string()),
-            _ => row.event.get(*path).and_then(|v| text(v, kind.starts_with("jsonb"))),
+            "properties" => {
+                (!rest.is_empty()).then(|| Value::Object(std::mem::take(&mut rest)).to_string())
+            }
+            _ => row
+                .event
+                .get(*path)
+                .and_then(|v| text(v, kind.starts_with("jsonb"))),
         };
         field(out, value);
     }
@@ -268,4 +295,3 @@ fn text(value: &Value, json: bool) -> Option<String> {
         other => Some(other.to_string()),
     }
 }
-

@@ -86,11 +86,10 @@ impl Sink {
         match warehouse.engine {
             sluice_proto::catalogue::Engine::Postgres => sluice_warehouse::Postgres::new(
                 url,
-                &resolved
+                resolved
                     .setting("schema")
                     .and_then(|v| v.as_str())
-                    .unwrap_or("public")
-                    .to_owned(),
+                    .unwrap_or("public"),
                 &setting(&warehouse.table),
             )
             .map(Self::Postgres)
