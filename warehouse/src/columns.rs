@@ -90,6 +90,18 @@ pub fn column_name(property: &str) -> Option<String> {
 
 /// A row's properties: the scalar ones (key, column, value), and what is left for the JSON
 /// column.
+/// The columns and values of a row's scalar properties, without copying anything (the
+/// migration and the column list need no more).
+pub fn scalar_columns(event: &Map<String, Value>) -> impl Iterator<Item = (String, &Value)> {
+    event
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, value)| ColumnType::of(value).is_some())
+        .filter_map(|(key, value)| Some((column_name(key)?, value)))
+}
+
 /// A scalar property: its key, its column, its value.
 pub type Typed<'a> = (&'a str, String, &'a Value);
 

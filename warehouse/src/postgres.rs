@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row as _};
 
-use crate::columns::{ColumnType, FIXED, split_properties};
+use crate::columns::{ColumnType, FIXED, scalar_columns, split_properties};
 use crate::{Row, Warehouse, WriteError};
 
 pub struct Postgres {
@@ -96,7 +96,7 @@ impl Postgres {
         let columns = known.get_or_insert_with(HashMap::new);
         let mut wanted: Vec<(String, ColumnType)> = Vec::new();
         for row in rows {
-            for (_, column, value) in split_properties(row.event).0 {
+            for (column, value) in scalar_columns(row.event) {
                 if !columns.contains_key(&column)
                     && !wanted.iter().any(|(c, _)| *c == column)
                     && let Some(kind) = ColumnType::of(value)
@@ -130,7 +130,7 @@ impl Postgres {
         let columns = self.migrate(rows).await?;
         let mut used: Vec<&str> = Vec::new();
         for row in rows {
-            for (_, column, _) in split_properties(row.event).0 {
+            for (column, _) in scalar_columns(row.event) {
                 if let Some(name) = columns.get_key_value(&column).map(|(k, _)| k.as_str())
                     && !used.contains(&name)
                 {

@@ -344,35 +344,24 @@ fn render(template: &str, status: u16, body: Option<&Value>, sent: usize) -> Str
         found.or_else(|| fallback.map(str::to_owned))
     };
     // Each `[…]` group is all or nothing; outside groups a missing field is empty.
-    let fill = |part: &str| -> Option<String> {
-        let mut out = String::new();
-        let mut rest = part;
-        while let Some(start) = rest.find('{') {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').map(|e| start + e)?;
-            out.push_str(&resolve(&rest[start + 1..end])?);
-            rest = &rest[end + 1..];
-        }
-        out.push_str(rest);
-        Some(out)
-    };
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('[') {
         let Some(close) = rest[open..].find(']').map(|c| open + c) else {
             break;
         };
-        out.push_str(&fill_lenient(&rest[..open], &resolve));
-        if let Some(group) = fill(&rest[open + 1..close]) {
+        out.push_str(&fill(&rest[..open], &resolve, false).unwrap_or_default());
+        if let Some(group) = fill(&rest[open + 1..close], &resolve, true) {
             out.push_str(&group);
         }
         rest = &rest[close + 1..];
     }
-    out.push_str(&fill_lenient(rest, &resolve));
+    out.push_str(&fill(rest, &resolve, false).unwrap_or_default());
     out
 }
 
-fn fill_lenient(part: &str, resolve: &impl Fn(&str) -> Option<String>) -> String {
+/// Fills the `{…}` of a part; `None` when `strict` and a field is missing.
+fn fill(part: &str, resolve: &impl Fn(&str) -> Option<String>, strict: bool) -> Option<String> {
     let mut out = String::new();
     let mut rest = part;
     while let Some(start) = rest.find('{') {
@@ -380,11 +369,15 @@ fn fill_lenient(part: &str, resolve: &impl Fn(&str) -> Option<String>) -> String
         let Some(end) = rest[start..].find('}').map(|e| start + e) else {
             break;
         };
-        out.push_str(&resolve(&rest[start + 1..end]).unwrap_or_default());
+        match resolve(&rest[start + 1..end]) {
+            Some(value) => out.push_str(&value),
+            None if strict => return None,
+            None => {}
+        }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    out
+    Some(out)
 }
 
 #[cfg(test)]

@@ -74,7 +74,6 @@ impl<'a> Out<'a> {
                 Out::Object(fields) => fields.get(segment)?.clone(),
                 Out::Map(map) => Out::Borrowed(map.get(segment)?),
                 Out::Borrowed(Value::Object(map)) => Out::Borrowed(map.get(segment)?),
-                Out::Owned(Value::Object(mut map)) => Out::Owned(map.remove(segment)?),
                 Out::Array(items) => items.get(segment.parse::<usize>().ok()?)?.clone(),
                 _ => return None,
             };
