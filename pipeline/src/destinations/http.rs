@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
+use sha2::Sha256;
 use sluice_proto::catalogue::{
     Auth, BodyFormat, BodyTest, Definition, Grant, HttpDef, ResponseRule, SettingKind, VerdictKind,
     status_range,
@@ -136,12 +138,12 @@ impl Parts<'_> {
             }
             None => {}
         }
-        if let Some(signature) = &http.signature
-            && let Some(secret) = self.secrets.get(&signature.secret)
+        if let Some(signed) = &http.signature
+            && let Some(secret) = self.secrets.get(&signed.secret)
         {
             headers.push((
-                signature.header.to_lowercase(),
-                super::signature(secret, now_ms / 1000, &body),
+                signed.header.to_lowercase(),
+                signature(secret, now_ms / 1000, &body),
             ));
         }
         Request { url, headers, body }
@@ -378,6 +380,19 @@ fn fill(part: &str, resolve: &impl Fn(&str) -> Option<String>, strict: bool) -> 
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the timestamp lets a receiver
+/// refuse replays.
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
 }
 
 #[cfg(test)]

@@ -7,18 +7,18 @@
 //! errors in the JSON body. A new vendor is a definition, not a module here.
 
 mod http;
+mod out;
 mod payload;
 pub mod template;
 mod transforms;
 
 use std::collections::BTreeMap;
 
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
 use sluice_proto::catalogue::{Definition, HttpDef, WarehouseDef};
 use sluice_proto::spec::{DestinationKind, DestinationSpec};
 
+pub use http::signature;
 pub use payload::{Request, Response, Shape, Verdict, classify_status};
 pub use transforms::ga4_name;
 
@@ -216,19 +216,6 @@ impl Resolved {
     pub fn classify(&self, response: &Response<'_>, events: usize) -> Verdict {
         http::classify(self.definition(), response, events)
     }
-}
-
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the timestamp lets a receiver
-/// refuse replays.
-pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
 }
 
 /// The event id of a single event; for a batch, a digest of its ids.

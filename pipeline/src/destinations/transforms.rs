@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::out::{Context, Out, owned};
 use super::payload::text;
-use super::template::{Context, Out, owned};
 
 /// GA4's limits on names and string parameter values.
 const MAX_NAME: usize = 40;
