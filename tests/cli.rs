@@ -1375,3 +1375,310 @@ async fn a_node_killed_while_stitching_keeps_every_identity() {
     );
     assert!(cp.terminate().await.success());
 }
+
+/// TikTok's answer to a request it took.
+const TIKTOK_OK: &str = r#"{"code":0,"message":"OK","request_id":"e2e","data":{}}"#;
+const TIKTOK_PATH: &str = "/open_api/v1.3/event/track/";
+
+/// The order events of the TikTok requests `vendor` answered with 200 (test sends left
+/// out) that arrived after `since`, as (event id, its payload) in arrival order.
+fn tiktok_orders(
+    vendor: &sluice_tests::Vendor,
+    since: Option<std::time::Instant>,
+) -> Vec<(String, Value)> {
+    vendor
+        .received(TIKTOK_PATH)
+        .iter()
+        .filter(|r| r.status == 200 && since.is_none_or(|t| r.at >= t))
+        .flat_map(|r| r.json()["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|event| {
+            let id = event["event_id"].as_str()?.to_owned();
+            id.starts_with("order-").then_some((id, event))
+        })
+        .collect()
+}
+
+/// Issue 30's check: TikTok and PostgreSQL added from the catalogue in the console (Chromium),
+/// each sent a test event from the pipeline page; then orders from Segment's Python library
+/// reach TikTok with exactly the payload its Events API documents and land in PostgreSQL
+/// once each, through a `kill -9` of the delivering node with a TikTok batch in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_destinations_added_in_the_console_deliver_each_event_once() {
+    use sha2::{Digest, Sha256};
+    use sluice_tests::{Reply, Vendor};
+    const ORDERS: usize = 1000;
+
+    let vendor = Vendor::start().await;
+    vendor.always(TIKTOK_PATH, Reply::Json(200, TIKTOK_OK, Duration::ZERO));
+    let schema = format!("e2e_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let pg = sluice_tests::postgres_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+        ("SLUICE_INSECURE_COOKIES", "true"),
+    ];
+    let cp = start(&dir.path().join("cp"), &env).await;
+    let owner = cp.login(ADMIN).await;
+    let Provisioned {
+        tenant,
+        pipeline,
+        service_key,
+    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    // The spec as a person writes it, comments and all: the console's form must keep them.
+    let written =
+        "# the shop's events\nsources:\n  - name: web # the storefront\ndestinations: []\n";
+    let saved = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/tenants/{tenant}/pipelines/{pipeline}",
+            cp.base
+        ))
+        .bearer_auth(&owner)
+        .header("content-type", "application/yaml")
+        .body(written)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(saved.status(), StatusCode::OK);
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
+
+    let state = dir.path().join("node");
+    let roles = "receiver,processor,delivery";
+    let secrets = [
+        ("TIKTOK_ACCESS_TOKEN", "tt-secret-token"),
+        ("POSTGRES_CONNECTION_URL", pg.as_str()),
+    ];
+    let (mut node, url) =
+        start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &secrets).await;
+    wait_ready(&url).await;
+
+    let endpoint = format!("{}/open_api/v1.3", vendor.url);
+    let args = [
+        cp.base.as_str(),
+        ADMIN,
+        PASSWORD,
+        tenant.as_str(),
+        url.as_str(),
+        endpoint.as_str(),
+        schema.as_str(),
+    ]
+    .map(str::to_owned);
+    let seen = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sluice_tests::run_browser_script("catalogue.mjs", &args)
+    })
+    .await
+    .expect("join");
+    assert_eq!(seen["tiktokTest"]["outcome"], "delivered", "{seen}");
+    assert!(
+        seen["tiktokTest"]["response"]
+            .as_str()
+            .is_some_and(|r| r.contains(r#""code":0"#)),
+        "the vendor's answer is shown: {seen}"
+    );
+    let request = seen["tiktokTest"]["request"]
+        .as_str()
+        .expect("request shown");
+    assert!(
+        request.contains("{secrets.access_token}") && !request.contains("tt-secret-token"),
+        "the request is shown with its secret named, not its value: {request}"
+    );
+    assert_eq!(seen["postgresTest"]["outcome"], "delivered", "{seen}");
+
+    // What the console saved: the author's lines kept, the two destinations added.
+    let (_, current) = cp
+        .call(
+            "GET",
+            &format!("/api/v1/tenants/{tenant}/pipelines/{pipeline}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let source = current["source"].as_str().expect("source kept");
+    assert!(
+        source.starts_with("# the shop's events\nsources:\n  - name: web # the storefront\n"),
+        "{source}"
+    );
+    assert_eq!(current["spec"]["destinations"][0]["type"], "tiktok");
+    assert_eq!(
+        current["spec"]["destinations"][0]["settings"]["access_token"],
+        "TIKTOK_ACCESS_TOKEN"
+    );
+    assert_eq!(current["spec"]["destinations"][1]["type"], "postgres");
+    let tests = vendor.received(TIKTOK_PATH);
+    assert_eq!(tests.len(), 1, "one test send reached TikTok");
+    assert!(
+        tests[0].json()["data"][0]["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("sluice-test-")),
+        "{}",
+        tests[0].json()
+    );
+
+    // Orders from Segment's library while TikTok answers slowly; kill -9 with a batch in
+    // flight.
+    vendor.always(
+        TIKTOK_PATH,
+        Reply::Json(200, TIKTOK_OK, Duration::from_secs(4)),
+    );
+    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/segment_orders.py");
+    let sent = Command::new(&python)
+        .arg(&sdk)
+        .args([url.as_str(), write_key.as_str(), &ORDERS.to_string()])
+        .output()
+        .await
+        .expect("python runs (set SLUICE_TEST_PYTHON to a Python with segment-analytics-python; .ci/run does)");
+    assert!(
+        sent.status.success(),
+        "segment_orders.py failed:\n{}{}",
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    for _ in 0..600 {
+        if vendor.arrivals(TIKTOK_PATH).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        vendor.arrivals(TIKTOK_PATH).len() >= 2,
+        "a batch of orders reached TikTok"
+    );
+    node.kill().await.expect("kill -9");
+    let _ = node.wait().await;
+    // What TikTok had answered when the node died; what was still in flight is answered
+    // to no one.
+    let answered: std::collections::BTreeSet<String> = tiktok_orders(&vendor, None)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        answered.len() < ORDERS,
+        "the kill came mid-way: {} delivered",
+        answered.len()
+    );
+
+    vendor.always(TIKTOK_PATH, Reply::Json(200, TIKTOK_OK, Duration::ZERO));
+    let arrived_before_restart = vendor.arrivals(TIKTOK_PATH).len();
+    let restarted = std::time::Instant::now();
+    let (_node, _) =
+        start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &secrets).await;
+    let db = sqlx::PgPool::connect(&pg).await.expect("postgres");
+    let count = format!(
+        "SELECT count(*) FILTER (WHERE id LIKE 'order-%'), count(DISTINCT id) FILTER (WHERE id LIKE 'order-%'), count(*) FILTER (WHERE id LIKE 'sluice-test-%') FROM {schema}.orders"
+    );
+    let (mut rows, mut distinct, mut test_rows) = (0i64, 0i64, 0i64);
+    let mut after = Vec::new();
+    let covered = |after: &[(String, Value)]| -> usize {
+        let mut ids: std::collections::BTreeSet<&str> =
+            answered.iter().map(String::as_str).collect();
+        ids.extend(after.iter().map(|(id, _)| id.as_str()));
+        ids.len()
+    };
+    for _ in 0..600 {
+        after = tiktok_orders(&vendor, Some(restarted));
+        if let Ok(counted) = sqlx::query_as::<_, (i64, i64, i64)>(&count)
+            .fetch_one(&db)
+            .await
+        {
+            (rows, distinct, test_rows) = counted;
+        }
+        if covered(&after) == ORDERS && rows as usize == ORDERS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        covered(&after),
+        ORDERS,
+        "every order TikTok had not answered before the kill reaches it after the restart"
+    );
+    assert_eq!(
+        (rows, distinct, test_rows),
+        (ORDERS as i64, ORDERS as i64, 1),
+        "every order is one row in PostgreSQL, none twice (and the test send's row)"
+    );
+    // The batch the kill cut short went out again after the restart, under the same event
+    // ids: TikTok deduplicates by event_id. No request carries an event twice.
+    let cut: std::collections::BTreeSet<String> = vendor
+        .arrived_bodies(TIKTOK_PATH)
+        .iter()
+        .take(arrived_before_restart)
+        .flat_map(|body| body["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .filter(|id| id.starts_with("order-") && !answered.contains(id))
+        .collect();
+    let again = after.iter().filter(|(id, _)| cut.contains(id)).count();
+    eprintln!(
+        "{} orders answered before the kill, {} in flight, {again} of them sent again after the restart, {} requests answered in all",
+        answered.len(),
+        cut.len(),
+        vendor.received(TIKTOK_PATH).len()
+    );
+    assert!(
+        !cut.is_empty() && again == cut.len(),
+        "the batch in flight at the kill is sent again whole"
+    );
+    let orders = [tiktok_orders(&vendor, None), after].concat();
+    for request in vendor.received(TIKTOK_PATH) {
+        let data = request.json()["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let unique: std::collections::BTreeSet<String> = data
+            .iter()
+            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(unique.len(), data.len(), "an event twice in one request");
+        assert_eq!(request.headers["access-token"], "tt-secret-token");
+        assert_eq!(request.json()["event_source"], "web");
+        assert_eq!(request.json()["event_source_id"], "PIXEL123");
+    }
+
+    // The exact payload of one order, as TikTok's Events API 2.0 documents it.
+    let sha = |s: &str| format!("{:x}", Sha256::digest(s.as_bytes()));
+    let order = &orders
+        .iter()
+        .find(|(id, _)| id == "order-7")
+        .expect("order-7")
+        .1;
+    assert_eq!(
+        order,
+        &json!({
+            "event": "CompletePayment",
+            "event_id": "order-7",
+            "event_time": 1_796_126_400,
+            "page": {"url": "https://shop.example/thanks/7", "referrer": "https://shop.example/cart"},
+            "properties": {
+                "contents": [{"content_id": "sku-7", "content_type": "product", "content_name": "Mug", "price": 17, "quantity": 1}],
+                "currency": "EUR",
+                "order_id": "o-7",
+                "value": 17,
+            },
+            "user": {
+                "email": sha("buyer7@example.com"),
+                "external_id": sha("user-7"),
+                "ip": "203.0.113.7",
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            },
+        }),
+    );
+    // Scalar properties are typed columns; the products array stays in `properties`.
+    let (event, revenue, currency, product): (String, f64, String, String) = sqlx::query_as(&format!(
+        "SELECT event, revenue::float8, currency, properties->'products'->0->>'product_id' FROM {schema}.orders WHERE id = 'order-7'"
+    ))
+    .fetch_one(&db)
+    .await
+    .expect("order-7's row");
+    assert_eq!(
+        (event.as_str(), revenue, currency.as_str()),
+        ("Order Completed", 17.0, "EUR")
+    );
+    assert_eq!(product, "sku-7");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&db)
+        .await
+        .expect("drop schema");
+    assert!(cp.terminate().await.success());
+}

@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod archive;
 mod bus;
+mod delivery;
 mod http1;
 mod identity;
 mod pace;
@@ -170,6 +171,21 @@ enum Scenario {
         /// its ring, no viewer connected).
         #[arg(long, default_value = "none")]
         tap: String,
+    },
+    /// Delivery to one destination of the catalogue on one core: request building, sending
+    /// and reading the answer against a local endpoint, or batches written to PostgreSQL.
+    Delivery {
+        /// `tiktok`, `mixpanel` or `postgres`.
+        #[arg(long, default_value = "tiktok")]
+        destination: String,
+        /// Events to deliver.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Requests (or transactions) in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        postgres_url: String,
     },
     /// The `identity` step's cost on one core: the processor bench with and without it, over
     /// the embedded store or NATS key-value.
@@ -322,6 +338,24 @@ fn main() -> anyhow::Result<()> {
         print!("{}", archive::run(args)?);
         return Ok(());
     }
+    if let Scenario::Delivery {
+        destination,
+        events,
+        concurrency,
+        postgres_url,
+    } = &cli.scenario
+    {
+        println!(
+            "{}",
+            delivery::run(delivery::DeliveryArgs {
+                destination: destination.clone(),
+                events: *events,
+                concurrency: *concurrency,
+                postgres_url: postgres_url.clone(),
+            })?
+        );
+        return Ok(());
+    }
     if let Scenario::Identity {
         events,
         visitors,
@@ -444,6 +478,7 @@ fn main() -> anyhow::Result<()> {
         | Scenario::Receiver { .. }
         | Scenario::Processor { .. }
         | Scenario::Identity { .. }
+        | Scenario::Delivery { .. }
         | Scenario::Archive { .. }
         | Scenario::Pipeline { .. } => {
             unreachable!("handled above")

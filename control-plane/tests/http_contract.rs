@@ -382,6 +382,8 @@ async fn openapi_document_covers_every_route() {
         "GET /metrics",
         "GET /api/v1/openapi.json",
         "GET /api/v1/schemas/pipeline.json",
+        "GET /api/v1/schemas/destination-definition.json",
+        "GET /api/v1/catalogue",
         "GET /api/v1/tenants/{tenant_id}/data-planes",
         "GET /api/v1/tenants/{tenant_id}/overview",
         "PUT /api/v1/tenants/{tenant_id}/milestones/{name}",

@@ -209,6 +209,43 @@ async fn invalid_specs_are_refused_with_every_problem_located(db: &TestDb) {
         .expect("json");
     assert_eq!(schema["additionalProperties"], false);
     assert!(schema.to_string().contains("signing_secret"));
+
+    let catalogue: Value = reqwest::get(format!("{}/api/v1/catalogue", server.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = catalogue["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    for id in ["tiktok", "postgres", "ga4", "meta", "webhook", "amplitude"] {
+        assert!(ids.contains(&id), "{id} is in the catalogue: {ids:?}");
+    }
+    let tiktok = catalogue["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == "tiktok"))
+        .expect("tiktok");
+    let token = tiktok["settings"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["key"] == "access_token"))
+        .expect("access_token setting");
+    assert_eq!(token["type"], "secret");
+    assert_eq!(token["required"], true);
+    let definition: Value = reqwest::get(format!(
+        "{}/api/v1/schemas/destination-definition.json",
+        server.base
+    ))
+    .await
+    .expect("get")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(definition["additionalProperties"], false);
+    assert!(definition.to_string().contains("rate_limit"));
     server.stop().await;
 }
 

@@ -37,6 +37,12 @@ pub fn router(
     if node.config.runs(Role::Processor) || node.config.runs(Role::Delivery) {
         app = app.merge(crate::roles::dlq::router(node.clone(), bus));
     }
+    if node.config.runs(Role::Delivery) {
+        match crate::roles::delivery::trial::router(node.clone()) {
+            Ok(trial) => app = app.merge(trial),
+            Err(e) => tracing::error!(error = %e, "no test sends: the http client cannot be built"),
+        }
+    }
     if node.visitors.is_some() {
         app = app.merge(crate::visitors_api::router(node.clone()));
     }

@@ -13,24 +13,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { launch, fail } from "./lib.mjs";
-
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-
-/**
- * axe-core on the page as it is now; returns the serious and critical violations. Evaluated
- * over the DevTools protocol, which the console's CSP (rightly) does not see.
- */
-async function accessibility(page) {
-  await page.evaluate(axeSource);
-  return page.evaluate(async () => {
-    const result = await window.axe.run(document, { resultTypes: ["violations"] });
-    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
-  });
-}
+import { launch, fail, accessibility } from "./lib.mjs";
 
 const [base, grpc, sluice, nodePort, email, password, setupBase, setupToken] = process.argv.slice(2);
 if (!setupToken) fail("usage: console.mjs <console url> <grpc url> <sluice> <node port> <email> <password> <setup url> <setup token>");
@@ -666,7 +649,7 @@ try {
   const violations = [];
   const tour = [
     ["Overview", "#rates"], ["Data planes", "#destination-health"], ["Live events", "#live-toggle"],
-    ["Service keys", "tr[data-key-id]"], ["Pipelines", "table"], ["web", "#sources"],
+    ["Service keys", "tr[data-key-id]"], ["Pipelines", "table"], ["web", "#sources"], ["Destinations", "#catalogue article"],
     ["Archive query", "#run-query"], ["Dead letters", "#dlq-overview"], ["Members", "table"], ["Audit log", "table"],
   ];
   for (const [width, height] of [[1366, 800], [1024, 700]]) {

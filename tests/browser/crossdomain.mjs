@@ -2,11 +2,11 @@
 // click with GA's cookie, consents, identifies, follows a link to the brand's site that
 // sluice.js decorated with a handoff token, and sends from there. Prints what it saw as JSON;
 // the Rust test (tests/tests/identity.rs) checks what reached the vendors.
-//   node tests/browser/crossdomain.mjs <shop landing url> <brand origin> <proxy port>
+//   node tests/browser/crossdomain.mjs <shop landing url> <brand origin> <proxy port> <node url> <service key>
 import { launch, fail } from "./lib.mjs";
 
-const [landing, brand, proxyPort] = process.argv.slice(2);
-if (!landing || !brand || !proxyPort) fail("usage: crossdomain.mjs <landing> <brand origin> <proxy port>");
+const [landing, brand, proxyPort, node, key] = process.argv.slice(2);
+if (!landing || !brand || !proxyPort || !node || !key) fail("usage: crossdomain.mjs <landing> <brand origin> <proxy port> <node url> <service key>");
 const shop = new URL(landing).origin;
 const shopProxy = `http://shop.localhost:${proxyPort}`;
 const brandProxy = `http://brand.localhost:${proxyPort}`;
@@ -45,6 +45,16 @@ try {
     sluice.flush();
   });
   await sent;
+  // A person reads the product page before following the link, and by then the node has
+  // processed the identify. Two batches a few milliseconds apart run on two processor
+  // workers and are not ordered, so without this wait the brand's events could be stitched
+  // before the identify is known.
+  for (let attempt = 0; ; attempt++) {
+    const profile = await fetch(`${node}/v1/identities/user-9`, { headers: { authorization: `Bearer ${key}` } });
+    if (profile.status === 200 && (await profile.text()).includes("GCXCLICK9")) break;
+    if (attempt > 200) fail(`the node never processed the identify: ${profile.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 
   // The link to the other site: decorated as it is clicked, accepted there, then events.
   const accepted = answered(brandProxy + "/v1/handoff/accept");

@@ -384,6 +384,8 @@ pub enum Reply {
     RetryAfter(u16, u64),
     /// Answers 200 only after this long.
     Slow(Duration),
+    /// A status with this JSON body (after the wait), as a vendor that answers in the body.
+    Json(u16, &'static str, Duration),
 }
 
 /// A request the vendor received.
@@ -417,6 +419,8 @@ struct VendorState {
     received: Vec<Received>,
     /// (path, idempotency key) of every request as it arrived, answered or not.
     arrivals: Vec<(String, String)>,
+    /// The bodies of those requests, as they arrived.
+    arrived_bodies: Vec<(String, Vec<u8>)>,
 }
 
 impl Vendor {
@@ -441,6 +445,7 @@ impl Vendor {
                     .unwrap_or_default()
                     .to_owned();
                 state.arrivals.push((path.clone(), key));
+                state.arrived_bodies.push((path.clone(), body.to_vec()));
                 let scripted = state.scripts.get_mut(&path).and_then(|s| s.pop_front());
                 scripted
                     .or_else(|| state.always.get(&path).cloned())
@@ -452,6 +457,10 @@ impl Vendor {
                 Reply::Slow(wait) => {
                     tokio::time::sleep(*wait).await;
                     200
+                }
+                Reply::Json(s, _, wait) => {
+                    tokio::time::sleep(*wait).await;
+                    *s
                 }
             };
             inner.lock().unwrap().received.push(Received {
@@ -471,9 +480,14 @@ impl Vendor {
                 status,
             });
             let code = reqwest::StatusCode::from_u16(status).unwrap();
+            let body = match &reply {
+                Reply::Json(_, body, _) => (*body).to_owned(),
+                _ => format!("{{\"answer\":{status}}}"),
+            };
             let mut response = (
                 axum::http::StatusCode::from_u16(code.as_u16()).unwrap(),
-                format!("{{\"answer\":{status}}}"),
+                [("content-type", "application/json")],
+                body,
             )
                 .into_response();
             if let Reply::RetryAfter(_, secs) = reply {
@@ -533,6 +547,19 @@ impl Vendor {
             .iter()
             .filter(|(p, _)| p == path)
             .map(|(_, key)| key.clone())
+            .collect()
+    }
+
+    /// The JSON body of every request to `path` as it arrived, including requests whose
+    /// sender went away before the answer.
+    pub fn arrived_bodies(&self, path: &str) -> Vec<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .arrived_bodies
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, body)| serde_json::from_slice(body).unwrap_or(Value::Null))
             .collect()
     }
 

@@ -104,6 +104,22 @@ impl World {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// An `api` key with the viewer role, once the node knows it.
+    async fn viewer_key(&self) -> String {
+        let (status, viewer) = self
+            .cp
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{}/keys", self.tenant),
+                Some(json!({"name": "auditor", "type": "api", "role": "viewer"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let viewer = viewer["key"].as_str().expect("key").to_owned();
+        self.synced().await;
+        viewer
+    }
+
     /// The fleet's counters of this node, as the control plane last heard them.
     async fn counters(&self) -> Value {
         self.cp
@@ -237,16 +253,7 @@ async fn a_refused_event_is_dead_lettered_at_once_and_replayed_later() {
     // Who may look and who may act.
     let (status, _) = w.dlq(Method::GET, &path, "", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, viewer) =
-        w.cp.call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/keys", w.tenant),
-            Some(json!({"name": "auditor", "type": "api", "role": "viewer"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let viewer = viewer["key"].as_str().expect("key").to_owned();
-    w.synced().await;
+    let viewer = w.viewer_key().await;
     let (status, _) = w.dlq(Method::GET, &path, &viewer, None).await;
     assert_eq!(status, StatusCode::OK, "viewers read");
     let (status, _) = w
@@ -604,4 +611,112 @@ async fn events_that_fail_governance_are_kept_with_the_reason_and_replayable() {
         (vendor.accepted_keys("/hook") == ["g-1".to_owned(), "g-2".to_owned()].into()).then_some(())
     })
     .await;
+}
+
+/// A test send from the console's API: one sample event shaped for a catalogue destination
+/// and sent once, the vendor's answer returned with the secret named, not shown; nothing
+/// reaches the bus. Bad requests get clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_shapes_one_sample_event_and_returns_the_vendor_s_answer() {
+    let vendor = Vendor::start().await;
+    let path = "/open_api/v1.3/event/track/";
+    vendor.always(
+        path,
+        Reply::Json(200, r#"{"code":0,"message":"OK"}"#, Duration::ZERO),
+    );
+    let spec = json!({"sources": [{"name": "web"}], "destinations": [
+        {"name": "tiktok", "type": "tiktok", "consent": ["ads"], "settings": {
+            "event_source_id": "PIXEL123", "access_token": "TIKTOK_TOKEN",
+            "endpoint": format!("{}/open_api/v1.3", vendor.url)}},
+        {"name": "hook", "filter": "event == 'Signed Up'", "webhook": {"url": format!("{}/hook", vendor.url)}}]});
+    let w = world(spec, &[("TIKTOK_TOKEN", "tt-very-secret")]).await;
+    let test = |destination: &str| format!("/v1/destinations/{}/{destination}/test", w.pipeline);
+    let send = async |destination: &str, body: Option<Value>| {
+        w.dlq(Method::POST, &test(destination), &w.service_key, body)
+            .await
+    };
+
+    let (status, answer) = send("tiktok", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    assert_eq!(answer["response"]["status"], 200);
+    assert_eq!(answer["response"]["body"], r#"{"code":0,"message":"OK"}"#);
+    assert_eq!(
+        answer["request"]["headers"]["access-token"], "{secrets.access_token}",
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains("tt-very-secret"), "{answer}");
+    let sent = vendor.received(path);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].headers["access-token"], "tt-very-secret");
+    let event = &sent[0].json()["data"][0];
+    assert_eq!(event["event"], "CompletePayment", "{event}");
+    assert_eq!(
+        answer["request"]["body"],
+        sent[0].json(),
+        "the body shown is the body sent"
+    );
+    assert!(
+        event["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("sluice-test-")),
+        "{event}"
+    );
+
+    // The body's event replaces the sample's fields; a filter that is false says so.
+    let (status, answer) = send("hook", None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["outcome"], "skipped", "{answer}");
+    let (_, answer) = send("hook", Some(json!({"event": {"event": "Signed Up"}}))).await;
+    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    assert_eq!(vendor.received("/hook")[0].json()["event"], "Signed Up");
+    // A vendor's refusal is the outcome, not an error of the call.
+    vendor.always(
+        path,
+        Reply::Json(
+            200,
+            r#"{"code":40001,"message":"Invalid pixel code"}"#,
+            Duration::ZERO,
+        ),
+    );
+    let (status, answer) = send("tiktok", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["outcome"], "refused", "{answer}");
+    assert_eq!(
+        answer["error"], "TikTok error 40001 (HTTP 200): Invalid pixel code",
+        "{answer}"
+    );
+
+    // Bad requests.
+    let cases = [
+        (test("nope"), json!({}), StatusCode::NOT_FOUND),
+        (
+            "/v1/destinations/nope/tiktok/test".to_owned(),
+            json!({}),
+            StatusCode::NOT_FOUND,
+        ),
+        (test("tiktok"), json!({"evnt": {}}), StatusCode::BAD_REQUEST),
+        (
+            test("tiktok"),
+            json!({"event": {"message_id": "mine"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (status, answer) = w.dlq(Method::POST, &path, &w.service_key, Some(body)).await;
+        assert_eq!(status, want, "{path}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    let (status, _) = w.dlq(Method::POST, &test("tiktok"), "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let viewer = w.viewer_key().await;
+    let (status, _) = w.dlq(Method::POST, &test("tiktok"), &viewer, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "viewers do not send");
+    assert_eq!(
+        vendor.received(path).len(),
+        2,
+        "no request for a refused call"
+    );
+    // A test event never reaches the bus: nothing was archived or delivered besides.
+    assert_eq!(vendor.received("/hook").len(), 1);
 }

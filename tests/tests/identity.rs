@@ -460,10 +460,18 @@ async fn a_visitor_crosses_domains_in_a_real_browser_and_keeps_their_ids() {
 
     let landing = format!("{shop}/?fbclid=FBXCLICK9&gclid=GCXCLICK9&utm_source=news");
     let brand_for_script = brand.clone();
+    let node_url = format!("http://{}", node.http_addr);
+    let key = w.service_key.clone();
     let seen = tokio::task::spawn_blocking(move || {
         run_browser_script(
             "crossdomain.mjs",
-            &[&landing, &brand_for_script, &proxy_port.to_string()],
+            &[
+                &landing,
+                &brand_for_script,
+                &proxy_port.to_string(),
+                &node_url,
+                &key,
+            ],
         )
     })
     .await

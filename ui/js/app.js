@@ -4,16 +4,12 @@ import * as api from './api.js';
 import { h, replace, loading, alert } from './dom.js';
 import { signInPage, setupPage, invitePage } from './pages/signin.js';
 import { tenantsPage } from './pages/tenants.js';
-import { keysPage } from './pages/keys.js';
-import { pipelinesPage, pipelinePage } from './pages/pipelines.js';
-import { fleetPage } from './pages/fleet.js';
-import { overviewPage } from './pages/overview.js';
-import { queryPage } from './pages/query.js';
-import { livePage } from './pages/live.js';
-import { tracePage } from './pages/trace.js';
-import { dlqPage } from './pages/dlq.js';
-import { auditPage } from './pages/audit.js';
-import { membersPage } from './pages/members.js';
+
+/**
+ * A tenant page's module, loaded when first visited: a first visit downloads the shell and
+ * the page it opens, not every page (the budget test in control-plane/src/ui.rs holds it).
+ */
+const pageModule = (name) => import(`./pages/${name}.js`);
 
 const root = document.getElementById('app');
 
@@ -32,6 +28,7 @@ const NAV = [
   ['live', 'Live events'],
   ['keys', 'Service keys'],
   ['pipelines', 'Pipelines'],
+  ['catalogue', 'Destinations'],
   ['query', 'Archive query'],
   ['dlq', 'Dead letters'],
   ['members', 'Members'],
@@ -82,17 +79,24 @@ async function route() {
     localStorage.setItem('sluice.tenant', ctx.tenant.id);
     const section = parts[2] || 'overview';
     const page = shell(section);
+    replace(page, loading());
+    // A page whose module arrives after the person has moved on is not drawn.
+    const show = async (name, fn, ...args) => {
+      const module = await pageModule(name);
+      if (page.isConnected) return module[fn](page, ...args);
+    };
     switch (section) {
-      case 'keys': return keysPage(page);
-      case 'pipelines': return parts[3] ? pipelinePage(page, parts[3]) : pipelinesPage(page);
-      case 'query': return queryPage(page);
-      case 'live': return livePage(page);
-      case 'trace': return tracePage(page, parts[3] || '');
-      case 'dlq': return dlqPage(page);
-      case 'members': return membersPage(page);
-      case 'audit': return auditPage(page);
-      case 'fleet': return fleetPage(page);
-      default: return overviewPage(page);
+      case 'keys': return show('keys', 'keysPage');
+      case 'pipelines': return parts[3] ? show('pipelines', 'pipelinePage', parts[3]) : show('pipelines', 'pipelinesPage');
+      case 'catalogue': return show('catalogue', 'cataloguePage');
+      case 'query': return show('query', 'queryPage');
+      case 'live': return show('live', 'livePage');
+      case 'trace': return show('trace', 'tracePage', parts[3] || '');
+      case 'dlq': return show('dlq', 'dlqPage');
+      case 'members': return show('members', 'membersPage');
+      case 'audit': return show('audit', 'auditPage');
+      case 'fleet': return show('fleet', 'fleetPage');
+      default: return show('overview', 'overviewPage');
     }
   }
   if (parts[0] === 'tenants') {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod catalogue;
 pub(crate) mod common;
 mod fleet;
 mod health;
@@ -107,6 +108,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pipelines::list_revisions))
         .routes(routes!(pipelines::rollback_pipeline))
         .routes(routes!(pipelines::pipeline_schema))
+        .routes(routes!(catalogue::list_catalogue))
+        .routes(routes!(catalogue::definition_schema))
         .routes(routes!(fleet::list_data_planes))
         .routes(routes!(overview::overview))
         .routes(routes!(overview::reach_milestone))

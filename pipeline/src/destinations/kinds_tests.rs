@@ -391,3 +391,27 @@ fn signatures_cover_the_time_and_the_body() {
     assert_ne!(a, signature("s3cret", 1_700_000_000, b"[]"));
     assert_ne!(a, signature("other", 1_700_000_000, b"{}"));
 }
+
+#[test]
+fn a_request_shown_to_a_person_names_its_secrets_instead_of_showing_them() {
+    let resolved = Resolved::new(
+        spec(
+            json!({"name": "ga", "ga4": {"measurement_id": "G-ABC123", "api_secret": "GA_SECRET"}}),
+        ),
+        |name| (name == "GA_SECRET").then(|| "s3cr/et+value".to_owned()),
+    )
+    .expect("resolved");
+    let request = resolved.request(&[("e1", b"{\"a\":1}".as_slice())], 0, None);
+    assert!(
+        request.url.contains("s3cr%2Fet%2Bvalue"),
+        "the real request carries it: {}",
+        request.url
+    );
+    let shown = resolved.redact(&request.url);
+    assert!(!shown.contains("s3cr"), "{shown}");
+    assert!(shown.contains("{secrets.api_secret}"), "{shown}");
+    assert_eq!(
+        resolved.redact("raw s3cr/et+value here"),
+        "raw {secrets.api_secret} here"
+    );
+}

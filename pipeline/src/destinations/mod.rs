@@ -130,6 +130,23 @@ impl Resolved {
         self.secrets.get(key).map(String::as_str)
     }
 
+    /// `text` with every secret value (as it is, and percent-encoded as URLs carry it)
+    /// replaced by `{secrets.<key>}`, for showing a request to a person.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (key, value) in &self.secrets {
+            // A one- or two-character secret would blank out half the text; it is no
+            // secret worth the name either.
+            if value.len() < 4 {
+                continue;
+            }
+            let placeholder = format!("{{secrets.{key}}}");
+            out = out.replace(value.as_str(), &placeholder);
+            out = out.replace(&payload::percent(value), &placeholder);
+        }
+        out
+    }
+
     /// Changes when a secret's value does (without revealing it).
     pub fn secret_fingerprint(&self) -> String {
         if self.secrets.is_empty() {

@@ -16,7 +16,7 @@ pub enum Shape {
 }
 
 /// One HTTP request, ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub url: String,
     pub headers: Vec<(String, String)>,

@@ -12,6 +12,26 @@ pub use super::out::{Context, EVENTS_MARK, Out};
 use super::transforms;
 use crate::pii::{is_sha256_hex, normalise, sha256_hex};
 
+/// The objects `parts` yield, merged in order (a later key replaces an earlier one); parts
+/// that yield nothing or no object are passed over.
+fn merge<'a>(parts: &'a [Value], ctx: &Context<'a>) -> Option<Out<'a>> {
+    let mut fields: BTreeMap<Cow<'a, str>, Out<'a>> = BTreeMap::new();
+    for part in parts {
+        match eval(part, ctx) {
+            Some(Out::Object(object)) => fields.extend(object),
+            Some(Out::Map(map) | Out::Borrowed(Value::Object(map))) => fields.extend(
+                map.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Out::Borrowed(v))),
+            ),
+            Some(Out::Owned(Value::Object(map))) => {
+                fields.extend(map.into_iter().map(|(k, v)| (Cow::Owned(k), Out::Owned(v))))
+            }
+            _ => {}
+        }
+    }
+    (!fields.is_empty()).then_some(Out::Object(fields))
+}
+
 /// Evaluates a template; `None` when it yields nothing.
 pub fn eval<'a>(template: &'a Value, ctx: &Context<'a>) -> Option<Out<'a>> {
     match template {
@@ -21,7 +41,10 @@ pub fn eval<'a>(template: &'a Value, ctx: &Context<'a>) -> Option<Out<'a>> {
         Value::Object(object) => {
             let fields: BTreeMap<Cow<'a, str>, Out<'a>> = object
                 .iter()
-                .filter_map(|(k, v)| Some((Cow::Borrowed(k.as_str()), eval(v, ctx)?)))
+                .filter_map(|(k, v)| {
+                    let key = sluice_proto::catalogue::literal_key(k);
+                    Some((Cow::Borrowed(key), eval(v, ctx)?))
+                })
                 .collect();
             (!fields.is_empty()).then_some(Out::Object(fields))
         }
@@ -70,6 +93,8 @@ fn expression<'a>(e: &'a Map<String, Value>, ctx: &Context<'a>) -> Option<Out<'a
         Some(Out::Borrowed(value))
     } else if e.contains_key("$events") {
         return Some(Out::Events);
+    } else if let Some(Value::Array(parts)) = e.get("$merge") {
+        merge(parts, ctx)
     } else if e.contains_key("$time") {
         super::payload::event_time_ms(ctx.event).map(|ms| Out::Owned(Value::from(ms)))
     } else {
@@ -257,6 +282,29 @@ mod tests {
             item: None,
         };
         eval(&template, &ctx).map(|o| serde_json::to_value(&o).expect("serialises"))
+    }
+
+    #[test]
+    fn merged_objects_take_literal_dollar_keys_and_later_keys_win() {
+        let event = json!({"message_id": "m1", "user_id": "u1",
+            "properties": {"plan": "pro", "time": "overridden", "nested": {"a": 1}}});
+        let template = json!({"$merge": [
+            {"$path": "properties"},
+            {"time": {"$value": 7}, "$$insert_id": {"$path": "message_id"}, "distinct_id": {"$path": "user_id"}},
+            {"$path": "properties.missing"},
+        ]});
+        assert_eq!(
+            run(template, event.clone()),
+            Some(
+                json!({"plan": "pro", "time": 7, "nested": {"a": 1}, "$insert_id": "m1", "distinct_id": "u1"})
+            )
+        );
+        // A literal object of `$$` keys only is not an expression.
+        assert_eq!(
+            run(json!({"$$os": {"$value": "Linux"}}), event.clone()),
+            Some(json!({"$os": "Linux"}))
+        );
+        assert_eq!(run(json!({"$merge": [{"$path": "nope"}]}), event), None);
     }
 
     #[test]

@@ -32,9 +32,20 @@ pub fn apply<'a>(name: &str, value: Option<Out<'a>>, ctx: &Context<'a>) -> Optio
         "trim" => text.trim().to_owned(),
         "digits" => text.chars().filter(char::is_ascii_digit).collect(),
         "snake_case" => snake_case(&text),
+        "mixpanel_insert_id" => mixpanel_insert_id(&text),
         _ => return None,
     };
     Some(Out::Owned(Value::String(result)))
+}
+
+/// Mixpanel deduplicates by `$insert_id`, which must be at most 36 letters, digits and
+/// `-`: an id that fits is kept, any other becomes the first 36 hex digits of its SHA-256
+/// (as Mixpanel's guide suggests), the same for every retry.
+fn mixpanel_insert_id(id: &str) -> String {
+    if id.len() <= 36 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return id.to_owned();
+    }
+    crate::pii::sha256_hex(id)[..36].to_owned()
 }
 
 fn snake_case(name: &str) -> String {

@@ -1072,6 +1072,12 @@ fn vendors() -> Vec<(&'static str, Value, &'static str, usize)> {
         ),
         ("amplitude", json!({"api_key": "k"}), "/events", 2000),
         (
+            "mixpanel",
+            json!({"project_id": "1", "username": "sa", "secret": "T"}),
+            "",
+            2000,
+        ),
+        (
             "posthog",
             json!({"api_key": "phc_k"}),
             "/batch",
@@ -1124,4 +1130,85 @@ fn every_vendor_sends_a_batch_as_json_within_its_documented_limit() {
             "{id} waits for a batch"
         );
     }
+}
+
+#[test]
+fn mixpanel_matches_the_import_events_example() {
+    use base64::Engine as _;
+    let mixpanel = resolved(json!({"name": "mp", "type": "mixpanel", "settings": {
+        "project_id": "3141592", "username": "sluice.abc123.mp-service-account",
+        "secret": "MIXPANEL_SECRET"}}));
+    // "Import Events": the request format's first example, as a Segment-shaped event.
+    let signup = json!({"type": "track", "event": "Signup",
+        "message_id": "29fc2962-6d9c-455d-95ad-95b84f09b9e4",
+        "anonymous_id": "91304156-cafc-4673-a237-623d1129c801",
+        "timestamp": "2021-04-18T03:27:57Z",
+        "properties": {"Referred by": "Friend", "URL": "mixpanel.com/signup"}});
+    // A page view with an analytics.js message id, longer than $insert_id may be.
+    let long_id = "ajs-next-1700000000000-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let page = json!({"type": "page", "message_id": long_id, "user_id": "u-7",
+        "anonymous_id": "anon-7", "timestamp": "2021-04-18T03:27:57Z",
+        "context": {"ip": "136.24.0.114", "page": {"url": "https://shop.example/", "referrer": "https://www.google.com/"}},
+        "properties": {"title": "Home"}});
+    let (request, body) = send(&mixpanel, &[signup, page]);
+    assert_eq!(
+        request.url,
+        "https://api.mixpanel.com/import?strict=1&project_id=3141592"
+    );
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("sluice.abc123.mp-service-account:{SECRET}"));
+    assert_eq!(
+        header(&request, "authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    assert_eq!(
+        body,
+        json!([
+            {"event": "Signup", "properties": {
+                "time": 1618716477000_i64,
+                "distinct_id": "91304156-cafc-4673-a237-623d1129c801",
+                "$insert_id": "29fc2962-6d9c-455d-95ad-95b84f09b9e4",
+                "$device_id": "91304156-cafc-4673-a237-623d1129c801",
+                "Referred by": "Friend",
+                "URL": "mixpanel.com/signup"}},
+            {"event": "$mp_web_page_view", "properties": {
+                "time": 1618716477000_i64,
+                "distinct_id": "u-7",
+                "$insert_id": &sha256_hex(long_id)[..36],
+                "$device_id": "anon-7",
+                "$user_id": "u-7",
+                "$current_url": "https://shop.example/",
+                "$referrer": "https://www.google.com/",
+                "ip": "136.24.0.114",
+                "title": "Home"}},
+        ])
+    );
+    assert_eq!(
+        answer(
+            &mixpanel,
+            200,
+            json!({"code": 200, "num_records_imported": 2, "status": "OK"}),
+            2
+        ),
+        Verdict::Delivered
+    );
+    // "400 Bad Request": the documented partial failure.
+    assert_eq!(
+        answer(
+            &mixpanel,
+            400,
+            json!({"code": 400, "error": "some data points in the request failed validation",
+            "status": "Bad Request", "num_records_imported": 1, "failed_records": [{"index": 0,
+            "insert_id": "13c0b661-f48b-51cd-ba54-97c5999169c0", "field": "properties.time",
+            "message": "'properties.time' is invalid: must be specified as seconds since epoch"}]}),
+            2
+        ),
+        dead(
+            "Mixpanel refused events (HTTP 400): some data points in the request failed validation; properties.time: 'properties.time' is invalid: must be specified as seconds since epoch"
+        )
+    );
+    assert_eq!(
+        answer(&mixpanel, 429, json!({"error": "rate limited"}), 2),
+        retry("Mixpanel error (HTTP 429): rate limited")
+    );
 }

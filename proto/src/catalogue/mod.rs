@@ -20,7 +20,7 @@ pub use definition::{
     Grant, HttpDef, PathSet, Requirement, ResponseRule, Setting, SettingKind, Signature,
     SignatureScheme, VerdictKind, WarehouseDef,
 };
-pub use template::{HASHES, TIME_FORMATS, TRANSFORMS, TYPES, is_expression};
+pub use template::{HASHES, TIME_FORMATS, TRANSFORMS, TYPES, is_expression, literal_key};
 pub use validate::{placeholders, status_range};
 
 /// The definitions as written, by file name; `all()` parses and checks them once.
@@ -29,6 +29,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("ga4", include_str!("../../catalogue/ga4.yaml")),
     ("meta", include_str!("../../catalogue/meta.yaml")),
     ("tiktok", include_str!("../../catalogue/tiktok.yaml")),
+    ("mixpanel", include_str!("../../catalogue/mixpanel.yaml")),
     ("snapchat", include_str!("../../catalogue/snapchat.yaml")),
     ("pinterest", include_str!("../../catalogue/pinterest.yaml")),
     ("linkedin", include_str!("../../catalogue/linkedin.yaml")),

@@ -4,11 +4,14 @@
 //! A template is JSON. An object with keys starting with `$` is an **expression**; any
 //! other object, array or scalar is written as it is, with its expressions evaluated. A
 //! field whose expression yields nothing is left out, and so is a literal object left empty.
+//! A literal key that must start with `$` (Mixpanel's `$insert_id`) is written `$$insert_id`.
 //! An expression is evaluated in this order:
 //!
 //! 1. the source: `$path` (a path or a list, the first present and non-empty wins; paths
 //!    are into the event, or `@output[.x]`, `@settings.<key>`, `@item[.x]` inside `$each`,
-//!    `@name`, `@event`), `$value` (a literal), or `$time` alone (the event's time);
+//!    `@name`, `@event`), `$value` (a literal), `$merge` (a list of templates whose objects
+//!    are merged into one, a later key replacing an earlier one), or `$time` alone (the
+//!    event's time);
 //! 2. `$if`: path → value pairs that must all hold, else nothing;
 //! 3. `$default`: a literal when the source yields nothing;
 //! 4. `$names`: a table that renames a string value (others pass unchanged);
@@ -24,7 +27,7 @@
 /// Expression keys.
 pub const KEYS: &[&str] = &[
     "$path", "$value", "$time", "$if", "$default", "$names", "$fn", "$each", "$omit", "$hash",
-    "$as", "$events",
+    "$as", "$events", "$merge",
 ];
 
 /// `$time` formats: Unix seconds, milliseconds or microseconds; RFC 3339 (UTC, with
@@ -49,7 +52,8 @@ pub const TYPES: &[&str] = &["string", "number", "integer", "boolean", "list"];
 /// `ga4_params` (GA4's parameters from the mapped output or `properties`: scalars and
 /// `items`, names made GA4 names, strings cut to 100 characters, and a page's location,
 /// title and referrer), `lowercase`, `uppercase`, `trim`, `digits` (only the digits),
-/// `snake_case`.
+/// `snake_case`, `mixpanel_insert_id` (the id when it is at most 36 letters, digits and `-`,
+/// else the first 36 hex digits of its SHA-256).
 pub const TRANSFORMS: &[&str] = &[
     "ga4_name",
     "ga4_params",
@@ -58,11 +62,23 @@ pub const TRANSFORMS: &[&str] = &[
     "trim",
     "digits",
     "snake_case",
+    "mixpanel_insert_id",
 ];
 
-/// Whether a template object is an expression.
+/// Whether a template object is an expression (`$$` keys are literal ones).
 pub fn is_expression(object: &serde_json::Map<String, serde_json::Value>) -> bool {
-    object.keys().any(|k| k.starts_with('$'))
+    object
+        .keys()
+        .any(|k| k.starts_with('$') && !k.starts_with("$$"))
+}
+
+/// The key a literal object's `key` is written as: `$$x` is `$x`.
+pub fn literal_key(key: &str) -> &str {
+    if key.starts_with("$$") {
+        &key[1..]
+    } else {
+        key
+    }
 }
 
 /// The problems of a template, each prefixed with where (`payload.user.email.$hash`).
@@ -148,12 +164,20 @@ fn expression_problems(
                 None => out.push(format!("{here}: path → value pairs")),
             },
             "$each" => problems(value, &here, out),
+            "$merge" => match value.as_array() {
+                Some(parts) if !parts.is_empty() => {
+                    for (i, part) in parts.iter().enumerate() {
+                        problems(part, &format!("{here}[{i}]"), out);
+                    }
+                }
+                _ => out.push(format!("{here}: a list of templates yielding objects")),
+            },
             "$events" if value != &Value::Bool(true) => out.push(format!("{here}: true")),
             k if !KEYS.contains(&k) => out.push(format!("{at}: unknown key {k}")),
             _ => {}
         }
     }
-    let sources = ["$path", "$value", "$events"]
+    let sources = ["$path", "$value", "$events", "$merge"]
         .iter()
         .filter(|k| object.contains_key(**k))
         .count();

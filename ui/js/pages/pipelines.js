@@ -2,7 +2,7 @@ import * as api from '../api.js';
 import { h, replace, field, table, empty, when, badge, loading, alert, modal, confirmDialog, toast } from '../dom.js';
 import { ctx, can, go } from '../app.js';
 import { lineDiff, lineOfPath } from '../diff.js';
-import { nodeUrls } from '../dataplane.js';
+import { nodeUrls, call, dataPlaneUrl, rememberDataPlaneUrl, pretty as prettyValue } from '../dataplane.js';
 import { sourceSnippets, snippetPicker, snippetCopied } from '../snippets.js';
 
 const TEMPLATE = `{
@@ -172,7 +172,73 @@ export async function pipelinePage(page, id, notice) {
             h('button', { type: 'button', onclick: () => showDiff(r) }, 'Diff'), ' ',
             editable && h('button', { type: 'button', onclick: () => rollback(r) }, 'Roll back'))))),
         diffBox)),
-    sourcesSection(pipeline));
+    sourcesSection(pipeline),
+    destinationsSection(pipeline));
+}
+
+/** Each destination with its kind, and a test send through the data plane. */
+function destinationsSection(pipeline) {
+  const destinations = pipeline.spec.destinations || [];
+  const catalogue = `#/t/${encodeURIComponent(ctx.tenant.id)}/catalogue`;
+  const kindOf = (d) => d.type || ['webhook', 'ga4', 'meta'].find((k) => d[k]) || '—';
+  return h('section', { id: 'destinations', 'aria-labelledby': 'destinations-title' },
+    h('h2', { id: 'destinations-title' }, 'Destinations'),
+    destinations.length === 0
+      ? h('p', { class: 'muted' }, 'This pipeline sends nowhere yet. ', h('a', { href: catalogue }, 'Add a destination from the catalogue'), '.')
+      : table(['Destination', 'Type', ''], destinations.map((d) => h('tr', { 'data-destination': d.name },
+        h('td', {}, h('strong', {}, d.name)),
+        h('td', {}, h('code', {}, kindOf(d))),
+        h('td', {}, can('member') && h('button', { type: 'button', class: 'test-destination', onclick: () => testSend(pipeline, d) }, 'Send a test event')))), 'Destinations of this pipeline'),
+    destinations.length > 0 && h('p', { class: 'muted' }, h('a', { href: catalogue }, 'Add another destination'), '. A test event goes from this browser to the data plane, which shapes it for the destination and sends it once; the answer comes back here, not through the control plane.'));
+}
+
+async function testSend(pipeline, destination) {
+  const tenantId = ctx.tenant.id;
+  const url = h('input', { type: 'url', name: 'url', required: true, value: await dataPlaneUrl(tenantId), size: 30 });
+  const result = h('div', { id: 'test-result', 'aria-live': 'polite' });
+  const run = async () => {
+    rememberDataPlaneUrl(tenantId, url.value);
+    replace(result, loading('Sending…'));
+    try {
+      const path = `/v1/destinations/${encodeURIComponent(pipeline.id)}/${encodeURIComponent(destination.name)}/test`;
+      const answer = await call(tenantId, url.value, 'POST', path, {});
+      replace(result, testResult(answer));
+    } catch (e) {
+      replace(result, alert('error', e.status === 404
+        ? `${e.message}. The data plane may not have applied revision ${pipeline.revision} yet, or this node does not run delivery.`
+        : e.message));
+    }
+    return false;
+  };
+  const send = h('button', { type: 'button', class: 'primary', id: 'send-test', onclick: run }, 'Send');
+  await modal(`Test “${destination.name}”`, h('div', {},
+    h('p', {}, 'Sends one sample “Order Completed” event, shaped by this destination\'s settings, mapping and payload, to the vendor once. It is not archived or retried.'),
+    h('div', { class: 'toolbar-form' }, field('Data plane', url), h('div', { class: 'toolbar' }, send)),
+    result), { submitLabel: 'Close', cancelLabel: null, wide: true });
+}
+
+const OUTCOME = {
+  delivered: ['ok', 'Delivered: the vendor accepted it.'],
+  retry: ['warn', 'Would be retried'],
+  refused: ['danger', 'Refused: the event would go to the dead-letter queue'],
+  skipped: ['info', 'Not sent'],
+  invalid: ['danger', 'Not sent'],
+};
+
+function testResult(answer) {
+  const [kind, text] = OUTCOME[answer.outcome] || ['', answer.outcome];
+  return h('div', { class: 'test-result', 'data-outcome': answer.outcome },
+    alert(kind === 'danger' ? 'error' : kind === 'ok' ? 'ok' : 'info', badge(kind, answer.outcome), ' ', text,
+      answer.error ? `: ${answer.error}` : '', answer.message ? `: ${answer.message}` : '',
+      answer.took_ms !== undefined ? ` (${answer.took_ms} ms)` : ''),
+    answer.response && h('div', {}, h('h3', {}, `Answer: HTTP ${answer.response.status}`),
+      h('pre', { class: 'code response-body' }, answer.response.body || '(empty)')),
+    answer.rows && h('p', {}, `One row written to the table ${answer.rows.table}.`),
+    answer.request && h('div', {}, h('h3', {}, 'Request'),
+      h('pre', { class: 'code request-line' }, `${answer.request.method} ${answer.request.url}\n`,
+        Object.entries(answer.request.headers).map(([k, v]) => `${k}: ${v}\n`)),
+      h('pre', { class: 'code request-body' }, prettyValue(answer.request.body))),
+    h('details', {}, h('summary', {}, 'The sample event'), h('pre', { class: 'code' }, prettyValue(answer.event))));
 }
 
 /** Each source with the lines to send events to it. */

@@ -16,6 +16,7 @@ pub mod decide;
 mod limiter;
 mod oauth;
 pub mod retry;
+pub mod trial;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -95,6 +96,80 @@ impl Sink {
             .map(Self::Postgres)
             .map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// What one attempt at a batch came to.
+struct Attempt {
+    verdict: Verdict,
+    /// The vendor's answer, when there was one.
+    answer: Option<Answer>,
+    /// The request as sent, when asked for (a test send shows it).
+    request: Option<Request>,
+}
+
+impl Attempt {
+    fn of(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            answer: None,
+            request: None,
+        }
+    }
+}
+
+impl Sink {
+    /// Sends a batch of (bus id, payload) pairs once; `keep_request` keeps a copy of the
+    /// request for the caller.
+    async fn attempt(
+        &self,
+        resolved: &Resolved,
+        http: &reqwest::Client,
+        items: &[(&str, &[u8])],
+        keep_request: bool,
+    ) -> Attempt {
+        let tokens = match self {
+            Sink::Postgres(warehouse) => return Attempt::of(write_rows(warehouse, items).await),
+            Sink::Http(tokens) => tokens,
+        };
+        let token = if resolved.token_request().is_some() {
+            match tokens.get(http, resolved).await {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    return Attempt::of(Verdict::Retry {
+                        error,
+                        retry_after: None,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let request = resolved.request(items, now_ms(), token.as_deref());
+        let kept = keep_request.then(|| request.clone());
+        let mut attempt = match post(http, request, resolved.spec.timeout()).await {
+            Ok(answer) => {
+                if answer.status == 401 && token.is_some() {
+                    tokens.forget().await;
+                }
+                let response = Response {
+                    status: answer.status,
+                    retry_after: answer.retry_after,
+                    body: &answer.body,
+                };
+                Attempt {
+                    verdict: resolved.classify(&response, items.len()),
+                    answer: Some(answer),
+                    request: None,
+                }
+            }
+            Err(error) => Attempt::of(Verdict::Retry {
+                error,
+                retry_after: None,
+            }),
+        };
+        attempt.request = kept;
+        attempt
     }
 }
 
@@ -467,47 +542,8 @@ impl Destination {
             .iter()
             .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
             .collect();
-        let tokens = match &self.sink {
-            Sink::Postgres(warehouse) => return (write_rows(warehouse, &items).await, None),
-            Sink::Http(tokens) => tokens,
-        };
-        let token = if self.resolved.token_request().is_some() {
-            match tokens.get(http, &self.resolved).await {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    return (
-                        Verdict::Retry {
-                            error,
-                            retry_after: None,
-                        },
-                        None,
-                    );
-                }
-            }
-        } else {
-            None
-        };
-        let request = self.resolved.request(&items, now_ms(), token.as_deref());
-        match post(http, request, self.resolved.spec.timeout()).await {
-            Ok(answer) => {
-                if answer.status == 401 && token.is_some() {
-                    tokens.forget().await;
-                }
-                let response = Response {
-                    status: answer.status,
-                    retry_after: answer.retry_after,
-                    body: &answer.body,
-                };
-                (self.resolved.classify(&response, batch.len()), Some(answer))
-            }
-            Err(error) => (
-                Verdict::Retry {
-                    error,
-                    retry_after: None,
-                },
-                None,
-            ),
-        }
+        let attempt = self.sink.attempt(&self.resolved, http, &items, false).await;
+        (attempt.verdict, attempt.answer)
     }
 
     /// Moves an event to the destination's DLQ with what went wrong; only then is it
