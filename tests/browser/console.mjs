@@ -430,7 +430,8 @@ try {
   // The fleet page shows the destination failing with the vendor's answer.
   await nav(page, "Data planes").click();
   const hooksHealth = page.locator('#destination-health tr[data-destination="hooks"]');
-  await page.locator('#destination-health tr[data-destination="hooks"][data-state="failing"]').waitFor({ timeout: 30000 });
+  // The state and the counts may arrive in different status reports: wait for both.
+  await page.locator('#destination-health tr[data-destination="hooks"][data-state="failing"]', { hasText: "1 dead-lettered" }).waitFor({ timeout: 30000 });
   seen.destinationFailing = await hooksHealth.innerText();
   seen.counterOrder = await page.locator("tr[data-node-id] .counters span").evaluateAll((spans) => spans.map((x) => x.title));
   const at = (k) => seen.counterOrder.indexOf(k);
