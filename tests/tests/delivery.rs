@@ -624,7 +624,10 @@ async fn a_test_send_shapes_one_sample_event_and_returns_the_vendor_s_answer() {
         path,
         Reply::Json(200, r#"{"code":0,"message":"OK"}"#, Duration::ZERO),
     );
-    let spec = json!({"sources": [{"name": "web"}], "destinations": [
+    let spec = json!({"sources": [{"name": "web"}],
+        "governance": [{"step": "validate_schema", "events": {"Order Completed":
+            {"type": "object", "required": ["order_id"]}}}],
+        "destinations": [
         {"name": "tiktok", "type": "tiktok", "consent": ["ads"], "settings": {
             "event_source_id": "PIXEL123", "access_token": "TIKTOK_TOKEN",
             "endpoint": format!("{}/open_api/v1.3", vendor.url)}},
@@ -670,6 +673,25 @@ async fn a_test_send_shapes_one_sample_event_and_returns_the_vendor_s_answer() {
     let (_, answer) = send("hook", Some(json!({"event": {"event": "Signed Up"}}))).await;
     assert_eq!(answer["outcome"], "delivered", "{answer}");
     assert_eq!(vendor.received("/hook")[0].json()["event"], "Signed Up");
+    // The pipeline's governance runs first: an order without its id is rejected, unsent.
+    let (status, answer) = send(
+        "tiktok",
+        Some(json!({"event": {"properties": {"revenue": 1}}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["outcome"], "rejected", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("order_id")),
+        "{answer}"
+    );
+    assert_eq!(
+        vendor.received(path).len(),
+        1,
+        "a rejected event is not sent"
+    );
     // A vendor's refusal is the outcome, not an error of the call.
     vendor.always(
         path,

@@ -212,7 +212,7 @@ async function testSend(pipeline, destination) {
   };
   const send = h('button', { type: 'button', class: 'primary', id: 'send-test', onclick: run }, 'Send');
   await modal(`Test “${destination.name}”`, h('div', {},
-    h('p', {}, 'Sends one sample “Order Completed” event, shaped by this destination\'s settings, mapping and payload, to the vendor once. It is not archived or retried.'),
+    h('p', {}, 'Sends one sample “Order Completed” event through the pipeline\'s governance and this destination\'s settings, mapping and payload to the vendor, once. It is not archived or retried.'),
     h('div', { class: 'toolbar-form' }, field('Data plane', url), h('div', { class: 'toolbar' }, send)),
     result), { submitLabel: 'Close', cancelLabel: null, wide: true });
 }
@@ -223,6 +223,7 @@ const OUTCOME = {
   refused: ['danger', 'Refused: the event would go to the dead-letter queue'],
   skipped: ['info', 'Not sent'],
   invalid: ['danger', 'Not sent'],
+  rejected: ['danger', 'Not sent'],
 };
 
 function testResult(answer) {

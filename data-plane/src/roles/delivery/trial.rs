@@ -9,9 +9,10 @@
 //!
 //! The sample is an `Order Completed` track call; the body's `event` replaces its top-level
 //! fields (`type`, `event`, `properties`, `traits`, `context`, …). It goes through the
-//! destination's consent (granted for the test), filter, PII rules, mapping and payload, not
-//! through the pipeline's governance, and never onto the bus: it is not archived, retried or
-//! dead-lettered. Its `message_id` starts with `sluice-test-`.
+//! pipeline's governance (without GeoIP and without the identity store, so a test leaves no
+//! profile behind), then the destination's consent (granted for the test), filter, PII rules,
+//! mapping and payload; never onto the bus: it is not archived, retried or dead-lettered. Its
+//! `message_id` starts with `sluice-test-`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +111,20 @@ async fn test_send(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such destination"))?;
 
     let now = now_ms();
-    let event = sample(now, &pipeline.id, &spec.consent, request.event);
+    let mut event = sample(now, &pipeline.id, &spec.consent, request.event);
+    // Not held across the send below: the identity scope is not `Send`.
+    let governed = {
+        let enricher = sluice_pipeline::enrich::Enricher::new(None);
+        let mut identity = sluice_pipeline::identity::IdentityScope::new(None);
+        compiled.govern(&enricher, &mut identity, &mut event)
+    };
+    if let Err(rejection) = governed {
+        return Ok(axum::Json(json!({
+            "outcome": "rejected",
+            "message": format!("the pipeline's governance rejects this event: {rejection}"),
+            "event": event,
+        })));
+    }
     let root = CelRoot::default();
     let payload = match target.shape(&root, &compiled.needs, &event, &mut None) {
         Shaped::Deliver(bytes) => bytes,
