@@ -36,6 +36,32 @@ pub struct Delivery {
     pub(crate) token: AckToken,
 }
 
+/// Fetched deliveries cut, in order, into groups whose payloads (each counted with
+/// `per_message` bytes more, for a separator) stay within `max_bytes`; a single larger
+/// message goes alone.
+pub fn split_by_bytes(
+    deliveries: Vec<Delivery>,
+    max_bytes: usize,
+    per_message: usize,
+) -> std::collections::VecDeque<Vec<Delivery>> {
+    let mut groups = std::collections::VecDeque::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for delivery in deliveries {
+        let len = delivery.message.payload.len() + per_message;
+        if !current.is_empty() && size + len > max_bytes {
+            groups.push_back(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(delivery);
+    }
+    if !current.is_empty() {
+        groups.push_back(current);
+    }
+    groups
+}
+
 /// How a back end finds a delivery again to settle it. Its parts are the back ends' own
 /// types, erased here so that this contract does not depend on them (each back end takes its
 /// own back with a downcast, and refuses another's).

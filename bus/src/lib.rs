@@ -17,7 +17,7 @@ pub mod nats;
 
 mod contract;
 
-pub use contract::{Bus, BusError, Delivery, Message, check_stage};
+pub use contract::{Bus, BusError, Delivery, Message, check_stage, split_by_bytes};
 
 use std::time::Duration;
 

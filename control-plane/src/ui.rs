@@ -28,6 +28,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/dom.js", JS, include_bytes!("../../ui/js/dom.js")),
     ("js/diff.js", JS, include_bytes!("../../ui/js/diff.js")),
     ("js/chart.js", JS, include_bytes!("../../ui/js/chart.js")),
+    ("js/review.js", JS, include_bytes!("../../ui/js/review.js")),
     (
         "js/specedit.js",
         JS,

@@ -6,7 +6,7 @@
 import * as api from '../api.js';
 import { h, replace, field, alert, loading, badge, empty, modal, toast } from '../dom.js';
 import { ctx, can, go } from '../app.js';
-import { lineDiff } from '../diff.js';
+import { reviewChange } from '../review.js';
 import { addDestination, uniqueName } from '../specedit.js';
 
 const CATEGORY = {
@@ -165,17 +165,11 @@ async function addToPipeline(definition) {
   } catch (e) {
     return toast(e.message);
   }
-  const message = h('input', { name: 'message', maxlength: 500, autocomplete: 'off', value: `Add ${definition.name} (${chosen.destination.name})` });
-  const saved = await modal(`Deploy revision ${current.revision + 1} of ${current.name}?`, h('div', {},
-    h('p', {}, 'Connected data planes apply it within seconds. The change against the current revision:'),
-    h('div', { class: 'diff-box' }, h('pre', { class: 'diff', tabindex: '0', 'aria-label': 'Changes' }, lineDiff(before, after).map(([op, line]) =>
-      h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : '' }, `${op === '=' ? ' ' : op} ${line}`)))),
-    field('Change message', message, 'Why this change; kept with the revision and in the audit log.')), {
-    submitLabel: 'Deploy',
-    wide: true,
-    onSubmit: async () => {
+  const saved = await reviewChange(`Deploy revision ${current.revision + 1} of ${current.name}?`, before, after, {
+    message: `Add ${definition.name} (${chosen.destination.name})`,
+    onSubmit: async (message) => {
       try {
-        return await api.put(`${url}?message=${encodeURIComponent(message.value.trim())}`, after, 'application/yaml');
+        return await api.put(`${url}?message=${encodeURIComponent(message)}`, after, 'application/yaml');
       } catch (e) {
         const details = (e.details || []).map((d) => `${d.path ? `${d.path}: ` : ''}${d.message}`);
         throw new Error(details.length ? `Not saved. ${details.join('; ')}` : `Not saved: ${e.message}`);

@@ -1,7 +1,8 @@
 import * as api from '../api.js';
 import { h, replace, field, table, empty, when, badge, loading, alert, modal, confirmDialog, toast } from '../dom.js';
 import { ctx, can, go } from '../app.js';
-import { lineDiff, lineOfPath } from '../diff.js';
+import { lineOfPath } from '../diff.js';
+import { diffView, reviewChange } from '../review.js';
 import { nodeUrls, call, dataPlaneUrl, rememberDataPlaneUrl, pretty as prettyValue } from '../dataplane.js';
 import { sourceSnippets, snippetPicker, snippetCopied } from '../snippets.js';
 
@@ -105,7 +106,7 @@ export async function pipelinePage(page, id, notice) {
   };
 
   save.addEventListener('click', async () => {
-    const message = await review(saved, text.value, pipeline.revision + 1);
+    const message = await reviewChange(`Deploy revision ${pipeline.revision + 1}?`, saved, text.value);
     if (message === null) return;
     save.disabled = true;
     replace(status, loading('Validating and saving…'));
@@ -276,24 +277,3 @@ function pretty(spec) {
 /** A revision as its author wrote it, else its spec as JSON. */
 const written = (rev) => rev.source ?? pretty(rev.spec);
 
-function diffView(from, to) {
-  return h('pre', { class: 'diff', tabindex: '0', 'aria-label': 'Changes' }, lineDiff(from, to).map(([op, line]) =>
-    h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : '' }, `${op === '=' ? ' ' : op} ${line}`)));
-}
-
-/**
- * What a save will change, against the current revision, and why: resolves with the change
- * message ('' when none given) or null when the person steps back.
- */
-function review(from, to, next) {
-  const message = h('input', { name: 'message', maxlength: 500, autocomplete: 'off', placeholder: 'Send page views to the CRM too' });
-  setTimeout(() => message.focus());
-  return modal(`Deploy revision ${next}?`, h('div', {},
-    h('p', {}, 'Connected data planes apply it within seconds. The change against the current revision:'),
-    h('div', { class: 'diff-box' }, diffView(from, to)),
-    field('Change message', message, 'Why this change; kept with the revision and in the audit log.')), {
-    submitLabel: 'Deploy',
-    wide: true,
-    onSubmit: () => message.value.trim(),
-  });
-}

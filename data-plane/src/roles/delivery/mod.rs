@@ -18,7 +18,7 @@ mod oauth;
 pub mod retry;
 pub mod trial;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -421,7 +421,8 @@ impl Destination {
         bus: &AnyBus,
         http: &reqwest::Client,
     ) {
-        let mut work = by_bytes(deliveries, self.resolved.max_bytes());
+        // No request carries more than the definition's bytes (a comma between payloads).
+        let mut work = sluice_bus::split_by_bytes(deliveries, self.resolved.max_bytes(), 1);
         while let Some(batch) = work.pop_front() {
             let started = Instant::now();
             let (verdict, answer) = self.attempt(&batch, http).await;
@@ -632,27 +633,6 @@ async fn write_rows(warehouse: &sluice_warehouse::Postgres, items: &[(&str, &[u8
         },
         Err(WriteError::Refused(error)) => Verdict::DeadLetter { error },
     }
-}
-
-/// A fetched batch cut so that no request carries more than `max_bytes` of payloads (a
-/// single larger event goes alone).
-fn by_bytes(deliveries: Vec<Delivery>, max_bytes: usize) -> VecDeque<Vec<Delivery>> {
-    let mut batches = VecDeque::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for delivery in deliveries {
-        let len = delivery.message.payload.len() + 1;
-        if !current.is_empty() && size + len > max_bytes {
-            batches.push_back(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += len;
-        current.push(delivery);
-    }
-    if !current.is_empty() {
-        batches.push_back(current);
-    }
-    batches
 }
 
 /// Sends a request; the vendor's answer, or why there was none.

@@ -7,7 +7,6 @@
 //! are alone, so one bad event never holds back the others; those are moved to the spool's
 //! `rejected` stage with the receiver's answer, never dropped.
 
-use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -212,26 +211,6 @@ fn by_write_key(deliveries: Vec<Delivery>) -> Vec<(String, Vec<Delivery>)> {
     groups
 }
 
-/// Splits deliveries into requests of at most [`BATCH_BYTES`] of events.
-fn chunks(group: Vec<Delivery>) -> VecDeque<Vec<Delivery>> {
-    let mut chunks = VecDeque::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for delivery in group {
-        let size = delivery.message.payload.len();
-        if !current.is_empty() && bytes + size > BATCH_BYTES {
-            chunks.push_back(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(delivery);
-    }
-    if !current.is_empty() {
-        chunks.push_back(current);
-    }
-    chunks
-}
-
 fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_MIN.saturating_mul(1u32 << failures.min(10));
     let capped = exp.min(BACKOFF_MAX);
@@ -248,7 +227,8 @@ fn rand_fraction() -> f64 {
 
 impl Forwarder {
     async fn forward_group(&self, key: &str, group: Vec<Delivery>, failures: &mut u32) {
-        let mut work = chunks(group);
+        // Requests of at most BATCH_BYTES of events.
+        let mut work = sluice_bus::split_by_bytes(group, BATCH_BYTES, 0);
         while let Some(chunk) = work.pop_front() {
             match self.post(key, &chunk, *failures).await {
                 Outcome::Accepted => {
