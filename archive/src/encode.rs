@@ -9,19 +9,43 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart}
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::ArchiveError;
+
+/// Columns with a bloom filter, and its false-positive rate.
+const BLOOM_COLUMNS: [(&str, f64); 3] = [
+    ("event_id", 0.01),
+    ("user_id", 0.01),
+    ("anonymous_id", 0.01),
+];
+/// Rows per row group (parquet's default).
+const ROW_GROUP_ROWS: u64 = 1024 * 1024;
 
 /// Objects larger than this go up as a multipart upload, in parts of this size.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// One Parquet file holding `batch`.
 pub fn parquet(batch: &RecordBatch) -> Result<Bytes, ArchiveError> {
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         // Level 1: encoding is the archiver's one-core hot path, and on rows sorted by event
         // it still stores 38 bytes per event (level 3 on unsorted rows: 40). BENCHMARKS.md.
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    // Bloom filters on the ids a lookup names: whether a redelivered event is archived
+    // already, which files hold a person's rows for an erasure, and `WHERE user_id = …`
+    // queries all skip the row groups that cannot hold the value. Sized for the rows, then
+    // folded down by the writer to what the values need.
+    let rows = (batch.num_rows() as u64).clamp(1, ROW_GROUP_ROWS);
+    for (column, fpp) in BLOOM_COLUMNS {
+        let column = ColumnPath::from(column);
+        properties = properties
+            .set_column_bloom_filter_enabled(column.clone(), true)
+            .set_column_bloom_filter_fpp(column.clone(), fpp)
+            .set_column_bloom_filter_max_ndv(column, rows);
+    }
+    let properties = properties
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS as usize))
         .build();
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;

@@ -5,9 +5,11 @@
 //! Any engine that reads Hive-partitioned Parquet (Athena, Trino, Spark, DuckDB) reads the same
 //! files: nothing here is specific to Sluice's own reader.
 
+pub mod commit;
 pub mod encode;
 pub mod layout;
 pub mod locate;
+pub mod maintain;
 pub mod record;
 pub mod store;
 

@@ -108,6 +108,11 @@ impl<'a> Envelope<'a> {
         serde_json::from_str(text)
     }
 
+    /// The event id (`message_id`), when the event has one.
+    pub fn event_id(&self) -> Option<Cow<'a, str>> {
+        self.text(0)
+    }
+
     /// The receipt time, when the event has a valid one.
     pub fn received_at(&self) -> Option<i64> {
         self.text(RECEIVED_AT).and_then(|t| parse_time(&t))
@@ -259,24 +264,29 @@ impl BatchBuilder {
         );
         columns.push(Arc::new(self.extra.finish()));
         self.rows = 0;
-        let batch = RecordBatch::try_new(schema(), columns)?;
-        // Rows of one event lie together, so each page's statistics name one or two events and
-        // a query on an event decodes only its own pages of every other column.
-        let order = lexsort_to_indices(
-            &[
-                SortColumn {
-                    values: batch.column(EVENT).clone(),
-                    options: None,
-                },
-                SortColumn {
-                    values: batch.column(RECEIVED_AT).clone(),
-                    options: None,
-                },
-            ],
-            None,
-        )?;
-        Ok(take_record_batch(&batch, &order)?)
+        sorted(&RecordBatch::try_new(schema(), columns)?)
     }
+}
+
+/// `batch` (of the archive's schema) sorted by event and then receipt time, as every archive
+/// file is.
+pub fn sorted(batch: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
+    // Rows of one event lie together, so each page's statistics name one or two events and
+    // a query on an event decodes only its own pages of every other column.
+    let order = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: batch.column(EVENT).clone(),
+                options: None,
+            },
+            SortColumn {
+                values: batch.column(RECEIVED_AT).clone(),
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    Ok(take_record_batch(batch, &order)?)
 }
 
 #[cfg(test)]
