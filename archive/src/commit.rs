@@ -261,6 +261,115 @@ pub async fn finish_pending(
     Ok(done)
 }
 
+/// A view of a tenant's archive whose listings hold only live files ([`live`]): what the
+/// query role reads through, so a query never sees a replaced file next to its replacement.
+/// Everything else passes through.
+#[derive(Debug)]
+pub struct CommittedView {
+    inner: Arc<dyn ObjectStore>,
+    notes: Notes,
+}
+
+impl CommittedView {
+    pub fn new(inner: Arc<dyn ObjectStore>, notes: Notes) -> Self {
+        Self { inner, notes }
+    }
+}
+
+impl std::fmt::Display for CommittedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CommittedView({})", self.inner)
+    }
+}
+
+fn not_live(e: ArchiveError) -> object_store::Error {
+    match e {
+        ArchiveError::Store(e) => e,
+        other => object_store::Error::Generic {
+            store: "archive",
+            source: Box::new(other),
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CommittedView {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let listing = self.inner.list(prefix);
+        let (inner, notes) = (self.inner.clone(), self.notes.clone());
+        futures_util::stream::once(async move {
+            let listed: Vec<ObjectMeta> = listing.try_collect().await?;
+            live(inner.as_ref(), &notes, listed).await.map_err(not_live)
+        })
+        .map_ok(|live| futures_util::stream::iter(live.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        let mut result = self.inner.list_with_delimiter(prefix).await?;
+        result.objects = live(self.inner.as_ref(), &self.notes, result.objects)
+            .await
+            .map_err(not_live)?;
+        Ok(result)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arrow::array::{Array, StringArray};
 use futures_util::StreamExt as _;
 use object_store::ObjectStore;
-use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 #[expect(
     deprecated,
@@ -35,20 +34,16 @@ pub async fn files_holding(
     {
         return Ok(Vec::new());
     }
-    let prefix = Path::from(format!(
-        "{}/dataset={dataset}/dt={dt}/hour={hour}",
-        tenant_prefix(tenant_id)
-    ));
-    let mut listing = store.list(Some(&prefix));
+    let view = crate::store::tenant_view(store.clone(), tenant_id);
+    let partition = format!("dataset={dataset}/dt={dt}/hour={hour}");
+    let live =
+        crate::commit::live_files(view.as_ref(), &crate::commit::Notes::default(), &partition)
+            .await?;
     let mut found = Vec::new();
-    while let Some(meta) = listing.next().await {
-        let meta = meta?;
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
+    for meta in live {
         #[expect(deprecated, reason = "see the import")]
-        let reader = ParquetObjectReader::new(store.clone(), meta.location.clone())
-            .with_file_size(meta.size);
+        let reader =
+            ParquetObjectReader::new(view.clone(), meta.location.clone()).with_file_size(meta.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let metadata = builder.metadata().clone();
         let schema = metadata.file_metadata().schema_descr();
@@ -76,7 +71,7 @@ pub async fn files_holding(
             if let Some(ids) = batch.column(0).as_any().downcast_ref::<StringArray>()
                 && (0..ids.len()).any(|i| ids.is_valid(i) && ids.value(i) == event_id)
             {
-                found.push(meta.location.to_string());
+                found.push(format!("{}/{}", tenant_prefix(tenant_id), meta.location));
                 break 'file;
             }
         }

@@ -31,7 +31,8 @@ impl Message {
 #[derive(Debug)]
 pub struct Delivery {
     pub message: Message,
-    /// How many times it was delivered before (0 on the first delivery).
+    /// How many times it was delivered before (0 on the first delivery). A message the
+    /// embedded bus recovers after a restart counts as delivered once: it may have been.
     pub redeliveries: u64,
     pub(crate) token: AckToken,
 }

@@ -376,7 +376,9 @@ impl Stage {
                     next_seq = next_seq.max(seq + 1);
                     if seq >= commit {
                         state.bytes += message.size();
-                        state.pending.push_back((seq, message, 0));
+                        // It may have been delivered before the restart: counted as once, so
+                        // a consumer that must not repeat work checks it (the archiver does).
+                        state.pending.push_back((seq, message, 1));
                     }
                 }
             }

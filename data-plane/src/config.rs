@@ -233,6 +233,18 @@ pub struct RawArchive {
     /// Age of the oldest held event that makes the archiver write, in seconds. Default: 60.
     #[arg(long, env = "SLUICE_ARCHIVE_FLUSH_SECS", default_value_t = DEFAULT_ARCHIVE_FLUSH_SECS)]
     pub archive_flush_secs: u64,
+    /// Size compaction merges an hour's small files into, in bytes; files under half of it
+    /// are small. Default: 134,217,728 (128 MiB).
+    #[arg(long, env = "SLUICE_ARCHIVE_COMPACT_BYTES", default_value_t = DEFAULT_ARCHIVE_COMPACT_BYTES)]
+    pub archive_compact_bytes: u64,
+    /// How long after its hour ends a partition is compacted, in seconds (late and
+    /// redelivered events of the hour arrive meanwhile). Default: 600.
+    #[arg(long, env = "SLUICE_ARCHIVE_COMPACT_AFTER_SECS", default_value_t = DEFAULT_ARCHIVE_COMPACT_AFTER_SECS)]
+    pub archive_compact_after_secs: u64,
+    /// How often the archiver compacts, applies retention and finishes rewrites a crash cut
+    /// short, in seconds. Default: 300.
+    #[arg(long, env = "SLUICE_ARCHIVE_MAINTAIN_SECS", default_value_t = DEFAULT_ARCHIVE_MAINTAIN_SECS)]
+    pub archive_maintain_secs: u64,
 }
 
 impl Default for RawArchive {
@@ -247,6 +259,9 @@ impl Default for RawArchive {
             s3_region: DEFAULT_S3_REGION.into(),
             archive_flush_bytes: DEFAULT_ARCHIVE_FLUSH_BYTES,
             archive_flush_secs: DEFAULT_ARCHIVE_FLUSH_SECS,
+            archive_compact_bytes: DEFAULT_ARCHIVE_COMPACT_BYTES,
+            archive_compact_after_secs: DEFAULT_ARCHIVE_COMPACT_AFTER_SECS,
+            archive_maintain_secs: DEFAULT_ARCHIVE_MAINTAIN_SECS,
         }
     }
 }
@@ -400,6 +415,9 @@ pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
 pub const DEFAULT_ARCHIVE_FLUSH_BYTES: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_ARCHIVE_FLUSH_SECS: u64 = 60;
+pub const DEFAULT_ARCHIVE_COMPACT_BYTES: u64 = 128 * 1024 * 1024;
+pub const DEFAULT_ARCHIVE_COMPACT_AFTER_SECS: u64 = 600;
+pub const DEFAULT_ARCHIVE_MAINTAIN_SECS: u64 = 300;
 pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_QUERY_MAX_ROWS: usize = 100_000;
 pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 * 1024 * 1024;
@@ -850,6 +868,8 @@ impl RawConfig {
         for (field, value) in [
             ("archive_flush_bytes", self.archive.archive_flush_bytes),
             ("archive_flush_secs", self.archive.archive_flush_secs),
+            ("archive_compact_bytes", self.archive.archive_compact_bytes),
+            ("archive_maintain_secs", self.archive.archive_maintain_secs),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be positive"));
@@ -859,6 +879,9 @@ impl RawConfig {
             store,
             flush_bytes: self.archive.archive_flush_bytes,
             flush_age: Duration::from_secs(self.archive.archive_flush_secs),
+            compact_bytes: self.archive.archive_compact_bytes,
+            compact_after: Duration::from_secs(self.archive.archive_compact_after_secs),
+            maintain_every: Duration::from_secs(self.archive.archive_maintain_secs),
         })
     }
 
@@ -973,6 +996,12 @@ pub struct ArchiverConfig {
     pub flush_bytes: u64,
     /// Age of the oldest held event that triggers a flush.
     pub flush_age: std::time::Duration,
+    /// Target size of compacted files.
+    pub compact_bytes: u64,
+    /// How long after its hour a partition is compacted.
+    pub compact_after: std::time::Duration,
+    /// How often compaction, retention and clean-up run.
+    pub maintain_every: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -169,10 +169,17 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     } else {
         None
     };
+    let (erasures, erasure_jobs) = if node.config.runs(Role::Archiver) && archive.is_some() {
+        let (send, take) = tokio::sync::mpsc::channel(roles::archiver::maintain::QUEUED_ERASURES);
+        (Some(send), Some(take))
+    } else {
+        (None, None)
+    };
     let app = routes::router(
         node.clone(),
         bus.clone(),
         archive.clone(),
+        erasures,
         shutdown_rx.clone(),
     );
     let mut server_shutdown = shutdown_rx.clone();
@@ -213,14 +220,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
                 .map_err(NodeError::DeliveryClient)?,
         );
     }
-    if node.config.runs(Role::Archiver)
-        && let Some(store) = &archive
-    {
+    if let (Some(store), Some(jobs)) = (&archive, erasure_jobs) {
         roles.push(roles::archiver::start(
             node.clone(),
             bus.clone(),
             store.clone(),
             node.config.archiver.clone(),
+            jobs,
             shutdown_rx.clone(),
         ));
     }

@@ -18,6 +18,7 @@ pub fn router(
     node: Arc<NodeState>,
     bus: AnyBus,
     archive: Option<Arc<dyn object_store::ObjectStore>>,
+    erasures: Option<tokio::sync::mpsc::Sender<crate::roles::archiver::maintain::ErasureJob>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
     let mut app = Router::new();
@@ -34,6 +35,11 @@ pub fn router(
     if node.config.runs(Role::Receiver) {
         app = app.merge(crate::roles::receiver::router(node.clone(), bus.clone()));
     }
+    app = app.merge(crate::roles::erasure::router(
+        node.clone(),
+        bus.clone(),
+        erasures,
+    ));
     if node.config.runs(Role::Processor) || node.config.runs(Role::Delivery) {
         app = app.merge(crate::roles::dlq::router(node.clone(), bus));
     }

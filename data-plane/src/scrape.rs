@@ -46,7 +46,24 @@ pub fn render(node: &NodeState) -> String {
         metrics
             .gauge(m::ARCHIVE_STORE_UP, &[])
             .set(load(&stats.store_up) as f64);
+        let counters = &node.counters;
+        for (name, value) in [
+            (m::ARCHIVE_DUPLICATES_TOTAL, &counters.archive_duplicates),
+            (
+                m::ARCHIVE_COMPACTED_FILES_TOTAL,
+                &counters.archive_compacted_files,
+            ),
+            (
+                m::ARCHIVE_EXPIRED_FILES_TOTAL,
+                &counters.archive_expired_files,
+            ),
+        ] {
+            metrics.counter(name, &[]).absolute(load(value));
+        }
     }
+    metrics
+        .counter(m::ERASURES_TOTAL, &[])
+        .absolute(load(&node.counters.erasures));
     if node.config.runs(Role::Proxy) {
         let proxy = &node.proxy_stats;
         for (outcome, value) in [

@@ -116,6 +116,8 @@ impl std::fmt::Debug for SharedCaches {
 struct TenantCaches {
     metadata: Arc<FileMetadataCache>,
     statistics: Arc<FileStatisticsCache>,
+    /// Notes of compactions and erasures (which files an output replaces).
+    notes: sluice_archive::commit::Notes,
 }
 
 /// Bytes each tenant's footer cache may hold.
@@ -204,6 +206,7 @@ impl QueryEngine {
                 statistics: Arc::new(DefaultCache::<TableScopedPath, CachedFileMetadata>::new(
                     STATISTICS_CACHE_BYTES,
                 )),
+                notes: sluice_archive::commit::Notes::default(),
             })
             .clone()
     }
@@ -213,8 +216,12 @@ impl QueryEngine {
     }
 
     fn session(&self, tenant_id: &str) -> Result<SessionContext, QueryError> {
-        let view = sluice_archive::store::tenant_view(self.store.clone(), tenant_id);
         let caches = self.caches(tenant_id);
+        // Listings show live files only: never a compacted file next to the files it replaced.
+        let view: Arc<dyn ObjectStore> = Arc::new(sluice_archive::commit::CommittedView::new(
+            sluice_archive::store::tenant_view(self.store.clone(), tenant_id),
+            caches.notes.clone(),
+        ));
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(OnlyArchive(view)))
             .with_cache_manager(
@@ -267,7 +274,17 @@ impl QueryEngine {
     /// Runs `sql` over `tenant_id`'s archive within the limits.
     pub async fn run(&self, tenant_id: &str, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        match tokio::time::timeout(self.limits.timeout, self.run_unbounded(tenant_id, sql)).await {
+        let attempts = async {
+            match self.run_unbounded(tenant_id, sql).await {
+                // A compaction or erasure deleted a file the query had listed: its
+                // replacement is live now, so a second run reads that instead.
+                Err(QueryError::Unavailable(m)) if m.contains("not found") => {
+                    self.run_unbounded(tenant_id, sql).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.limits.timeout, attempts).await {
             Ok(result) => result.map(|mut r| {
                 r.elapsed = started.elapsed();
                 r

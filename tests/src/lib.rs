@@ -667,3 +667,54 @@ pub fn run_browser_script(script: &str, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
+
+/// Writes the archive one archiver would have written over `days` days from the day of
+/// `first_ms` (UTC): for each of the first `hours` hours of a day, `files` small files of
+/// `per_file` events each. Event `d<day>-h<hour>-f<file>-<n>` has user `u-<n % 10>`.
+/// Returns the events written.
+pub async fn write_small_archive(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    tenant: &str,
+    first_ms: i64,
+    (days, hours, files, per_file): (u32, u32, u32, u32),
+) -> u64 {
+    use sluice_archive::record::{BatchBuilder, Envelope};
+    let mut written = 0;
+    for day in 0..days {
+        for hour in 0..hours {
+            let at = first_ms + i64::from(day) * 86_400_000 + i64::from(hour) * 3_600_000;
+            let (dt, hh) = sluice_archive::layout::partition(at);
+            for file in 0..files {
+                let mut rows = BatchBuilder::default();
+                for n in 0..per_file {
+                    let name = ["Order Completed", "Page Viewed"][(n % 2) as usize];
+                    let text = json!({
+                        "message_id": format!("d{day}-h{hour}-f{file}-{n}"),
+                        "type": "track", "event": name,
+                        "user_id": format!("u-{}", n % 10), "anonymous_id": format!("a-{}", n % 10),
+                        "source": "web", "pipeline_id": "p",
+                        "properties": {"revenue": n},
+                        "received_at": sluice_pipeline::time::rfc3339(at + i64::from(n)),
+                    })
+                    .to_string();
+                    let event = Envelope::parse(&text).expect("an event");
+                    rows.push(&event, at + i64::from(n));
+                }
+                let bytes = sluice_archive::encode::parquet(&rows.finish().expect("rows"))
+                    .expect("parquet");
+                let path = sluice_archive::layout::object_path(
+                    tenant,
+                    "events",
+                    &dt,
+                    &hh,
+                    uuid::Uuid::now_v7(),
+                );
+                sluice_archive::encode::upload(store, &path, bytes)
+                    .await
+                    .expect("upload");
+                written += u64::from(per_file);
+            }
+        }
+    }
+    written
+}

@@ -20,8 +20,11 @@ use sluice_pipeline::time::now_ms;
 pub enum Access {
     /// Read (an api key with the viewer role).
     Read,
-    /// Read and change (service keys, api keys of members and above).
+    /// Read and change (api keys and people of the member role).
     Write,
+    /// Everything, erasure included (the service key, api keys and people of the admin and
+    /// owner roles).
+    Admin,
 }
 
 /// The claims of a token the control plane issues to a person (audience `query`).
@@ -46,7 +49,7 @@ pub fn caller(node: &NodeState, headers: &HeaderMap) -> Result<Access, ApiError>
         return person(node, token);
     }
     if bool::from(token.as_bytes().ct_eq(node.config.service_key.as_bytes())) {
-        return Ok(Access::Write);
+        return Ok(Access::Admin);
     }
     let key: ParsedKey = token
         .parse()
@@ -58,8 +61,9 @@ pub fn caller(node: &NodeState, headers: &HeaderMap) -> Result<Access, ApiError>
         .access_key(&key, now_ms())
         .ok_or_else(|| unauthorized("unknown, revoked or expired key"))?;
     match (key.key_type(), entry.role.as_deref()) {
-        (KeyType::Service, _) => Ok(Access::Write),
-        (KeyType::Api, Some("owner" | "admin" | "member")) => Ok(Access::Write),
+        (KeyType::Service, _) => Ok(Access::Admin),
+        (KeyType::Api, Some("owner" | "admin")) => Ok(Access::Admin),
+        (KeyType::Api, Some("member")) => Ok(Access::Write),
         (KeyType::Api, _) => Ok(Access::Read),
         (KeyType::Ingest, _) => Err(unauthorized("ingest keys only send events")),
     }
@@ -87,9 +91,22 @@ fn person(node: &NodeState, token: &str) -> Result<Access, ApiError> {
         ));
     }
     Ok(match claims.role.as_deref() {
-        Some("owner" | "admin" | "member") => Access::Write,
+        Some("owner" | "admin") => Access::Admin,
+        Some("member") => Access::Write,
         _ => Access::Read,
     })
+}
+
+/// A 403 unless the caller is an admin (or owner) of the tenant, or the node's operator.
+pub fn require_admin(access: Access) -> Result<(), ApiError> {
+    if access >= Access::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only an admin or owner of the tenant (or the node's service key) may do this",
+        ))
+    }
 }
 
 /// A 403 unless the caller may change things.

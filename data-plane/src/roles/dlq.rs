@@ -429,3 +429,67 @@ async fn purge_rejected(
     let selection = selection(body)?;
     purged(&dlq, stages::REJECTED, &selection).await
 }
+
+/// Whether any string in `value` is one of `ids`.
+fn mentions(value: &Value, ids: &std::collections::HashSet<&str>) -> bool {
+    match value {
+        Value::String(s) => ids.contains(s.as_str()),
+        Value::Array(items) => items.iter().any(|v| mentions(v, ids)),
+        Value::Object(map) => map.values().any(|v| mentions(v, ids)),
+        _ => false,
+    }
+}
+
+/// Removes every dead letter and rejected event that names one of `ids` (as any string value
+/// of the entry: the event's `user_id` or `anonymous_id`, or where a destination's payload put
+/// them). Returns (dead letters, rejected events) removed.
+pub async fn erase_mentions(
+    bus: &AnyBus,
+    node: &NodeState,
+    ids: &std::collections::HashSet<&str>,
+) -> Result<(u64, u64), sluice_bus::BusError> {
+    let mut stages_of: Vec<String> = node
+        .current()
+        .map(|config| {
+            config
+                .pipelines
+                .iter()
+                .flat_map(|p| {
+                    p.spec
+                        .destinations
+                        .iter()
+                        .map(|d| stages::dlq(&p.id, &d.name))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stages_of.push(stages::REJECTED.to_owned());
+    let (mut dead, mut rejected) = (0, 0);
+    for stage in stages_of {
+        let mut cursor = 0;
+        loop {
+            let page = bus.browse(&stage, cursor, PAGE).await?;
+            let Some(end) = page.last().map(|(c, _)| *c) else {
+                break;
+            };
+            cursor = end;
+            let gone: Vec<u64> = page
+                .iter()
+                .filter(|(_, m)| {
+                    serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| mentions(&v, ids))
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            if !gone.is_empty() {
+                let removed = bus.remove(&stage, &gone).await?;
+                if stage == stages::REJECTED {
+                    rejected += removed;
+                } else {
+                    dead += removed;
+                }
+            }
+        }
+    }
+    Ok((dead, rejected))
+}

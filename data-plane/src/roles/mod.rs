@@ -15,6 +15,7 @@
 pub mod archiver;
 pub mod delivery;
 pub mod dlq;
+pub mod erasure;
 pub mod processor;
 pub mod proxy;
 pub mod query;

@@ -26,6 +26,16 @@ pub struct Counters {
     pub dlq_depth: AtomicU64,
     /// Events written to the archive.
     pub archived: AtomicU64,
+    /// Archive copies of events already written, dropped by the archiver or by compaction.
+    pub archive_duplicates: AtomicU64,
+    /// Small archive files merged by compaction.
+    pub archive_compacted_files: AtomicU64,
+    /// Archive files deleted by retention (`retain_days`).
+    pub archive_expired_files: AtomicU64,
+    /// Erasure requests carried out.
+    pub erasures: AtomicU64,
+    /// Archive rows, dead letters and identity profiles removed by erasures.
+    pub erased: AtomicU64,
     /// By (pipeline id, destination name).
     destinations: Mutex<BTreeMap<(String, String), Arc<DestinationCounters>>>,
     /// By ingest key public id.
@@ -319,6 +329,20 @@ impl Counters {
                 self.dlq_depth.load(Ordering::Relaxed),
             ),
             ("archived".to_owned(), self.archived.load(Ordering::Relaxed)),
+            (
+                "archive_duplicates".to_owned(),
+                self.archive_duplicates.load(Ordering::Relaxed),
+            ),
+            (
+                "archive_compacted_files".to_owned(),
+                self.archive_compacted_files.load(Ordering::Relaxed),
+            ),
+            (
+                "archive_expired_files".to_owned(),
+                self.archive_expired_files.load(Ordering::Relaxed),
+            ),
+            ("erasures".to_owned(), self.erasures.load(Ordering::Relaxed)),
+            ("erased".to_owned(), self.erased.load(Ordering::Relaxed)),
         ]);
         for d in self.by_destination() {
             for (counter, value) in d.values {

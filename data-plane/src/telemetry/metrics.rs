@@ -46,6 +46,14 @@ pub const ARCHIVE_UPLOAD_FAILURES_TOTAL: &str = "sluice_archive_upload_failures_
 pub const ARCHIVE_BUFFERED_EVENTS: &str = "sluice_archive_buffered_events";
 /// Archiver: 1 when the object store took the last upload, 0 while uploads fail.
 pub const ARCHIVE_STORE_UP: &str = "sluice_archive_store_up";
+/// Archiver: copies of events already archived that were dropped (redeliveries, replays).
+pub const ARCHIVE_DUPLICATES_TOTAL: &str = "sluice_archive_duplicates_total";
+/// Archiver: small files merged by compaction.
+pub const ARCHIVE_COMPACTED_FILES_TOTAL: &str = "sluice_archive_compacted_files_total";
+/// Archiver: files deleted by a dataset's retention (`retain_days`).
+pub const ARCHIVE_EXPIRED_FILES_TOTAL: &str = "sluice_archive_expired_files_total";
+/// Erasure requests carried out (`POST /v1/erasure`).
+pub const ERASURES_TOTAL: &str = "sluice_erasures_total";
 /// Identity: entries (profiles and their links) the tenant's identity store holds, as last
 /// counted (bounded by `identity_max_entries`).
 pub const IDENTITY_ENTRIES: &str = "sluice_identity_entries";
@@ -162,6 +170,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "1 when the object store took the last upload.",
+    ),
+    (
+        ARCHIVE_DUPLICATES_TOTAL,
+        Kind::Counter,
+        None,
+        "Copies of events already archived that the archiver or compaction dropped.",
+    ),
+    (
+        ARCHIVE_COMPACTED_FILES_TOTAL,
+        Kind::Counter,
+        None,
+        "Small archive files merged by compaction.",
+    ),
+    (
+        ARCHIVE_EXPIRED_FILES_TOTAL,
+        Kind::Counter,
+        None,
+        "Archive files deleted by a dataset's retention.",
+    ),
+    (
+        ERASURES_TOTAL,
+        Kind::Counter,
+        None,
+        "Erasure requests carried out.",
     ),
     (
         IDENTITY_ENTRIES,

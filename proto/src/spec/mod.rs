@@ -553,13 +553,22 @@ pub struct ArchiveSpec {
     /// The dataset (partition `dataset=<name>`). Default: `events`.
     #[serde(default = "default_dataset")]
     pub dataset: String,
+    /// Days the dataset's events are kept, counted from the day they were received (UTC);
+    /// the archiver deletes older days. 1 to 36,500. When pipelines share a dataset the
+    /// longest wins, and one without it keeps the dataset forever. Default: unset (forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_days: Option<u32>,
 }
+
+/// The longest `retain_days` a pipeline may set (a hundred years).
+pub const MAX_RETAIN_DAYS: u32 = 36_500;
 
 impl Default for ArchiveSpec {
     fn default() -> Self {
         Self {
             enabled: true,
             dataset: default_dataset(),
+            retain_days: None,
         }
     }
 }

@@ -215,6 +215,14 @@ impl PipelineSpec {
         if let Some(problem) = name_problem(&self.archive.dataset) {
             err("archive.dataset".into(), problem);
         }
+        if let Some(days) = self.archive.retain_days
+            && !(1..=super::MAX_RETAIN_DAYS).contains(&days)
+        {
+            err(
+                "archive.retain_days".into(),
+                &format!("between 1 and {} days", super::MAX_RETAIN_DAYS),
+            );
+        }
 
         if errors.is_empty() {
             Ok(())

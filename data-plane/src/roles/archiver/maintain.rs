@@ -1,0 +1,188 @@
+//! The archive's upkeep on an archiver node, one task so no two rewrites of a partition ever
+//! overlap: every `maintain_every` it finishes rewrites a crash cut short, deletes the days a
+//! dataset's `retain_days` no longer keeps, and compacts each hour's small files once the
+//! hour is `compact_after` old; between rounds it carries out erasure requests.
+//!
+//! One archiver node per tenant should run the upkeep (two would compact the same hour at
+//! once); the writer itself may run on many.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use object_store::ObjectStore;
+use sluice_archive::commit::{self, Notes};
+use sluice_archive::maintain::{self, Erasure, Person};
+use sluice_archive::{ArchiveError, layout};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::applied::AppliedConfig;
+use crate::config::ArchiverConfig;
+use crate::shutdown::until_true;
+use crate::state::NodeState;
+use sluice_pipeline::time::now_ms;
+
+/// An erasure of one person's rows, answered when done.
+pub struct ErasureJob {
+    pub person: Person,
+    pub reply: oneshot::Sender<Result<Erasure, ArchiveError>>,
+}
+
+/// Erasure requests waiting at most; more are answered 503.
+pub const QUEUED_ERASURES: usize = 8;
+
+pub async fn run(
+    node: Arc<NodeState>,
+    store: Arc<dyn ObjectStore>,
+    config: ArchiverConfig,
+    mut erasures: mpsc::Receiver<ErasureJob>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(config.maintain_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = until_true(&mut stop) => return,
+            _ = tick.tick() => {
+                if let Some(applied) = node.current() {
+                    upkeep(&node, &store, &config, &applied).await;
+                }
+            }
+            Some(job) = erasures.recv() => {
+                let erased = match node.current() {
+                    Some(applied) => {
+                        let view = sluice_archive::store::tenant_view(store.clone(), &applied.tenant_id);
+                        maintain::erase(&view, &Notes::default(), &job.person).await
+                    }
+                    None => Err(ArchiveError::Config("no configuration yet".into())),
+                };
+                let _ = job.reply.send(erased);
+            }
+        }
+    }
+}
+
+/// The retention of each archived dataset in days: the longest any pipeline archiving to it
+/// sets, none when one keeps it forever.
+pub fn retention(applied: &AppliedConfig) -> BTreeMap<String, u32> {
+    let mut days: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    for pipeline in &applied.pipelines {
+        let archive = &pipeline.spec.archive;
+        if !archive.enabled {
+            continue;
+        }
+        let entry = days
+            .entry(archive.dataset.clone())
+            .or_insert(archive.retain_days);
+        *entry = match (*entry, archive.retain_days) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    days.into_iter()
+        .filter_map(|(dataset, days)| Some((dataset, days?)))
+        .collect()
+}
+
+/// The first day (`YYYY-MM-DD`) kept when events are kept `days` days: every event is kept
+/// at least that long, and its day goes within a day after.
+pub fn first_kept_day(now_ms: i64, days: u32) -> String {
+    layout::partition(now_ms - i64::from(days) * 86_400_000).0
+}
+
+async fn upkeep(
+    node: &Arc<NodeState>,
+    store: &Arc<dyn ObjectStore>,
+    config: &ArchiverConfig,
+    applied: &AppliedConfig,
+) {
+    if !layout::is_safe_segment(&applied.tenant_id) {
+        return;
+    }
+    let view = sluice_archive::store::tenant_view(store.clone(), &applied.tenant_id);
+    match commit::finish_pending(&view, SystemTime::now(), commit::NOTE_GRACE).await {
+        Ok(done) if done.files_deleted > 0 => {
+            tracing::info!(
+                files_deleted = done.files_deleted,
+                "finished archive rewrites a stop had cut short"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot finish pending archive rewrites"),
+    }
+    let now = now_ms();
+    for (dataset, days) in retention(applied) {
+        let first_kept = first_kept_day(now, days);
+        match maintain::expire(&view, &dataset, &first_kept).await {
+            Ok(expired) if expired.files > 0 || expired.days > 0 => {
+                node.counters
+                    .archive_expired_files
+                    .fetch_add(expired.files, Ordering::Relaxed);
+                tracing::info!(dataset = %dataset, retain_days = days, first_kept = %first_kept, days = expired.days, files = expired.files, "archive days past their retention deleted");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dataset = %dataset, error = %e, "cannot apply the archive's retention");
+            }
+        }
+    }
+    compact_closed_hours(node, &view, config, now).await;
+}
+
+async fn compact_closed_hours(
+    node: &Arc<NodeState>,
+    view: &Arc<dyn ObjectStore>,
+    config: &ArchiverConfig,
+    now: i64,
+) {
+    let partitions = match maintain::live_by_partition(view, &Notes::default()).await {
+        Ok(partitions) => partitions,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the archive to compact it");
+            return;
+        }
+    };
+    let after = i64::try_from(config.compact_after.as_millis()).unwrap_or(i64::MAX);
+    let small = |size: u64| size < config.compact_bytes / 2;
+    for (partition, files) in partitions {
+        let closed = partition
+            .ends_at_ms()
+            .is_some_and(|end| end.saturating_add(after) <= now);
+        if !closed || files.iter().filter(|m| small(m.size)).count() < 2 {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match maintain::compact(view, &partition, files, config.compact_bytes).await {
+            Ok(Some(done)) => {
+                node.counters
+                    .archive_compacted_files
+                    .fetch_add(done.files_in, Ordering::Relaxed);
+                node.counters
+                    .archive_duplicates
+                    .fetch_add(done.duplicates, Ordering::Relaxed);
+                tracing::info!(partition = %partition.dir(), files_in = done.files_in, files_out = done.files_out, rows = done.rows, duplicates = done.duplicates, bytes_in = done.bytes_in, bytes_out = done.bytes_out, elapsed_ms = started.elapsed().as_millis() as u64, "archive hour compacted");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(partition = %partition.dir(), error = %e, "cannot compact an archive hour; the next round tries again");
+                // A store that fails now fails for the other hours too.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_every_event_its_days() {
+        // 2026-12-07T12:00:00Z, kept 30 days: 2026-11-07 is the first day kept.
+        let now = 1_796_644_800_000;
+        assert_eq!(first_kept_day(now, 30), "2026-11-07");
+        assert_eq!(first_kept_day(now, 1), "2026-12-06");
+    }
+}
