@@ -1840,3 +1840,256 @@ async fn the_archive_holds_each_event_once_through_two_kills_on_nats() {
         .await
         .expect("clean up");
 }
+
+/// What DuckDB, listing the prefix itself, reads of a tenant's archive in `dir`:
+/// (rows, distinct event ids, rows of user `u-7`).
+fn duckdb_counts(dir: &Path, tenant: &str) -> (u64, u64, u64) {
+    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let glob = format!(
+        "{}/tenant={tenant}/dataset=*/dt=*/hour=*/*.parquet",
+        dir.display()
+    );
+    let script = "import duckdb, json, sys\n\
+        r = duckdb.connect().execute(\"SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE user_id = 'u-7') FROM read_parquet('\" + sys.argv[1] + \"', hive_partitioning = true)\").fetchall()[0]\n\
+        print(json.dumps(list(r)))\n";
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &glob])
+        .output()
+        .expect("python runs (set SLUICE_TEST_PYTHON to a Python with duckdb; .ci/run does)");
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Vec<u64> = serde_json::from_slice(&out.stdout).expect("counts");
+    (counts[0], counts[1], counts[2])
+}
+
+/// Files below `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                files_ending(&path, suffix)
+            } else {
+                usize::from(path.to_string_lossy().ends_with(suffix))
+            }
+        })
+        .sum()
+}
+
+/// Queries `(rows, distinct ids)` in a loop until `stop`, returning every answer that was not
+/// one row per event (a reader that saw a partial rewrite).
+fn read_in_a_loop(
+    url: String,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<(u64, u64)>)> {
+    tokio::spawn(async move {
+        let (mut answers, mut wrong) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (rows, ids) = archive_counts(&url, &key).await;
+            answers += 1;
+            if rows != ids {
+                wrong.push((rows, ids));
+            }
+        }
+        (answers, wrong)
+    })
+}
+
+/// The archive over months, against the real binary: a month of small files is compacted
+/// while queries run, with a `kill -9` in the middle; then one user's rows, spread over every
+/// partition, are erased with a `kill -9` in the middle of that too. No query ever sees an
+/// event twice or misses one, DuckDB reads the same files before and after, and nothing of
+/// the user is left in any file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_erasure_survive_kill_9_and_readers_never_see_half() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = [
+        ("SLUICE_ADMIN_EMAIL", ADMIN),
+        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
+    ];
+    let cp = start(&dir.path().join("cp"), &admin).await;
+    let owner = cp.login(ADMIN).await;
+    let Provisioned {
+        tenant,
+        service_key,
+        ..
+    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    let archive = dir.path().join("archive");
+    let store = sluice_archive::store::StoreConfig::Local(archive.clone())
+        .open()
+        .expect("store");
+    // 30 days of 4 hours, 3 small files an hour: 360 files, 120 partitions, 7,200 events;
+    // user u-7 has 2 events in each file, so 720 in all, in every partition.
+    let month_ago = sluice_pipeline::time::now_ms() - 40 * 86_400_000;
+    let written =
+        sluice_tests::write_small_archive(&store, &tenant, month_ago, (30, 4, 3, 20)).await;
+    assert_eq!(written, 7_200);
+    assert_eq!(duckdb_counts(&archive, &tenant), (7_200, 7_200, 720));
+
+    let state = dir.path().join("node");
+    let archive_dir = archive.to_string_lossy().into_owned();
+    let env = [
+        ("SLUICE_ARCHIVE_DIR", archive_dir.as_str()),
+        ("SLUICE_ARCHIVE_MAINTAIN_SECS", "1"),
+        ("SLUICE_ARCHIVE_COMPACT_AFTER_SECS", "0"),
+        // Replaced files stay this long (and 5 s) for queries that listed them.
+        ("SLUICE_QUERY_TIMEOUT_SECS", "3"),
+    ];
+    let roles = "archiver,query";
+    let notes = archive.join(format!("tenant={tenant}/_sluice/replaced"));
+    let (mut node, url) =
+        start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &env).await;
+    wait_ready(&url).await;
+    assert_eq!(archive_counts(&url, &service_key).await, (7_200, 7_200));
+
+    // Compaction, read in a loop, killed once a few hours are done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = read_in_a_loop(url.clone(), service_key.clone(), stop.clone());
+    let mut compacted = 0;
+    for _ in 0..2000 {
+        compacted = files_ending(&notes, ".json");
+        if compacted >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, wrong) = readers.await.expect("readers");
+    node.kill().await.expect("kill -9");
+    assert!(
+        (10..120).contains(&compacted),
+        "the kill came mid-way through compaction: {compacted} of 120 hours"
+    );
+    assert!(answers > 0);
+    assert!(
+        wrong.is_empty(),
+        "readers saw copies during compaction: {wrong:?}"
+    );
+    // A plain reader may see a cut-off rewrite's rows twice, never none of them.
+    let (rows, ids, _) = duckdb_counts(&archive, &tenant);
+    assert_eq!(ids, 7_200, "DuckDB after the kill: {rows} rows, {ids} ids");
+
+    let (mut node, url) =
+        start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &env).await;
+    wait_ready(&url).await;
+    assert_eq!(archive_counts(&url, &service_key).await, (7_200, 7_200));
+    let hours = archive.join(format!("tenant={tenant}/dataset=events"));
+    for _ in 0..600 {
+        if files_ending(&hours, ".parquet") == 120 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(files_ending(&hours, ".parquet"), 120, "one file an hour");
+    assert_eq!(duckdb_counts(&archive, &tenant), (7_200, 7_200, 720));
+
+    // Erasure of u-7, killed after its first rewrites.
+    let before = files_ending(&notes, ".json");
+    let request = {
+        let (url, key) = (url.clone(), service_key.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/erasure"))
+                .bearer_auth(key)
+                .json(&json!({"user_id": "u-7"}))
+                .send()
+                .await
+        })
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = read_in_a_loop(url.clone(), service_key.clone(), stop.clone());
+    let mut rewritten = 0;
+    for _ in 0..2000 {
+        rewritten = files_ending(&notes, ".json") - before;
+        if rewritten >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, wrong) = readers.await.expect("readers");
+    node.kill().await.expect("kill -9");
+    assert!(
+        request.await.expect("request").is_err(),
+        "the kill cut the erasure short"
+    );
+    assert!(
+        (5..120).contains(&rewritten),
+        "{rewritten} files rewritten before the kill"
+    );
+    assert!(
+        wrong.is_empty(),
+        "readers saw copies during the erasure: {wrong:?}"
+    );
+
+    let (_node, url) = start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &env).await;
+    wait_ready(&url).await;
+    let (rows, ids) = archive_counts(&url, &service_key).await;
+    assert_eq!(rows, ids, "no copies after the cut-off erasure");
+    assert!(
+        (6_480..7_200).contains(&rows),
+        "the cut-off erasure removed some of u-7's rows and nothing else: {rows}"
+    );
+    // Sent again, it finishes: no row of u-7 anywhere.
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/erasure"))
+        .bearer_auth(&service_key)
+        .json(&json!({"user_id": "u-7"}))
+        .send()
+        .await
+        .expect("erasure");
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    let removed = receipt["archive"]["rows_removed"]
+        .as_u64()
+        .expect("rows removed");
+    assert_eq!(rows - removed, 6_480, "{receipt}");
+    assert_eq!(receipt["subject"]["kind"], "user_id");
+    assert_eq!(
+        receipt["subject"]["sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    assert!(
+        !receipt.to_string().contains("\"u-7\""),
+        "the receipt names no one: {receipt}"
+    );
+    assert_eq!(archive_counts(&url, &service_key).await, (6_480, 6_480));
+    let left = node_query(
+        &url,
+        &service_key,
+        "SELECT count(*) AS n FROM events WHERE user_id = 'u-7'",
+    )
+    .await;
+    assert_eq!(left[0]["n"], 0);
+    // Every file, as DuckDB lists them (the cut-off rewrite's old files are gone too).
+    for _ in 0..100 {
+        if duckdb_counts(&archive, &tenant) == (6_480, 6_480, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(duckdb_counts(&archive, &tenant), (6_480, 6_480, 0));
+    let receipts: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/erasures"))
+        .bearer_auth(&service_key)
+        .send()
+        .await
+        .expect("receipts")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        receipts["data"].as_array().map(Vec::len),
+        Some(1),
+        "{receipts}"
+    );
+    assert!(cp.terminate().await.success());
+}

@@ -5,7 +5,8 @@
 //! 1. a **note** `_sluice/replaced/<id>.json` naming the files it replaces is written;
 //! 2. the **output** `rewrite-<id>.parquet` is written next to them: from this moment the
 //!    replacement is committed;
-//! 3. the replaced files are deleted.
+//! 3. the replaced files are deleted ([`finish_pending`]) once no query can still be reading
+//!    them: a query that listed them before step 2 reads them whole.
 //!
 //! A reader lists a partition, then reads the note of every `rewrite-<id>.parquet` it listed
 //! and leaves out the files that note names ([`live`]). A note without its output is a
@@ -15,8 +16,7 @@
 //! [`finish_pending`] completes it.
 //!
 //! An engine that lists the prefix itself (DuckDB's `read_parquet`, Athena, Trino) ignores the
-//! notes: it sees the replaced rows twice in the seconds between steps 2 and 3, and never
-//! misses one.
+//! notes: between steps 2 and 3 it sees the replaced rows twice, and it never misses one.
 //!
 //! Paths here are relative to a tenant's view of the store (`dataset=…/dt=…/hour=…/…`).
 
@@ -154,7 +154,8 @@ pub async fn live_files(
 }
 
 /// Replaces `replaced` (files of `partition`) by one file holding `output`, committed once
-/// this returns `Ok`. Returns the output's path.
+/// this returns `Ok`; the replaced files stay for readers that listed them until
+/// [`finish_pending`] (or the caller) deletes them. Returns the output's path.
 pub async fn replace(
     store: &Arc<dyn ObjectStore>,
     partition: &str,
@@ -178,7 +179,6 @@ pub async fn replace(
         .await?;
     let path = Path::from(format!("{partition}/{OUTPUT_PREFIX}{id}.parquet"));
     crate::encode::upload(store, &path, output).await?;
-    delete_all(store, replaced.iter().map(|m| m.location.clone())).await?;
     Ok(path)
 }
 
@@ -204,18 +204,20 @@ pub async fn delete_all(
 /// What [`finish_pending`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Finished {
-    /// Replaced files deleted that a crash had left behind.
+    /// Replaced files deleted.
     pub files_deleted: u64,
     /// Notes deleted (their grace had passed).
     pub notes_deleted: u64,
 }
 
-/// Completes replacements a crash cut short, and deletes notes past their grace: for each
-/// note, if its output exists the replaced files are deleted (again); a note older than
-/// [`NOTE_GRACE`] is deleted once that is done, or at once when its output never appeared.
+/// Deletes the files committed replacements replaced once their notes are `keep` old (the
+/// longest a query runs), including what a crash left, and deletes notes `keep + grace`
+/// old: for each such note, if its output exists the replaced files are deleted (again); a
+/// note whose output never appeared changes nothing and just goes.
 pub async fn finish_pending(
     store: &Arc<dyn ObjectStore>,
     now: std::time::SystemTime,
+    keep: Duration,
     grace: Duration,
 ) -> Result<Finished, ArchiveError> {
     let notes: Vec<ObjectMeta> = store
@@ -228,6 +230,12 @@ pub async fn finish_pending(
         let Some(id) = name.strip_suffix(".json") else {
             continue;
         };
+        let age = now
+            .duration_since(meta.last_modified.into())
+            .unwrap_or_default();
+        if age < keep {
+            continue;
+        }
         let note: Note = match store.get(&meta.location).await {
             Ok(found) => match serde_json::from_slice(&found.bytes().await?) {
                 Ok(note) => note,
@@ -251,10 +259,7 @@ pub async fn finish_pending(
             )
             .await?;
         }
-        let age = now
-            .duration_since(meta.last_modified.into())
-            .unwrap_or_default();
-        if age >= grace {
+        if age >= keep + grace {
             done.notes_deleted += delete_all(store, std::iter::once(meta.location)).await?;
         }
     }
@@ -432,7 +437,13 @@ mod tests {
             names(&store, partition).await,
             ["part-c.parquet", output.as_str()]
         );
-        let finished = finish_pending(&store, std::time::SystemTime::now(), NOTE_GRACE)
+        let keep = Duration::from_secs(30);
+        let finished = finish_pending(&store, std::time::SystemTime::now(), keep, NOTE_GRACE)
+            .await
+            .expect("finish");
+        assert_eq!(finished, Finished::default(), "a query may still read them");
+        let soon = std::time::SystemTime::now() + keep;
+        let finished = finish_pending(&store, soon, keep, NOTE_GRACE)
             .await
             .expect("finish");
         assert_eq!(
@@ -446,8 +457,8 @@ mod tests {
             names(&store, partition).await,
             ["part-c.parquet", output.as_str()]
         );
-        let later = std::time::SystemTime::now() + NOTE_GRACE;
-        let finished = finish_pending(&store, later, NOTE_GRACE)
+        let later = soon + NOTE_GRACE;
+        let finished = finish_pending(&store, later, keep, NOTE_GRACE)
             .await
             .expect("finish");
         assert_eq!(finished.notes_deleted, 1);

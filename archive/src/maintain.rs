@@ -311,14 +311,16 @@ pub struct Person {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Erasure {
     pub files_scanned: u64,
-    /// Files that held the person's rows, rewritten without them.
+    /// Files that held the person's rows, rewritten without them. They stay for the queries
+    /// that may be reading them until the caller deletes them.
     pub files_rewritten: Vec<String>,
     pub rows_removed: u64,
 }
 
-/// Removes every row of `person` from the tenant's archive, one file at a time (each
-/// rewrite is committed whole; a crash leaves some files done and the rest as they were, and
-/// running the erasure again finishes it).
+/// Removes every row of `person` from what the tenant's archive shows, one file at a time
+/// (each rewrite is committed whole; a crash leaves some files done and the rest as they
+/// were, and running the erasure again finishes it). The files that held the rows are
+/// replaced, not yet deleted: delete [`Erasure::files_rewritten`] once no query reads them.
 pub async fn erase(
     store: &Arc<dyn ObjectStore>,
     notes: &Notes,
@@ -578,9 +580,10 @@ mod tests {
         );
         // What the rewrites left behind (notes) goes once their grace is over.
         let later = std::time::SystemTime::now() + commit::NOTE_GRACE;
-        let finished = commit::finish_pending(&store, later, commit::NOTE_GRACE)
-            .await
-            .expect("finish");
+        let finished =
+            commit::finish_pending(&store, later, std::time::Duration::ZERO, commit::NOTE_GRACE)
+                .await
+                .expect("finish");
         assert_eq!(finished.notes_deleted, 48 * 3);
     }
 

@@ -81,6 +81,9 @@ pub fn remote_partitions() -> usize {
     cores().max(REMOTE_PARTITIONS)
 }
 
+/// Runs of a query whose files were replaced under it, at most.
+const ATTEMPTS: u32 = 4;
+
 /// A finished query.
 #[derive(Debug)]
 pub struct QueryResult {
@@ -152,7 +155,31 @@ impl ObjectStoreRegistry for OnlyArchive {
     }
 }
 
+/// What a query answers when a file it had listed was deleted under it (a compaction or an
+/// erasure replaced it); [`QueryEngine::run`] runs such a query again.
+const VANISHED: &str = "an archive file was replaced while the query read it";
+
+/// Whether `error` is a file of the listing that is gone.
+fn vanished(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(object_store::Error::NotFound { .. }) = error.downcast_ref::<object_store::Error>()
+    {
+        return true;
+    }
+    if let Some(DataFusionError::ObjectStore(e)) = error.downcast_ref::<DataFusionError>() {
+        return matches!(**e, object_store::Error::NotFound { .. });
+    }
+    if let Some(parquet::errors::ParquetError::External(inner)) =
+        error.downcast_ref::<parquet::errors::ParquetError>()
+    {
+        return vanished(inner.as_ref());
+    }
+    error.source().is_some_and(vanished)
+}
+
 fn classify(error: DataFusionError) -> QueryError {
+    if vanished(&error) {
+        return QueryError::Unavailable(VANISHED.to_owned());
+    }
     match error {
         DataFusionError::ResourcesExhausted(m) => QueryError::Limit(format!(
             "the query needs more than the memory limit allows ({m}); aggregate, filter or narrow dt/hour"
@@ -275,13 +302,16 @@ impl QueryEngine {
     pub async fn run(&self, tenant_id: &str, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
         let attempts = async {
-            match self.run_unbounded(tenant_id, sql).await {
-                // A compaction or erasure deleted a file the query had listed: its
-                // replacement is live now, so a second run reads that instead.
-                Err(QueryError::Unavailable(m)) if m.contains("not found") => {
-                    self.run_unbounded(tenant_id, sql).await
+            let mut attempt = 1;
+            loop {
+                match self.run_unbounded(tenant_id, sql).await {
+                    // A compaction or erasure deleted a file the query had listed: its
+                    // replacement is live now, so the next run reads that instead.
+                    Err(QueryError::Unavailable(m)) if m == VANISHED && attempt < ATTEMPTS => {
+                        attempt += 1;
+                    }
+                    other => break other,
                 }
-                other => other,
             }
         };
         match tokio::time::timeout(self.limits.timeout, attempts).await {

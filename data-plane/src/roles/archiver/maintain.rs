@@ -51,16 +51,48 @@ pub async fn run(
             }
             Some(job) = erasures.recv() => {
                 let erased = match node.current() {
-                    Some(applied) => {
-                        let view = sluice_archive::store::tenant_view(store.clone(), &applied.tenant_id);
-                        maintain::erase(&view, &Notes::default(), &job.person).await
-                    }
+                    Some(applied) => erase(&node, &store, &applied.tenant_id, &job.person).await,
                     None => Err(ArchiveError::Config("no configuration yet".into())),
                 };
                 let _ = job.reply.send(erased);
             }
         }
     }
+}
+
+/// How long replaced files stay for queries that listed them before they were replaced: the
+/// longest a query may run, and a little more.
+fn keep_replaced(node: &NodeState) -> Duration {
+    node.config.query.timeout + Duration::from_secs(5)
+}
+
+/// Rewrites every file holding the person's rows without them, then deletes the old files
+/// once no query can be reading them, so nothing of the person is left when this returns.
+async fn erase(
+    node: &NodeState,
+    store: &Arc<dyn ObjectStore>,
+    tenant_id: &str,
+    person: &Person,
+) -> Result<Erasure, ArchiveError> {
+    if !layout::is_safe_segment(tenant_id) {
+        return Err(ArchiveError::Config(
+            "a tenant id that cannot be a path".into(),
+        ));
+    }
+    let view = sluice_archive::store::tenant_view(store.clone(), tenant_id);
+    let erased = maintain::erase(&view, &Notes::default(), person).await?;
+    if !erased.files_rewritten.is_empty() {
+        tokio::time::sleep(keep_replaced(node)).await;
+        commit::delete_all(
+            &view,
+            erased
+                .files_rewritten
+                .iter()
+                .map(|f| object_store::path::Path::from(f.as_str())),
+        )
+        .await?;
+    }
+    Ok(erased)
 }
 
 /// The retention of each archived dataset in days: the longest any pipeline archiving to it
@@ -101,11 +133,12 @@ async fn upkeep(
         return;
     }
     let view = sluice_archive::store::tenant_view(store.clone(), &applied.tenant_id);
-    match commit::finish_pending(&view, SystemTime::now(), commit::NOTE_GRACE).await {
+    let keep = keep_replaced(node);
+    match commit::finish_pending(&view, SystemTime::now(), keep, commit::NOTE_GRACE).await {
         Ok(done) if done.files_deleted > 0 => {
             tracing::info!(
                 files_deleted = done.files_deleted,
-                "finished archive rewrites a stop had cut short"
+                "replaced archive files deleted"
             );
         }
         Ok(_) => {}
