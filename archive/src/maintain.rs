@@ -65,7 +65,7 @@ impl Partition {
             time::Date::from_calendar_date(i32::from(year), month, u8::try_from(day).ok()?).ok()?;
         let hour: u8 = self.hour.parse().ok().filter(|h| *h < 24)?;
         let start = day.with_hms(hour, 0, 0).ok()?.assume_utc();
-        i64::try_from((start.unix_timestamp() + 3600) * 1000).ok()
+        Some((start.unix_timestamp() + 3600) * 1000)
     }
 }
 
@@ -402,7 +402,7 @@ pub async fn expire(
     for prefix in days.common_prefixes {
         let Some(day) = prefix
             .parts()
-            .last()
+            .next_back()
             .and_then(|p| p.as_ref().strip_prefix("dt=").map(str::to_owned))
         else {
             continue;

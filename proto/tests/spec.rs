@@ -93,7 +93,7 @@ fn validation_finds_every_problem_with_its_path() {
             {"name": "hook"},
             {"name": "ok", "filter": "  ", "webhook": {"url": "https://user@host"}}
         ],
-        "archive": {"dataset": "Events!"}
+        "archive": {"dataset": "Events!", "retain_days": 0}
     }"#,
     );
     let expected = [
@@ -111,6 +111,7 @@ fn validation_finds_every_problem_with_its_path() {
         "destinations[2].filter: must be a non-empty CEL expression",
         "destinations[2].webhook.url: must name a host",
         "archive.dataset: 1 to 64",
+        "archive.retain_days: between 1 and 36500 days",
     ];
     for needle in expected {
         assert!(

@@ -33,16 +33,21 @@ struct World {
 }
 
 async fn world(store: Store<'_>, limits: Option<(u64, usize, usize)>) -> World {
+    let spec = json!({"sources": [{"name": "web"}], "archive": {"dataset": "web_events"}});
+    world_with(store, limits, spec).await
+}
+
+async fn world_with(store: Store<'_>, limits: Option<(u64, usize, usize)>, spec: Value) -> World {
     let cp = Cp::start(CpOptions::default()).await;
     let tenant = cp.tenant("acme").await;
-    let spec = json!({"sources": [{"name": "web"}], "archive": {"dataset": "web_events"}});
     let pipeline = cp.pipeline(&tenant, "main", spec).await;
     let write_key = cp.ingest_key(&tenant, &pipeline, "web").await.1;
     let (_, service_key) = cp.service_key(&tenant).await;
     let state = tempfile::tempdir().expect("tempdir");
     let node = start_node_with(&cp.grpc_url, &service_key, state.path(), |raw| {
-        raw.node.roles = "receiver,processor,archiver,query".into();
+        raw.node.roles = "receiver,processor,delivery,archiver,query".into();
         raw.archive.archive_flush_secs = 1;
+        raw.archive.archive_maintain_secs = 1;
         match store {
             Store::Local(dir) => raw.archive.archive_dir = Some(dir.to_path_buf()),
             Store::S3 { bucket, endpoint } => {
@@ -519,4 +524,185 @@ async fn events_wait_for_an_unreachable_store_and_arrive_when_it_is_back() {
     assert_eq!(body["rows"][0]["n"], 25, "each event once: {body}");
     world.node.shutdown().await;
     gateway.abort();
+}
+
+/// The archive on a real S3 server after two months: the days a dataset's `retain_days` no
+/// longer keeps are deleted by the archiver, the others stay, and the node counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_past_a_datasets_retention_are_deleted_from_s3() {
+    let bucket = new_bucket().await;
+    let spec = json!({"sources": [{"name": "web"}], "archive": {"retain_days": 30}});
+    let world = world_with(
+        Store::S3 {
+            bucket: &bucket,
+            endpoint: s3_url(),
+        },
+        None,
+        spec,
+    )
+    .await;
+    let store = sluice_archive::store::StoreConfig::S3 {
+        bucket: bucket.clone(),
+        endpoint: Some(s3_url()),
+        access_key: Some("test".into()),
+        secret_key: Some("test".into()),
+        region: "us-east-1".into(),
+    }
+    .open()
+    .expect("store");
+    let now = sluice_pipeline::time::now_ms();
+    // One small file a day for 60 days, the last one today.
+    let written = sluice_tests::write_small_archive(
+        &store,
+        &world.tenant,
+        now - 59 * 86_400_000,
+        (60, 1, 1, 10),
+    )
+    .await;
+    assert_eq!(written, 600);
+    let first_kept = sluice_archive::layout::partition(now - 30 * 86_400_000).0;
+    let (kept, _) = eventually(Duration::from_secs(30), "retention", || async {
+        let (status, body) = world
+            .query("SELECT count(DISTINCT dt) AS days, min(dt) AS first, count(*) AS n FROM events")
+            .await;
+        (status == StatusCode::OK && body["rows"][0]["first"] == first_kept.as_str())
+            .then(|| body["rows"][0].clone())
+    })
+    .await;
+    // Today and the 30 days before it.
+    assert_eq!(kept["days"], 31, "{kept}");
+    assert_eq!(kept["n"], 310, "{kept}");
+    assert_eq!(
+        world
+            .node
+            .state
+            .counters
+            .archive_expired_files
+            .load(Ordering::Relaxed),
+        29
+    );
+    world.node.shutdown().await;
+}
+
+/// `POST /v1/erasure` for a user who browsed anonymously first: their rows before and after
+/// signing in leave the archive, their dead letters and their identity profile go, other
+/// people's stay, and only an admin may ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_removes_a_person_from_archive_dead_letters_and_identity() {
+    let vendor = sluice_tests::Vendor::start().await;
+    vendor.always("/hook", sluice_tests::Reply::Status(400));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = json!({
+        "sources": [{"name": "web"}],
+        "governance": [{"step": "identity"}],
+        "destinations": [{"name": "hook", "webhook": {"url": format!("{}/hook", vendor.url)}}],
+    });
+    // Queries of at most 3 s: the erasure deletes the old files 8 s after rewriting them.
+    let limits = (3, 100_000, 256 * 1024 * 1024);
+    let world = world_with(Store::Local(dir.path()), Some(limits), spec).await;
+    let event = |id: &str, anonymous: &str, user: Option<&str>| {
+        let mut e =
+            json!({"type": "track", "event": "Viewed", "messageId": id, "anonymousId": anonymous});
+        if let Some(user) = user {
+            e["userId"] = json!(user);
+        }
+        e
+    };
+    let batch = vec![
+        event("m-1", "anon-1", None),
+        json!({"type": "identify", "messageId": "m-2", "anonymousId": "anon-1", "userId": "ada"}),
+        event("m-3", "anon-1", Some("ada")),
+        event("m-4", "anon-2", Some("bob")),
+    ];
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/batch", world.url))
+        .basic_auth(&world.write_key, Some(""))
+        .json(&json!({"batch": batch}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+    world.archived(4).await;
+    let dead = eventually(Duration::from_secs(10), "four dead letters", || async {
+        let c = world.node.state.counters.snapshot();
+        (c.get("main/hook.failed") == Some(&4)).then_some(())
+    })
+    .await;
+    let _ = dead;
+
+    let erase = |key: String, body: Value| {
+        let url = world.url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("{url}/v1/erasure"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("erasure");
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // A member may not; bad requests say why.
+    let (status, member) = world
+        .cp
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/keys", world.tenant),
+            Some(json!({"name": "analyst", "type": "api", "role": "member"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    let member = member["key"].as_str().expect("key").to_owned();
+    let version = world.cp.config_version(&world.tenant).await;
+    eventually(Duration::from_secs(5), "the member's key", || async {
+        world.node.state.current().filter(|c| c.version >= version)
+    })
+    .await;
+    let (status, body) = erase(member, json!({"user_id": "ada"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    for bad in [
+        json!({}),
+        json!({"user_id": "ada", "anonymous_id": "anon-1"}),
+        json!({"email": "a@b"}),
+        json!({"user_id": ""}),
+    ] {
+        let (status, body) = erase(world.service_key.clone(), bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+
+    let (status, receipt) = erase(world.service_key.clone(), json!({"user_id": "ada"})).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(
+        receipt["ids_linked"], 2,
+        "ada and her anonymous id: {receipt}"
+    );
+    assert_eq!(receipt["archive"]["rows_removed"], 3, "{receipt}");
+    assert_eq!(receipt["dead_letters_removed"], 3, "{receipt}");
+    assert_eq!(receipt["identity_profiles_removed"], 1, "{receipt}");
+    let (_, left) = world
+        .query("SELECT event_id FROM events ORDER BY event_id")
+        .await;
+    assert_eq!(left["rows"], json!([{"event_id": "m-4"}]), "{left}");
+    let (status, _) = reqwest::Client::new()
+        .get(format!("{}/v1/identities/ada", world.url))
+        .bearer_auth(&world.service_key)
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .expect("profile");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        world.node.state.counters.snapshot().get("erasures"),
+        Some(&1)
+    );
+    world.node.shutdown().await;
 }
