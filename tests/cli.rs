@@ -704,17 +704,15 @@ async fn kill_a_receiver_under_load(
     env: &[(&str, &str)],
     read_back: impl AsyncFnOnce() -> std::collections::HashSet<String>,
 ) -> usize {
-    let admin = [
-        ("SLUICE_ADMIN_EMAIL", ADMIN),
-        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
-    ];
-    let cp = start(&dir.join("cp"), &admin).await;
-    let owner = cp.login(ADMIN).await;
-    let Provisioned {
-        tenant,
-        pipeline,
-        service_key: service,
-    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    let (
+        cp,
+        owner,
+        Provisioned {
+            tenant,
+            pipeline,
+            service_key: service,
+        },
+    ) = provisioned(dir, json!({"sources": [{"name": "web"}]})).await;
     let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
 
     let (mut node, url) =
@@ -1720,22 +1718,33 @@ fn second_round(id: &str) -> Value {
     json!({"type": "track", "event": "e", "userId": "u", "messageId": format!("b-{id}")})
 }
 
-/// Runs a node that receives, processes and archives (a file a second) under load and kills
-/// it with SIGKILL twice, restarts it, and checks the archive holds every acknowledged event
-/// exactly once: `count(*) - count(DISTINCT event_id)` is 0. Returns (acknowledged, rows,
-/// copies the last run dropped).
-async fn archive_through_two_kills(dir: &Path, env: &[(&str, &str)]) -> (usize, u64, u64) {
+/// A control plane in `dir/cp` with its admin signed in and a tenant provisioned with one
+/// pipeline of `spec`: (control plane, the owner's token, what was provisioned).
+async fn provisioned(dir: &Path, spec: Value) -> (Running, String, Provisioned) {
     let admin = [
         ("SLUICE_ADMIN_EMAIL", ADMIN),
         ("SLUICE_ADMIN_PASSWORD", PASSWORD),
     ];
     let cp = start(&dir.join("cp"), &admin).await;
     let owner = cp.login(ADMIN).await;
-    let Provisioned {
-        tenant,
-        pipeline,
-        service_key,
-    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    let provisioned = provision(&cp, &owner, spec).await;
+    (cp, owner, provisioned)
+}
+
+/// Runs a node that receives, processes and archives (a file a second) under load and kills
+/// it with SIGKILL twice, restarts it, and checks the archive holds every acknowledged event
+/// exactly once: `count(*) - count(DISTINCT event_id)` is 0. Returns (acknowledged, rows,
+/// copies the last run dropped).
+async fn archive_through_two_kills(dir: &Path, env: &[(&str, &str)]) -> (usize, u64, u64) {
+    let (
+        cp,
+        owner,
+        Provisioned {
+            tenant,
+            pipeline,
+            service_key,
+        },
+    ) = provisioned(dir, json!({"sources": [{"name": "web"}]})).await;
     let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
     let state = dir.join("node");
     let mut env = env.to_vec();
@@ -1883,6 +1892,32 @@ fn files_ending(dir: &Path, suffix: &str) -> usize {
         .sum()
 }
 
+/// Reads the node's archive in a loop until `notes` holds `at_least` replacement notes, then
+/// kills the node with SIGKILL: (notes then, answers read, answers that were not one row per
+/// event).
+async fn kill_after_rewrites(
+    node: &mut Child,
+    url: &str,
+    key: &str,
+    notes: &Path,
+    at_least: usize,
+) -> (usize, u32, Vec<(u64, u64)>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = read_in_a_loop(url.to_owned(), key.to_owned(), stop.clone());
+    let mut seen = 0;
+    for _ in 0..2000 {
+        seen = files_ending(notes, ".json");
+        if seen >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, wrong) = readers.await.expect("readers");
+    node.kill().await.expect("kill -9");
+    (seen, answers, wrong)
+}
+
 /// Queries `(rows, distinct ids)` in a loop until `stop`, returning every answer that was not
 /// one row per event (a reader that saw a partial rewrite).
 fn read_in_a_loop(
@@ -1911,17 +1946,15 @@ fn read_in_a_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_and_erasure_survive_kill_9_and_readers_never_see_half() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let admin = [
-        ("SLUICE_ADMIN_EMAIL", ADMIN),
-        ("SLUICE_ADMIN_PASSWORD", PASSWORD),
-    ];
-    let cp = start(&dir.path().join("cp"), &admin).await;
-    let owner = cp.login(ADMIN).await;
-    let Provisioned {
-        tenant,
-        service_key,
-        ..
-    } = provision(&cp, &owner, json!({"sources": [{"name": "web"}]})).await;
+    let (
+        cp,
+        _,
+        Provisioned {
+            tenant,
+            service_key,
+            ..
+        },
+    ) = provisioned(dir.path(), json!({"sources": [{"name": "web"}]})).await;
     let archive = dir.path().join("archive");
     let store = sluice_archive::store::StoreConfig::Local(archive.clone())
         .open()
@@ -1951,19 +1984,8 @@ async fn compaction_and_erasure_survive_kill_9_and_readers_never_see_half() {
     assert_eq!(archive_counts(&url, &service_key).await, (7_200, 7_200));
 
     // Compaction, read in a loop, killed once a few hours are done.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers = read_in_a_loop(url.clone(), service_key.clone(), stop.clone());
-    let mut compacted = 0;
-    for _ in 0..2000 {
-        compacted = files_ending(&notes, ".json");
-        if compacted >= 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (answers, wrong) = readers.await.expect("readers");
-    node.kill().await.expect("kill -9");
+    let (compacted, answers, wrong) =
+        kill_after_rewrites(&mut node, &url, &service_key, &notes, 10).await;
     assert!(
         (10..120).contains(&compacted),
         "the kill came mid-way through compaction: {compacted} of 120 hours"
@@ -2004,19 +2026,9 @@ async fn compaction_and_erasure_survive_kill_9_and_readers_never_see_half() {
                 .await
         })
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers = read_in_a_loop(url.clone(), service_key.clone(), stop.clone());
-    let mut rewritten = 0;
-    for _ in 0..2000 {
-        rewritten = files_ending(&notes, ".json") - before;
-        if rewritten >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (_, wrong) = readers.await.expect("readers");
-    node.kill().await.expect("kill -9");
+    let (rewritten, _, wrong) =
+        kill_after_rewrites(&mut node, &url, &service_key, &notes, before + 5).await;
+    let rewritten = rewritten - before;
     assert!(
         request.await.expect("request").is_err(),
         "the kill cut the erasure short"
