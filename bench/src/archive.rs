@@ -58,6 +58,11 @@ pub struct ArchiveArgs {
     pub local_partitions: Vec<usize>,
     /// A query's name whose `EXPLAIN ANALYZE` is printed, local and S3.
     pub explain: Option<String>,
+    /// Files each hour of the data set is written as (an archiver flushing every minute
+    /// writes 60).
+    pub files_per_hour: usize,
+    /// Compact the data set after measuring it, then measure again.
+    pub compact: bool,
 }
 
 /// Where the archive is copied for the S3 measurement.
@@ -209,6 +214,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
     // The query data set: `events` over `days` days, one file per hour as a steady flow makes.
     let hours = args.days as usize * 24;
     let per_hour = args.events / hours;
+    let files_per_hour = args.files_per_hour.max(1);
     let started = Instant::now();
     let workers = 2;
     std::thread::scope(|scope| -> anyhow::Result<()> {
@@ -222,8 +228,11 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
                     for hour in (worker..hours).step_by(workers) {
                         let hour_ms = start_ms - (hours - hour) as i64 * 3_600_000;
                         let records = hour_of_records(1000 + hour as u64, hour_ms, per_hour);
-                        let (partition, bytes) = archive_file(&records)?;
-                        runtime.block_on(put(&local, &partition, bytes))?;
+                        let per_file = records.len().div_ceil(files_per_hour);
+                        for chunk in records.chunks(per_file.max(1)) {
+                            let (partition, bytes) = archive_file(chunk)?;
+                            runtime.block_on(put(&local, &partition, bytes))?;
+                        }
                     }
                     Ok(())
                 })
@@ -239,12 +248,66 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
     let total = per_hour * hours;
     let stored = dir_size(&dir.join(layout::tenant_prefix(TENANT)))?;
     report.push_str(&format!(
-        "query data set: {total} events, {hours} files ({} days), {:.0} MB of Parquet, written in {:.1} s\n",
+        "query data set: {total} events, {} files ({} days, {files_per_hour} an hour), {:.0} MB of Parquet, written in {:.1} s\n",
+        hours * files_per_hour.min(per_hour.max(1)),
         args.days,
         stored as f64 / 1e6,
         started.elapsed().as_secs_f64()
     ));
 
+    report.push_str(&measure(&args, &dir, &local, start_ms)?);
+    if args.compact {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        report.push_str(&runtime.block_on(compact_all(&local))?);
+        report.push_str(&measure(&args, &dir, &local, start_ms)?);
+    }
+    Ok(report)
+}
+
+/// Compacts every hour of the data set as the archiver's upkeep does, and deletes what it
+/// replaced: how long it took and the files before and after.
+async fn compact_all(local: &Arc<dyn ObjectStore>) -> anyhow::Result<String> {
+    use sluice_archive::commit::{self, Notes};
+    use sluice_archive::maintain;
+    let view = sluice_archive::store::tenant_view(local.clone(), TENANT);
+    let started = Instant::now();
+    let partitions = maintain::live_by_partition(&view, &Notes::default()).await?;
+    let before: usize = partitions.values().map(Vec::len).sum();
+    let (mut after, mut bytes_in, mut bytes_out) = (0u64, 0u64, 0u64);
+    for (partition, files) in partitions {
+        let kept = files.len() as u64;
+        match maintain::compact(&view, &partition, files, 128 * 1024 * 1024).await? {
+            Some(done) => {
+                after += kept - done.files_in + done.files_out;
+                bytes_in += done.bytes_in;
+                bytes_out += done.bytes_out;
+            }
+            None => after += kept,
+        }
+    }
+    let compacted = started.elapsed();
+    let now = std::time::SystemTime::now();
+    commit::finish_pending(&view, now, Duration::ZERO, Duration::ZERO).await?;
+    Ok(format!(
+        "\ncompaction: {before} files into {after} in {:.1} s ({:.0} MB into {:.0} MB), then the replaced files deleted\n",
+        compacted.as_secs_f64(),
+        bytes_in as f64 / 1e6,
+        bytes_out as f64 / 1e6,
+    ))
+}
+
+/// The queries over the data set in `dir`: local, the extra columns, S3 and DuckDB.
+fn measure(
+    args: &ArchiveArgs,
+    dir: &Path,
+    local: &Arc<dyn ObjectStore>,
+    start_ms: i64,
+) -> anyhow::Result<String> {
+    let mut report = String::new();
+    let files = files_below(&dir.join(layout::tenant_prefix(TENANT)))?;
+    report.push_str(&format!("\n{files} Parquet files in the archive\n"));
     let day = layout::partition(start_ms - 2 * 86_400_000).0;
     let queries = queries(&day);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -257,7 +320,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
     let time_with = |store: &Arc<dyn ObjectStore>, limits: Limits| {
         runtime.block_on(time_queries(store, &limits, &queries, args.runs))
     };
-    let local_times = time_with(&local, limits(sluice_query::cores()))?;
+    let local_times = time_with(local, limits(sluice_query::cores()))?;
     let explain = |store: &Arc<dyn ObjectStore>, limits: Limits| -> anyhow::Result<String> {
         let Some(name) = &args.explain else {
             return Ok(String::new());
@@ -285,17 +348,17 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
             result.elapsed.as_secs_f64() * 1e3
         ))
     };
-    let mut explained = explain(&local, limits(sluice_query::cores()))?;
+    let mut explained = explain(local, limits(sluice_query::cores()))?;
     // More columns: local disk with other partition counts, then one per count against S3.
     let mut columns = Vec::new();
     for &partitions in &args.local_partitions {
         columns.push((
             format!("local p={partitions}"),
-            time_with(&local, limits(partitions))?,
+            time_with(local, limits(partitions))?,
         ));
     }
     if let Some(target) = &args.s3 {
-        let mut store = runtime.block_on(copy_to_s3(&local, target))?;
+        let mut store = runtime.block_on(copy_to_s3(local, target))?;
         if !target.latency.is_zero() {
             let config = object_store::throttle::ThrottleConfig {
                 wait_get_per_call: target.latency,
@@ -340,7 +403,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<String> {
         }
     }
     let duck = match &args.python {
-        Some(python) => Some(duckdb(python, &dir, &queries, args.runs)?),
+        Some(python) => Some(duckdb(python, dir, &queries, args.runs)?),
         None => None,
     };
 
@@ -527,10 +590,18 @@ async fn copy_to_s3(
         bail!("bucket {bucket} is not empty: the bench would count its objects too");
     }
     let objects: Vec<_> = local.list(None).try_collect().await?;
-    for object in objects {
-        let bytes = local.get(&object.location).await?.bytes().await?;
-        encode::upload(&s3, &object.location, bytes).await?;
-    }
+    futures_util::stream::iter(objects)
+        .map(|object| {
+            let (local, s3) = (local.clone(), s3.clone());
+            async move {
+                let bytes = local.get(&object.location).await?.bytes().await?;
+                encode::upload(&s3, &object.location, bytes).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(s3)
 }
 
@@ -597,6 +668,20 @@ print(json.dumps({"version": duckdb.__version__, "results": out}))
             (r[0].as_f64().unwrap_or(0.0), counts)
         })
         .collect())
+}
+
+/// Parquet files below `dir`.
+fn files_below(dir: &Path) -> std::io::Result<usize> {
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files += files_below(&path)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            files += 1;
+        }
+    }
+    Ok(files)
 }
 
 fn dir_size(dir: &Path) -> std::io::Result<u64> {

@@ -152,6 +152,13 @@ enum Scenario {
         /// before it is sent), as a server farther away than loopback would.
         #[arg(long, default_value_t = 0)]
         s3_latency_ms: u64,
+        /// Files each hour of the query data set is written as (an archiver flushing every
+        /// minute writes 60: 1,440 a day).
+        #[arg(long, default_value_t = 1)]
+        files_per_hour: usize,
+        /// Compact the data set as the archiver does after measuring it, then measure again.
+        #[arg(long)]
+        compact: bool,
         /// Print `EXPLAIN ANALYZE` (the scan's bytes, requests' time, pages pruned) of the
         /// named query (`count`, `group by property`, …) on local disk and on S3 after the
         /// timings.
@@ -308,8 +315,15 @@ fn main() -> anyhow::Result<()> {
         s3_latency_ms,
         explain,
         python,
+        files_per_hour,
+        compact,
     } = &cli.scenario
     {
+        if *compact && s3_bucket.is_some() {
+            bail!(
+                "--compact copies the archive to S3 twice, to fresh buckets: leave out --s3-bucket"
+            );
+        }
         if !s3_partitions.is_empty() && s3_url.is_none() {
             bail!("--s3-partitions measures S3 queries: give --s3-url too");
         }
@@ -334,6 +348,8 @@ fn main() -> anyhow::Result<()> {
             python: python.clone(),
             local_partitions: local_partitions.clone(),
             explain: explain.clone(),
+            files_per_hour: *files_per_hour,
+            compact: *compact,
         };
         print!("{}", archive::run(args)?);
         return Ok(());
