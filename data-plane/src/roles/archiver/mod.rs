@@ -204,6 +204,9 @@ async fn run(
 
 /// Adds one delivery to what is held.
 fn hold(held: &mut Held, recent: &Recent, delivery: Delivery, keep_ids: bool) {
+    // Whatever comes of it (written, a copy, a record that is not one), it is settled with
+    // the next flush, which its age makes due.
+    held.since.get_or_insert_with(Instant::now);
     let record = serde_json::from_slice::<ArchiveRecord>(&delivery.message.payload).ok();
     let parsed = record.as_ref().and_then(|r| {
         Envelope::parse(r.event.get())
@@ -246,7 +249,6 @@ fn hold(held: &mut Held, recent: &Recent, delivery: Delivery, keep_ids: bool) {
         }
     }
     held.bytes += delivery.message.payload.len() as u64;
-    held.since.get_or_insert_with(Instant::now);
     held.deliveries.push(delivery);
 }
 
