@@ -272,8 +272,8 @@ pub async fn compact(
     let dir = partition.dir();
     for bin in bins {
         if bin.len() < 2 && done.files_in > 0 {
-            // A last file alone is not worth rewriting unless it holds duplicates; the next
-            // pass takes it with whatever arrives.
+            // A last file alone is not worth rewriting; the next pass takes it with whatever
+            // arrives (its copies of other files' ids, if any, stay until then).
             continue;
         }
         let mut batches = Vec::new();

@@ -623,12 +623,11 @@ async fn an_erasure_removes_a_person_from_archive_dead_letters_and_identity() {
         .expect("send");
     assert_eq!(response.status(), StatusCode::OK);
     world.archived(4).await;
-    let dead = eventually(Duration::from_secs(10), "four dead letters", || async {
+    eventually(Duration::from_secs(10), "four dead letters", || async {
         let c = world.node.state.counters.snapshot();
         (c.get("main/hook.failed") == Some(&4)).then_some(())
     })
     .await;
-    let _ = dead;
 
     let erase = |key: String, body: Value| {
         let url = world.url.clone();
