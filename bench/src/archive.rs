@@ -309,7 +309,8 @@ fn measure(
     let files = files_below(&dir.join(layout::tenant_prefix(TENANT)))?;
     report.push_str(&format!("\n{files} Parquet files in the archive\n"));
     let day = layout::partition(start_ms - 2 * 86_400_000).0;
-    let queries = queries(&day);
+    let week = layout::partition(start_ms - 7 * 86_400_000).0;
+    let queries = queries(&day, &week);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -469,7 +470,7 @@ struct Query {
 }
 
 /// Every query returns a count column `n`, so both engines' answers compare exactly.
-fn queries(day: &str) -> Vec<Query> {
+fn queries(day: &str, week: &str) -> Vec<Query> {
     let both = |name, sql: String| Query {
         name,
         duckdb: sql.clone(),
@@ -484,6 +485,13 @@ fn queries(day: &str) -> Vec<Query> {
         both(
             "one day, one user",
             format!("SELECT count(*) AS n FROM events WHERE dt = '{day}' AND user_id = 'u-4242'"),
+        ),
+        both(
+            "last 7 days, per event",
+            format!(
+                "SELECT event, count(*) AS n FROM events WHERE dt >= '{week}' \
+                 GROUP BY event ORDER BY event"
+            ),
         ),
         both(
             "per hour, one event",

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
@@ -30,6 +28,7 @@ use object_store::ObjectStore;
 use sluice_archive::layout::PARTITION_COLUMNS;
 
 use crate::QueryError;
+use crate::listing::{Events, Scans};
 
 /// The one URL the session can resolve: the tenant's view of the archive.
 const ARCHIVE_URL: &str = "sluice-archive://tenant/";
@@ -130,10 +129,13 @@ const STATISTICS_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Tenants whose caches are kept; a data plane serves one, tests and tools a few.
 const CACHED_TENANTS: usize = 16;
 
-/// A registry that knows exactly one store: neither the local file system nor anything else
-/// a URL could name.
+/// A registry that knows exactly the tenant's archive (and the views of it that a scan
+/// narrowed to some days): neither the local file system nor anything else a URL could name.
 #[derive(Debug)]
-struct OnlyArchive(Arc<dyn ObjectStore>);
+struct OnlyArchive {
+    view: Arc<dyn ObjectStore>,
+    scans: Arc<Scans>,
+}
 
 impl ObjectStoreRegistry for OnlyArchive {
     fn register_store(
@@ -145,8 +147,14 @@ impl ObjectStoreRegistry for OnlyArchive {
     }
 
     fn get_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        if url.scheme() == "sluice-archive" && url.host_str() == Some("tenant") {
-            Ok(self.0.clone())
+        let host = url.host_str().unwrap_or_default();
+        if url.scheme() == "sluice-archive" && host == "tenant" {
+            Ok(self.view.clone())
+        } else if let Some(scan) = (url.scheme() == "sluice-archive")
+            .then(|| self.scans.get(host))
+            .flatten()
+        {
+            Ok(scan)
         } else {
             Err(DataFusionError::Plan(format!(
                 "only the events table can be read, not {url}"
@@ -245,12 +253,17 @@ impl QueryEngine {
     fn session(&self, tenant_id: &str) -> Result<SessionContext, QueryError> {
         let caches = self.caches(tenant_id);
         // Listings show live files only: never a compacted file next to the files it replaced.
+        let raw = sluice_archive::store::tenant_view(self.store.clone(), tenant_id);
         let view: Arc<dyn ObjectStore> = Arc::new(sluice_archive::commit::CommittedView::new(
-            sluice_archive::store::tenant_view(self.store.clone(), tenant_id),
+            raw.clone(),
             caches.notes.clone(),
         ));
+        let scans = Arc::new(Scans::default());
         let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(Arc::new(OnlyArchive(view)))
+            .with_object_store_registry(Arc::new(OnlyArchive {
+                view,
+                scans: scans.clone(),
+            }))
             .with_cache_manager(
                 CacheManagerConfig::default()
                     .with_file_metadata_cache(Some(caches.metadata))
@@ -289,10 +302,15 @@ impl QueryEngine {
             .with_file_extension(".parquet")
             .with_table_partition_cols(partition_cols);
         let url = ListingTableUrl::parse(ARCHIVE_URL).map_err(classify)?;
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(sluice_archive::record::schema());
-        let table = ListingTable::try_new(config).map_err(classify)?;
+        let table = Events::new(
+            url,
+            options,
+            sluice_archive::record::schema(),
+            raw,
+            caches.notes,
+            scans,
+        )
+        .map_err(classify)?;
         ctx.register_table("events", Arc::new(table))
             .map_err(classify)?;
         Ok(ctx)

@@ -8,6 +8,7 @@
 //! with a clear error, never half-answered.
 
 mod engine;
+mod listing;
 pub mod output;
 
 pub use engine::{Limits, QueryEngine, QueryResult, cores, remote_partitions};
