@@ -176,6 +176,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         raw.archive.archive_flush_secs = 5;
         // And its counters reach the fleet view as quickly.
         raw.node.status_interval_secs = 2;
+        // On a laptop, destinations on this machine (the demo's echo, a local mock) are what
+        // one tries first; the node's own ports stay refused.
+        raw.policy.policy_allow_hosts = "127.0.0.1, [::1]".into();
         raw
     }
     .validate()

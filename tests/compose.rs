@@ -159,6 +159,8 @@ fn spawn(service: &Service, prefix: &str, state: &Path) -> Child {
         .env("SLUICE_NATS_PREFIX", prefix)
         .env("SLUICE_ARCHIVE_FLUSH_SECS", "2")
         .env("SLUICE_LOG_FORMAT", "json")
+        // The test's vendor listens on loopback, which the default policy refuses.
+        .env("SLUICE_POLICY_ALLOW_HOSTS", "127.0.0.1")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .kill_on_drop(true);

@@ -176,9 +176,10 @@ async fn stream(
     let mut inbound = client.stream(request).await?.into_inner();
     while let Some(message) = inbound.message().await? {
         if let ControlMessage {
-            kind: Some(control_message::Kind::Snapshot(snapshot)),
+            kind: Some(control_message::Kind::SignedSnapshot(signed)),
         } = message
         {
+            let snapshot = signed.decode_unverified()?;
             tx.send(NodeMessage {
                 kind: Some(node_message::Kind::Ack(Ack {
                     version: snapshot.version,

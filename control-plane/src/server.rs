@@ -92,6 +92,18 @@ pub async fn start(config: Config) -> Result<RunningControlPlane, StartError> {
     tracing::info!(backend = ?store.backend(), "store ready");
     let hasher = KeyHasher::new(&load_pepper(&config)?)?;
     let jwt = load_signing_keys(&store).await?;
+    {
+        use base64::Engine as _;
+        let keys: Vec<String> = sluice_keys::signed::SnapshotSigner::from_jwt_keys(jwt.materials())
+            .public_keys()
+            .into_iter()
+            .map(|(kid, public)| {
+                format!("{kid}={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public))
+            })
+            .collect();
+        // What an operator gives a node as SLUICE_CONFIG_KEYS to trust no other signer.
+        tracing::info!(keys = %keys.join(","), "configuration snapshots are signed with these keys");
+    }
     bootstrap_admin(&config, &store).await?;
     let setup_token = if store.count_users().await? == 0 {
         let token = sluice_keys::random::token::<24>()?;

@@ -8,6 +8,8 @@ use sluice_keys::{Jwks, ParsedKey, verify_key_digest};
 use sluice_proto::config::v1::Snapshot;
 use sluice_proto::spec;
 
+use crate::policy::Policy;
+
 pub use sluice_pipeline::AppliedPipeline;
 
 /// An ingest key a receiver accepts.
@@ -61,6 +63,10 @@ pub struct SecretResolver {
 
 impl SecretResolver {
     pub fn resolve(&self, name: &str) -> Option<String> {
+        // Whatever a configuration says: the node's own settings are not a destination's.
+        if crate::policy::is_own_setting(name) {
+            return None;
+        }
         if let Ok(value) = std::env::var(name)
             && !value.is_empty()
         {
@@ -81,12 +87,39 @@ fn read_secret_file(dir: &Path, name: &str) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
+/// What in `destination` the node's policy refuses: its kind, the secrets it names, the
+/// addresses its URL settings point at. (A host name is judged again by what it resolves to
+/// when the node connects, and every redirect too.)
+fn policy_problems(destination: &spec::DestinationSpec, policy: &Policy) -> Vec<crate::policy::Refusal> {
+    let mut refused = Vec::new();
+    let Some(kind) = destination.kind() else {
+        return refused;
+    };
+    refused.extend(policy.check_kind(&kind.definition.id).err());
+    refused.extend(
+        destination
+            .secret_refs()
+            .iter()
+            .filter_map(|name| policy.check_secret(name).err()),
+    );
+    let urls = kind
+        .definition
+        .settings
+        .iter()
+        .filter(|s| s.kind == sluice_proto::catalogue::SettingKind::Url)
+        .filter_map(|s| kind.settings.get(&s.key).and_then(|v| v.as_str()))
+        .filter_map(|value| reqwest::Url::parse(value).ok());
+    refused.extend(urls.filter_map(|url| policy.check_url(&url).err()));
+    refused
+}
+
 impl AppliedConfig {
     /// Validates a snapshot with the same code the control plane used, plus the node's own
     /// checks; the error lists every problem.
     pub fn from_snapshot(
         snapshot: &Snapshot,
         secrets: &SecretResolver,
+        policy: &Policy,
         has_geoip: bool,
         now_ms: i64,
     ) -> Result<Self, String> {
@@ -143,7 +176,7 @@ impl AppliedConfig {
             issued_at_unix_ms: snapshot.issued_at_unix_ms,
             received_at_unix_ms: now_ms,
         };
-        problems.extend(config.problems(secrets, has_geoip));
+        problems.extend(config.problems(secrets, policy, has_geoip));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -152,8 +185,13 @@ impl AppliedConfig {
     }
 
     /// Every reason this configuration cannot run on this node (`has_geoip`: whether it was
-    /// given a GeoIP database).
-    pub fn problems(&self, secrets: &SecretResolver, has_geoip: bool) -> Vec<String> {
+    /// given a GeoIP database), the node's own policy included.
+    pub fn problems(
+        &self,
+        secrets: &SecretResolver,
+        policy: &Policy,
+        has_geoip: bool,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         if self.tenant_id.is_empty() {
             problems.push("snapshot names no tenant".to_owned());
@@ -179,7 +217,17 @@ impl AppliedConfig {
                 ));
             }
             for destination in &pipeline.spec.destinations {
+                let refused = |refusal: crate::policy::Refusal| {
+                    format!(
+                        "pipeline {:?}, destination {:?}: {refusal}",
+                        pipeline.name, destination.name
+                    )
+                };
+                problems.extend(policy_problems(destination, policy).into_iter().map(refused));
                 for secret in destination.secret_refs() {
+                    if policy.check_secret(&secret).is_err() {
+                        continue;
+                    }
                     if secrets.resolve(&secret).is_none() {
                         problems.push(format!(
                             "pipeline {:?}, destination {:?}: secret {secret} is not set on this node (environment or secrets directory)",
@@ -269,7 +317,7 @@ mod tests {
     fn a_valid_snapshot_applies() {
         let applied = AppliedConfig::from_snapshot(
             &snapshot(r#"{"sources":[{"name":"web"}]}"#),
-            &SecretResolver::default(),
+            &SecretResolver::default(), &Policy::default(),
             false,
             5,
         )
@@ -281,7 +329,7 @@ mod tests {
     #[test]
     fn an_unresolvable_secret_is_refused_with_its_name() {
         let err =
-            AppliedConfig::from_snapshot(&snapshot(SIGNED), &SecretResolver::default(), false, 5)
+            AppliedConfig::from_snapshot(&snapshot(SIGNED), &SecretResolver::default(), &Policy::default(), false, 5)
                 .expect_err("no secret");
         assert!(
             err.contains("secret SLUICE_TEST_SECRET_THAT_IS_UNSET is not set"),
@@ -294,10 +342,10 @@ mod tests {
     fn geoip_enrichment_needs_a_database_on_the_node() {
         let spec = r#"{"sources":[{"name":"web"}],"governance":[{"step":"enrich","geoip":true}]}"#;
         let err =
-            AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), false, 5)
+            AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), &Policy::default(), false, 5)
                 .expect_err("no database");
         assert!(err.contains("--geoip-db"), "{err}");
-        AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), true, 5)
+        AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), &Policy::default(), true, 5)
             .expect("with a database");
     }
 
@@ -319,7 +367,7 @@ mod tests {
             Some("s3cret")
         );
         assert!(resolver.resolve("../etc/passwd").is_none());
-        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, false, 5).expect("secret found");
+        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, &Policy::default(), false, 5).expect("secret found");
     }
 
     #[test]
@@ -327,6 +375,7 @@ mod tests {
         let err = AppliedConfig::from_snapshot(
             &snapshot(r#"{"sources":[{"name":"web","typo":1}]}"#),
             &SecretResolver::default(),
+            &Policy::default(),
             false,
             5,
         )
@@ -340,7 +389,7 @@ mod tests {
             source: "web".into(),
             expires_at_unix_ms: 0,
         });
-        assert!(AppliedConfig::from_snapshot(&bad, &SecretResolver::default(), false, 5).is_err());
+        assert!(AppliedConfig::from_snapshot(&bad, &SecretResolver::default(), &Policy::default(), false, 5).is_err());
     }
 
     #[test]
@@ -355,7 +404,7 @@ mod tests {
             source: "web".into(),
             expires_at_unix_ms: 100,
         });
-        let applied = AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), false, 5)
+        let applied = AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), &Policy::default(), false, 5)
             .expect("valid");
         let (pipeline, entry) = applied.ingest_source(&key, 50).expect("known key");
         let source = entry.source.as_str();

@@ -27,6 +27,42 @@ pub struct RawConfig {
     pub inspect: RawInspect,
     #[command(flatten)]
     pub identity: RawIdentity,
+    #[command(flatten)]
+    pub policy: RawPolicy,
+}
+
+/// The node's own policy: what a configuration from the control plane may make this node do
+/// (see [`crate::policy`]). Set on the node only; the control plane cannot change it.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Destination hosts allowed beyond public addresses, comma-separated: host names,
+    /// `*.domain`, addresses or CIDR ranges, each optionally with `:port` (`[v6]:port`).
+    /// Checked on the URL, on every address a name resolves to, and on every redirect; the
+    /// node's own ports on this machine need their exact `address:port` entry. Default: none
+    /// (public addresses only: no loopback, private, link-local such as 169.254.169.254, or
+    /// other non-public range).
+    #[arg(long, env = "SLUICE_POLICY_ALLOW_HOSTS", default_value = "")]
+    pub policy_allow_hosts: String,
+    /// Destination kinds allowed (catalogue ids such as `webhook,ga4`), comma-separated.
+    /// Default: every kind.
+    #[arg(long, env = "SLUICE_POLICY_DESTINATION_KINDS", default_value = "")]
+    pub policy_destination_kinds: String,
+    /// Secret names destinations may use, comma-separated names or `PREFIX_*`. The node's own
+    /// settings (`SLUICE_*`, `S3_*`, `AWS_*`, `NATS_*`, `DATABASE_URL`, …) are never allowed.
+    /// Default: any name but those.
+    #[arg(long, env = "SLUICE_POLICY_SECRETS", default_value = "")]
+    pub policy_secrets: String,
+    /// Origins the node's browser APIs (query, inspector, dead letters, erasure) answer,
+    /// comma-separated `scheme://host[:port]`. Default: any (they take bearer tokens, never
+    /// cookies).
+    #[arg(long, env = "SLUICE_POLICY_QUERY_ORIGINS", default_value = "")]
+    pub policy_query_origins: String,
+    /// The control plane's snapshot keys to trust, comma-separated `key_id=public-key`
+    /// (base64url, as the control plane logs them at start). Default: none, and the keys of
+    /// the first snapshot are pinned (trust on first use).
+    #[arg(long, env = "SLUICE_CONFIG_KEYS", default_value = "")]
+    pub config_keys: String,
 }
 
 /// The node: its roles, listener, state, the control plane it syncs with.
@@ -486,6 +522,8 @@ pub struct Config {
     pub query: sluice_query::Limits,
     pub inspect: InspectConfig,
     pub identity: IdentityConfig,
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    pub config_keys: Vec<crate::trust::TrustedKey>,
     /// Where clients reach this node, by role (reported to the control plane).
     pub urls: BTreeMap<Role, String>,
 }
@@ -611,6 +649,15 @@ impl RawConfig {
         let proxy = self.proxy_config(&roles)?;
         let urls = self.advertised_urls(&roles)?;
         let identity = self.identity_config()?;
+        let policy = crate::policy::Policy::parse(
+            &self.policy.policy_allow_hosts,
+            &self.policy.policy_destination_kinds,
+            &self.policy.policy_secrets,
+            &self.policy.policy_query_origins,
+        )
+        .map_err(|e| invalid("policy", e))?;
+        let config_keys =
+            crate::trust::parse_keys(&self.policy.config_keys).map_err(|e| invalid("config_keys", e))?;
         let control_url = self
             .node
             .control_url
@@ -674,6 +721,8 @@ impl RawConfig {
             query,
             inspect,
             identity,
+            policy: std::sync::Arc::new(policy),
+            config_keys,
             proxy,
             urls,
             geoip_db: self.node.geoip_db,

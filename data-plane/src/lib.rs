@@ -14,12 +14,14 @@ pub mod http;
 mod identity;
 pub mod inspect;
 mod lkg;
+pub mod policy;
 pub mod roles;
 mod routes;
 mod scrape;
 mod shutdown;
 pub mod state;
 mod sync;
+pub mod trust;
 pub mod telemetry;
 pub mod visitors;
 mod visitors_api;
@@ -139,6 +141,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         addr: node.config.http_addr,
         source,
     })?;
+    node.config.policy.listening_on(http_addr);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let bus = match &node.config.bus {
         BusConfig::Nats {

@@ -25,6 +25,9 @@ pub fn render(node: &NodeState) -> String {
     metrics
         .counter(m::CONFIG_REJECTED_TOTAL, &[])
         .absolute(load(&node.rejected));
+    metrics
+        .counter(m::CONFIG_SIGNATURE_FAILURES_TOTAL, &[])
+        .absolute(load(&node.forged));
     events(node, metrics);
     destinations(node, metrics);
     for (stage, state) in node.consumers.snapshot() {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sluice_pipeline::time::now_ms;
-use sluice_proto::config::v1::{Ack, Nack, Snapshot, node_message};
+use sluice_proto::config::v1::{Ack, Nack, SignedSnapshot, Snapshot, node_message};
 use tokio::sync::watch;
 
 use crate::applied::{AppliedConfig, SecretResolver};
@@ -27,6 +27,10 @@ pub struct NodeState {
     from_control_plane: AtomicBool,
     pub connected: AtomicBool,
     pub rejected: AtomicU64,
+    /// Snapshots refused because their signature did not check out.
+    pub forged: AtomicU64,
+    /// The control plane's snapshot keys this node trusts.
+    trust: crate::trust::Trust,
     pub counters: Counters,
     /// The node's own metrics recorder.
     pub metrics: Metrics,
@@ -47,6 +51,7 @@ impl NodeState {
             dir: config.secrets_dir.clone(),
         };
         let tap = Tap::new(config.inspect);
+        let trust = crate::trust::Trust::open(&config.state_dir, config.config_keys.clone());
         Self {
             config,
             node_id,
@@ -55,6 +60,8 @@ impl NodeState {
             from_control_plane: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
+            forged: AtomicU64::new(0),
+            trust,
             counters: Counters::default(),
             metrics: Metrics::default(),
             proxy_stats: ProxyStats::default(),
@@ -72,7 +79,7 @@ impl NodeState {
         let Some(saved) = lkg::load(&self.config.state_dir) else {
             return;
         };
-        let problems = saved.problems(&self.secrets, self.config.geoip_db.is_some());
+        let problems = saved.problems(&self.secrets, &self.config.policy, self.config.geoip_db.is_some());
         if problems.is_empty() {
             tracing::info!(
                 version = saved.version,
@@ -120,8 +127,57 @@ impl NodeState {
         self.current.send_replace(Some(Arc::new(config)));
     }
 
+    /// Checks a signed snapshot's signatures and version, then validates, persists and
+    /// installs it; the answer to send back.
+    pub async fn apply_signed(self: &Arc<Self>, signed: SignedSnapshot) -> node_message::Kind {
+        let verified = match self.trust.verify(&signed) {
+            Ok(verified) => verified,
+            Err(refusal) => {
+                self.forged.fetch_add(1, Ordering::Relaxed);
+                let version = signed.decode_unverified().map_or(0, |s| s.version);
+                tracing::error!(version, error = %refusal, "configuration refused: its signature does not check out");
+                return self.refuse(version, signed.nonce, refusal.to_string());
+            }
+        };
+        let version = verified.snapshot.version;
+        let known = self
+            .current()
+            .map(|c| c.version)
+            .max(lkg::load(&self.config.state_dir).map(|c| c.version))
+            .unwrap_or(0);
+        if version < known {
+            tracing::error!(version, known, "configuration refused: older than the one this node had");
+            return self.refuse(
+                version,
+                signed.nonce,
+                format!(
+                    "version {version} is older than version {known}, which this node already had: a replayed or rolled-back snapshot"
+                ),
+            );
+        }
+        let answer = self.apply_snapshot(verified.snapshot).await;
+        if matches!(answer, node_message::Kind::Ack(_))
+            && let Err(e) = self.trust.pin(verified.announced)
+        {
+            tracing::error!(error = %e, "cannot pin the control plane's configuration keys");
+        }
+        answer
+    }
+
+    /// Refuses a snapshot: counted, kept as the last error, and the Nack to send.
+    pub fn refuse(&self, version: u64, nonce: String, error: String) -> node_message::Kind {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.set_last_error(error.clone());
+        tracing::warn!(version, error = %error, "configuration refused; keeping the current one");
+        node_message::Kind::Nack(Nack {
+            version,
+            nonce,
+            error,
+        })
+    }
+
     /// Validates, persists and installs a snapshot; the answer to send back.
-    pub async fn apply_snapshot(self: &Arc<Self>, snapshot: Snapshot) -> node_message::Kind {
+    async fn apply_snapshot(self: &Arc<Self>, snapshot: Snapshot) -> node_message::Kind {
         let (version, nonce) = (snapshot.version, snapshot.nonce.clone());
         let node = self.clone();
         // Validation reads secret files and persisting fsyncs: keep both off the executor.
@@ -129,6 +185,7 @@ impl NodeState {
             let config = AppliedConfig::from_snapshot(
                 &snapshot,
                 &node.secrets,
+                &node.config.policy,
                 node.config.geoip_db.is_some(),
                 now_ms(),
             )?;
@@ -145,16 +202,7 @@ impl NodeState {
                 tracing::info!(version, "configuration applied");
                 node_message::Kind::Ack(Ack { version, nonce })
             }
-            Err(error) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                self.set_last_error(error.clone());
-                tracing::warn!(version, error = %error, "configuration refused; keeping the current one");
-                node_message::Kind::Nack(Nack {
-                    version,
-                    nonce,
-                    error,
-                })
-            }
+            Err(error) => self.refuse(version, nonce, error),
         }
     }
 }

@@ -152,10 +152,14 @@ async fn session(node: &Arc<NodeState>) -> Result<(), SyncError> {
     loop {
         tokio::select! {
             message = inbound.message() => match message {
-                Ok(Some(ControlMessage { kind: Some(control_message::Kind::Snapshot(snapshot)) })) => {
-                    let reply = node.apply_snapshot(snapshot).await;
+                Ok(Some(ControlMessage { kind: Some(control_message::Kind::SignedSnapshot(signed)) })) => {
+                    let reply = node.apply_signed(signed).await;
                     send(&tx, reply).await?;
                     send(&tx, node_message::Kind::Status(status(node))).await?;
+                }
+                Ok(Some(ControlMessage { kind: Some(control_message::Kind::Snapshot(unsigned)) })) => {
+                    let reply = node.refuse(unsigned.version, unsigned.nonce, "an unsigned snapshot: this node applies only snapshots the control plane signed (upgrade the control plane)".into());
+                    send(&tx, reply).await?;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),

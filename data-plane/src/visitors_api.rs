@@ -61,9 +61,10 @@ pub fn upkeep(node: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) -> Opti
 }
 
 pub fn router(node: Arc<NodeState>) -> Router {
+    let cors = crate::http::browser_cors(&node.config.policy);
     Router::new()
         .route("/v1/identities/{id}", get(profile).delete(erase))
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(node)
 }
 

@@ -186,6 +186,11 @@ impl JwtKeySet {
     }
 
     /// The `kid` new tokens are signed with.
+    /// The keys, newest first.
+    pub fn materials(&self) -> &[SigningKeyMaterial] {
+        &self.materials
+    }
+
     pub fn current_kid(&self) -> &str {
         &self.current_kid
     }

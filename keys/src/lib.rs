@@ -8,6 +8,7 @@ pub mod key;
 pub mod password;
 pub mod private_file;
 pub mod random;
+pub mod signed;
 
 pub use error::KeyError;
 

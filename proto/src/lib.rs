@@ -16,5 +16,22 @@ pub mod config {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
         tonic::include_proto!("sluice.config.v1");
+
+        impl Snapshot {
+            /// The bytes the control plane signs and sends in a [`SignedSnapshot`].
+            pub fn encode_to_bytes(&self) -> Vec<u8> {
+                prost::Message::encode_to_vec(self)
+            }
+        }
+
+        impl SignedSnapshot {
+            /// The snapshot inside, with this send's nonce, without checking the signatures
+            /// (a node checks them first; tools and tests that stand in for a node may not).
+            pub fn decode_unverified(&self) -> Result<Snapshot, prost::DecodeError> {
+                let mut snapshot = <Snapshot as prost::Message>::decode(self.snapshot.as_slice())?;
+                snapshot.nonce.clone_from(&self.nonce);
+                Ok(snapshot)
+            }
+        }
     }
 }

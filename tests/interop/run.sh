@@ -7,9 +7,9 @@ cd "$(dirname "$0")/../.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/debug/sluice}"
 [ -x "$bin" ] || { echo "build the sluice binary first (cargo build)" >&2; exit 1; }
 venv="${SLUICE_INTEROP_VENV:-$HOME/.cache/sluice-interop-venv}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc, grpc_tools, segment.analytics' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc, grpc_tools, segment.analytics, cryptography' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q grpcio grpcio-tools segment-analytics-python
+  "$venv/bin/pip" install -q grpcio grpcio-tools segment-analytics-python cryptography
 fi
 work=$(mktemp -d)
 node=""

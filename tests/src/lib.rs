@@ -310,6 +310,9 @@ pub async fn start_node(grpc_url: &str, key: &str, state_dir: &Path) -> RunningN
     start_node_trusting(grpc_url, key, state_dir, None).await
 }
 
+/// The node policy's allowed hosts for tests, whose vendors listen on loopback.
+pub const LOOPBACK_ALLOWED: &str = "127.0.0.1";
+
 /// Starts a node like [`start_node`] after `configure` adjusted its settings (roles, ports).
 pub async fn start_node_with(
     grpc_url: &str,
@@ -327,6 +330,8 @@ pub async fn start_node_with(
         raw.node.service_key = Some(key.to_owned());
         raw.node.node_name = Some("test-node".into());
         raw.node.max_backoff_secs = 2;
+        // The tests' vendors listen on loopback, which the default policy refuses.
+        raw.policy.policy_allow_hosts = LOOPBACK_ALLOWED.into();
         raw
     };
     configure(&mut raw);
@@ -386,6 +391,8 @@ pub enum Reply {
     Slow(Duration),
     /// A status with this JSON body (after the wait), as a vendor that answers in the body.
     Json(u16, &'static str, Duration),
+    /// A redirect (301, 302, 307 or 308) to this URL.
+    Redirect(u16, String),
 }
 
 /// A request the vendor received.
@@ -453,7 +460,7 @@ impl Vendor {
             };
             let at = Instant::now();
             let status = match &reply {
-                Reply::Status(s) | Reply::RetryAfter(s, _) => *s,
+                Reply::Status(s) | Reply::RetryAfter(s, _) | Reply::Redirect(s, _) => *s,
                 Reply::Slow(wait) => {
                     tokio::time::sleep(*wait).await;
                     200
@@ -494,6 +501,10 @@ impl Vendor {
                 response
                     .headers_mut()
                     .insert("retry-after", secs.to_string().parse().unwrap());
+            } else if let Reply::Redirect(_, to) = reply {
+                response
+                    .headers_mut()
+                    .insert("location", to.parse().unwrap());
             }
             response
         }
@@ -596,6 +607,61 @@ pub async fn recording_relay(
         }
     });
     (format!("http://{addr}"), seen)
+}
+
+/// A TCP relay to `upstream` that, while `on` is set, replaces `needle` by `with` (of the same
+/// length) in what upstream sends back: a man in the middle of the config-sync stream, who
+/// edits a snapshot without breaking HTTP/2's framing.
+pub async fn tampering_relay(
+    upstream: String,
+    needle: &'static [u8],
+    with: &'static [u8],
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    assert_eq!(needle.len(), with.len());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            let ignored = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            tokio::spawn(pipe(cr, sw, ignored.clone()));
+            let on = on.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut from, mut to) = (sr, cw);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let chunk = &mut buf[..n];
+                    if on.load(std::sync::atomic::Ordering::Relaxed) {
+                        let mut i = 0;
+                        while i + needle.len() <= chunk.len() {
+                            if &chunk[i..i + needle.len()] == needle {
+                                chunk[i..i + needle.len()].copy_from_slice(with);
+                                i += needle.len();
+                            } else {
+                                i += 1;
+                            }
+                        }
+                    }
+                    if to.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
 }
 
 async fn pipe(

@@ -65,8 +65,8 @@ impl RawStream {
         loop {
             match tokio::time::timeout_at(deadline, self.inbound.message()).await {
                 Ok(Ok(Some(ControlMessage {
-                    kind: Some(control_message::Kind::Snapshot(s)),
-                }))) => return Some(s),
+                    kind: Some(control_message::Kind::SignedSnapshot(s)),
+                }))) => return Some(s.decode_unverified().expect("a snapshot")),
                 Ok(Ok(Some(_))) => continue,
                 Ok(Ok(None)) => panic!("stream ended"),
                 Ok(Err(status)) => panic!("stream failed: {status:?}"),

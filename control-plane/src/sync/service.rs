@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use sluice_keys::KeyType;
 use sluice_proto::config::v1::config_sync_server::ConfigSync;
 use sluice_proto::config::v1::{
-    ControlMessage, Heartbeat, Hello, NodeMessage, Snapshot, Status as NodeStatus, control_message,
-    node_message,
+    ControlMessage, Heartbeat, Hello, NodeMessage, SignedSnapshot, SnapshotSignature,
+    Status as NodeStatus, control_message, node_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -351,11 +351,19 @@ impl Session {
             return Ok(());
         }
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let snapshot = Snapshot {
+        // Signed as encoded, so the node checks the very bytes it decodes.
+        let body = current.encode_to_bytes();
+        let signatures = sluice_keys::signed::SnapshotSigner::from_jwt_keys(self.state.jwt.materials())
+            .sign(&body)
+            .into_iter()
+            .map(|(key_id, signature)| SnapshotSignature { key_id, signature })
+            .collect();
+        let signed = SignedSnapshot {
+            snapshot: body,
             nonce: nonce.clone(),
-            ..Snapshot::clone(&current)
+            signatures,
         };
-        self.send(control_message::Kind::Snapshot(snapshot)).await?;
+        self.send(control_message::Kind::SignedSnapshot(signed)).await?;
         self.sent = Some((version, nonce));
         ::metrics::counter!(metrics::SYNC_SNAPSHOTS_TOTAL).increment(1);
         tracing::debug!(node_id = %self.node_id, version, "snapshot sent");

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sluice_proto::config::v1::{AccessKey, IngestKey, Pipeline, Snapshot};
+use sluice_proto::config::v1::{AccessKey, IngestKey, Pipeline, SigningKey, Snapshot};
 
 use crate::state::AppState;
 use crate::store::{StoreError, now_ms};
@@ -71,6 +71,14 @@ impl SnapshotCache {
                 .collect(),
             jwks_json: serde_json::to_string(&state.jwt.jwks()).unwrap_or_default(),
             issued_at_unix_ms: now_ms(),
+            signing_keys: sluice_keys::signed::SnapshotSigner::from_jwt_keys(state.jwt.materials())
+                .public_keys()
+                .into_iter()
+                .map(|(key_id, public_key)| SigningKey {
+                    key_id,
+                    public_key: public_key.to_vec(),
+                })
+                .collect(),
         });
         let mut cache = self.lock();
         let newer_cached = cache

@@ -53,6 +53,7 @@ pub fn router(
     archive: Option<Arc<dyn object_store::ObjectStore>>,
     stop: watch::Receiver<bool>,
 ) -> Router {
+    let cors = crate::http::browser_cors(&node.config.policy);
     let archive = archive.map(|store| trace::Archive {
         engine: sluice_query::QueryEngine::new(store.clone(), node.config.query.clone()),
         store,
@@ -61,7 +62,7 @@ pub fn router(
         .route("/v1/live", get(live))
         .route("/v1/events/{event_id}/trace", get(event_trace))
         .route("/v1/inspect", get(ring))
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(Arc::new(Inspector {
             node,
             bus,

@@ -46,6 +46,7 @@ struct Dlq {
 }
 
 pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
+    let cors = crate::http::browser_cors(&node.config.policy);
     let dlq = Arc::new(Dlq {
         node,
         bus,
@@ -60,7 +61,7 @@ pub fn router(node: Arc<NodeState>, bus: AnyBus) -> Router {
         .route("/v1/dlq/{pipeline_id}/{destination}/replay", post(replay))
         .route("/v1/rejected", get(list_rejected).delete(purge_rejected))
         .route("/v1/rejected/replay", post(replay_rejected))
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(dlq)
 }
 

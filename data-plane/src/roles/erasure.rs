@@ -57,6 +57,7 @@ pub fn router(
     bus: AnyBus,
     archive: Option<mpsc::Sender<ErasureJob>>,
 ) -> Router {
+    let cors = crate::http::browser_cors(&node.config.policy);
     let state = Arc::new(Erasures {
         node,
         bus,
@@ -66,7 +67,7 @@ pub fn router(
     Router::new()
         .route("/v1/erasure", post(erase))
         .route("/v1/erasures", get(receipts))
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(state)
 }
 

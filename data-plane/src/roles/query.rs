@@ -29,11 +29,12 @@ struct QueryApi {
 }
 
 pub fn router(node: Arc<NodeState>, store: Arc<dyn ObjectStore>) -> Router {
+    let cors = crate::http::browser_cors(&node.config.policy);
     let engine = QueryEngine::new(store, node.config.query.clone());
     Router::new()
         .route("/v1/query", post(query))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(Arc::new(QueryApi { node, engine }))
 }
 

@@ -19,6 +19,8 @@ pub const CONFIG_AGE_SECONDS: &str = "sluice_config_age_seconds";
 pub const CONTROL_PLANE_CONNECTED: &str = "sluice_control_plane_connected";
 /// Snapshots refused by this node.
 pub const CONFIG_REJECTED_TOTAL: &str = "sluice_config_rejected_total";
+/// Snapshots refused because their signature did not verify (altered or forged): alert on it.
+pub const CONFIG_SIGNATURE_FAILURES_TOTAL: &str = "sluice_config_signature_failures_total";
 /// Events by `stage` (`received`, `processed`, `rejected`, `delivered`, `failed`,
 /// `archived`).
 pub const EVENTS_TOTAL: &str = "sluice_events_total";
@@ -103,6 +105,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Snapshots this node refused.",
+    ),
+    (
+        CONFIG_SIGNATURE_FAILURES_TOTAL,
+        Kind::Counter,
+        None,
+        "Snapshots refused because their signature did not verify.",
     ),
     (EVENTS_TOTAL, Kind::Counter, None, "Events by stage."),
     (

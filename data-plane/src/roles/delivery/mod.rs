@@ -13,6 +13,7 @@
 //!   a worker finishes the batch in hand first.
 
 pub mod decide;
+mod guard;
 mod limiter;
 mod oauth;
 pub mod retry;
@@ -37,6 +38,7 @@ use crate::state::NodeState;
 use crate::telemetry::counters::{Count, DestinationCounters};
 use crate::telemetry::metrics;
 use decide::{BatchStep, EventStep};
+pub use guard::Guarded;
 use limiter::RateLimiter;
 
 /// How much of a destination's answer a DLQ entry (and the inspector) keeps, in bytes.
@@ -124,7 +126,7 @@ impl Sink {
     async fn attempt(
         &self,
         resolved: &Resolved,
-        http: &reqwest::Client,
+        http: &Guarded,
         items: &[(&str, &[u8])],
         keep_request: bool,
     ) -> Attempt {
@@ -148,6 +150,8 @@ impl Sink {
         let request = resolved.request(items, now_ms(), token.as_deref());
         let kept = keep_request.then(|| request.clone());
         let mut attempt = match post(http, request, resolved.spec.timeout()).await {
+            // The node's policy refuses where this would go: retrying changes nothing.
+            Err(Failure::Refused(error)) => Attempt::of(Verdict::DeadLetter { error }),
             Ok(answer) => {
                 if answer.status == 401 && token.is_some() {
                     tokens.forget().await;
@@ -163,7 +167,7 @@ impl Sink {
                     request: None,
                 }
             }
-            Err(error) => Attempt::of(Verdict::Retry {
+            Err(Failure::Failed(error)) => Attempt::of(Verdict::Retry {
                 error,
                 retry_after: None,
             }),
@@ -188,17 +192,14 @@ pub fn start(
     bus: AnyBus,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, reqwest::Error> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()?;
+    let http = Guarded::new(node.config.policy.clone(), Some(Duration::from_secs(90)))?;
     Ok(tokio::spawn(supervise(node, bus, http, shutdown)))
 }
 
 async fn supervise(
     node: Arc<NodeState>,
     bus: AnyBus,
-    http: reqwest::Client,
+    http: Guarded,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut config = node.subscribe();
@@ -233,7 +234,7 @@ async fn supervise(
 async fn reconcile(
     node: &Arc<NodeState>,
     bus: &AnyBus,
-    http: &reqwest::Client,
+    http: &Guarded,
     running: &mut HashMap<(String, String), Running>,
     config: Option<&AppliedConfig>,
 ) {
@@ -358,7 +359,7 @@ async fn work(
     destination: Arc<Destination>,
     node: Arc<NodeState>,
     bus: AnyBus,
-    http: reqwest::Client,
+    http: Guarded,
     mut stop: watch::Receiver<bool>,
 ) {
     let max = destination.resolved.max_batch();
@@ -419,7 +420,7 @@ impl Destination {
         deliveries: Vec<Delivery>,
         node: &NodeState,
         bus: &AnyBus,
-        http: &reqwest::Client,
+        http: &Guarded,
     ) {
         // No request carries more than the definition's bytes (a comma between payloads).
         let mut work = sluice_bus::split_by_bytes(deliveries, self.resolved.max_bytes(), 1);
@@ -537,7 +538,7 @@ impl Destination {
     async fn attempt(
         &self,
         batch: &[Delivery],
-        http: &reqwest::Client,
+        http: &Guarded,
     ) -> (Verdict, Option<Answer>) {
         let items: Vec<(&str, &[u8])> = batch
             .iter()
@@ -635,25 +636,36 @@ async fn write_rows(warehouse: &sluice_warehouse::Postgres, items: &[(&str, &[u8
     }
 }
 
+/// Why a request got no answer.
+enum Failure {
+    /// The node's policy refuses where it would go.
+    Refused(String),
+    /// It could not be sent, or no answer came.
+    Failed(String),
+}
+
 /// Sends a request; the vendor's answer, or why there was none.
-async fn post(
-    http: &reqwest::Client,
-    request: Request,
-    timeout: Duration,
-) -> Result<Answer, String> {
-    let mut builder = http.post(&request.url).timeout(timeout).body(request.body);
+async fn post(http: &Guarded, request: Request, timeout: Duration) -> Result<Answer, Failure> {
+    let mut builder = http
+        .post(&request.url)
+        .map_err(|refusal| Failure::Refused(refusal.to_string()))?
+        .timeout(timeout)
+        .body(request.body);
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
     }
     let response = builder.send().await.map_err(|e| {
+        if let Some(refusal) = guard::refusal(&e) {
+            return Failure::Refused(refusal.to_string());
+        }
         // Never the URL: it may carry an API secret (GA4, Meta).
-        if e.is_timeout() {
+        Failure::Failed(if e.is_timeout() {
             format!("no answer within {} ms", timeout.as_millis())
         } else if e.is_connect() {
             format!("cannot connect: {}", e.without_url())
         } else {
             e.without_url().to_string()
-        }
+        })
     })?;
     let status = response.status().as_u16();
     let retry_after = response

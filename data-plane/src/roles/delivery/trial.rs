@@ -35,19 +35,18 @@ use crate::state::NodeState;
 
 struct Trial {
     node: Arc<NodeState>,
-    http: reqwest::Client,
+    http: super::Guarded,
 }
 
 pub fn router(node: Arc<NodeState>) -> Result<Router, reqwest::Error> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let cors = crate::http::browser_cors(&node.config.policy);
+    let http = super::Guarded::new(node.config.policy.clone(), None)?;
     Ok(Router::new()
         .route(
             "/v1/destinations/{pipeline_id}/{destination}/test",
             post(test_send),
         )
-        .layer(crate::http::browser_cors())
+        .layer(cors)
         .with_state(Arc::new(Trial { node, http })))
 }
 

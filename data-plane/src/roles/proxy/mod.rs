@@ -109,6 +109,7 @@ pub async fn start(
         addr: config.addr,
         source,
     })?;
+    node.config.policy.listening_on(addr);
     let mut receivers = config.receiver_urls.clone();
     if receivers.is_empty()
         && let Some(local) = local_receiver

@@ -2,6 +2,8 @@
 //! unchanged. A request is acknowledged only once every event in it is durably on the bus's
 //! `raw` stage, all or none.
 
+#[cfg(test)]
+mod fuzz;
 mod limits;
 pub(crate) mod segment;
 mod signature;
