@@ -98,7 +98,10 @@ pub async fn start(config: Config) -> Result<RunningControlPlane, StartError> {
             .public_keys()
             .into_iter()
             .map(|(kid, public)| {
-                format!("{kid}={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public))
+                format!(
+                    "{kid}={}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public)
+                )
             })
             .collect();
         // What an operator gives a node as SLUICE_CONFIG_KEYS to trust no other signer.

@@ -90,7 +90,10 @@ fn read_secret_file(dir: &Path, name: &str) -> Option<String> {
 /// What in `destination` the node's policy refuses: its kind, the secrets it names, the
 /// addresses its URL settings point at. (A host name is judged again by what it resolves to
 /// when the node connects, and every redirect too.)
-fn policy_problems(destination: &spec::DestinationSpec, policy: &Policy) -> Vec<crate::policy::Refusal> {
+fn policy_problems(
+    destination: &spec::DestinationSpec,
+    policy: &Policy,
+) -> Vec<crate::policy::Refusal> {
     let mut refused = Vec::new();
     let Some(kind) = destination.kind() else {
         return refused;
@@ -223,7 +226,11 @@ impl AppliedConfig {
                         pipeline.name, destination.name
                     )
                 };
-                problems.extend(policy_problems(destination, policy).into_iter().map(refused));
+                problems.extend(
+                    policy_problems(destination, policy)
+                        .into_iter()
+                        .map(refused),
+                );
                 for secret in destination.secret_refs() {
                     if policy.check_secret(&secret).is_err() {
                         continue;
@@ -308,16 +315,18 @@ mod tests {
             access_keys: Vec::new(),
             jwks_json: String::new(),
             issued_at_unix_ms: 1,
+            signing_keys: Vec::new(),
         }
     }
 
-    const SIGNED: &str = r#"{"sources":[{"name":"web"}],"destinations":[{"name":"crm","webhook":{"url":"https://x","signing_secret":"SLUICE_TEST_SECRET_THAT_IS_UNSET"}}]}"#;
+    const SIGNED: &str = r#"{"sources":[{"name":"web"}],"destinations":[{"name":"crm","webhook":{"url":"https://x","signing_secret":"CRM_TEST_SECRET_THAT_IS_UNSET"}}]}"#;
 
     #[test]
     fn a_valid_snapshot_applies() {
         let applied = AppliedConfig::from_snapshot(
             &snapshot(r#"{"sources":[{"name":"web"}]}"#),
-            &SecretResolver::default(), &Policy::default(),
+            &SecretResolver::default(),
+            &Policy::default(),
             false,
             5,
         )
@@ -328,11 +337,16 @@ mod tests {
 
     #[test]
     fn an_unresolvable_secret_is_refused_with_its_name() {
-        let err =
-            AppliedConfig::from_snapshot(&snapshot(SIGNED), &SecretResolver::default(), &Policy::default(), false, 5)
-                .expect_err("no secret");
+        let err = AppliedConfig::from_snapshot(
+            &snapshot(SIGNED),
+            &SecretResolver::default(),
+            &Policy::default(),
+            false,
+            5,
+        )
+        .expect_err("no secret");
         assert!(
-            err.contains("secret SLUICE_TEST_SECRET_THAT_IS_UNSET is not set"),
+            err.contains("secret CRM_TEST_SECRET_THAT_IS_UNSET is not set"),
             "{err}"
         );
         assert!(err.contains("destination \"crm\""), "{err}");
@@ -341,33 +355,40 @@ mod tests {
     #[test]
     fn geoip_enrichment_needs_a_database_on_the_node() {
         let spec = r#"{"sources":[{"name":"web"}],"governance":[{"step":"enrich","geoip":true}]}"#;
-        let err =
-            AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), &Policy::default(), false, 5)
-                .expect_err("no database");
+        let err = AppliedConfig::from_snapshot(
+            &snapshot(spec),
+            &SecretResolver::default(),
+            &Policy::default(),
+            false,
+            5,
+        )
+        .expect_err("no database");
         assert!(err.contains("--geoip-db"), "{err}");
-        AppliedConfig::from_snapshot(&snapshot(spec), &SecretResolver::default(), &Policy::default(), true, 5)
-            .expect("with a database");
+        AppliedConfig::from_snapshot(
+            &snapshot(spec),
+            &SecretResolver::default(),
+            &Policy::default(),
+            true,
+            5,
+        )
+        .expect("with a database");
     }
 
     #[test]
     fn secrets_resolve_from_a_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("SLUICE_TEST_SECRET_THAT_IS_UNSET"),
-            "s3cret\n",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("CRM_TEST_SECRET_THAT_IS_UNSET"), "s3cret\n")
+            .expect("write");
         let resolver = SecretResolver {
             dir: Some(dir.path().to_path_buf()),
         };
         assert_eq!(
-            resolver
-                .resolve("SLUICE_TEST_SECRET_THAT_IS_UNSET")
-                .as_deref(),
+            resolver.resolve("CRM_TEST_SECRET_THAT_IS_UNSET").as_deref(),
             Some("s3cret")
         );
         assert!(resolver.resolve("../etc/passwd").is_none());
-        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, &Policy::default(), false, 5).expect("secret found");
+        AppliedConfig::from_snapshot(&snapshot(SIGNED), &resolver, &Policy::default(), false, 5)
+            .expect("secret found");
     }
 
     #[test]
@@ -389,7 +410,16 @@ mod tests {
             source: "web".into(),
             expires_at_unix_ms: 0,
         });
-        assert!(AppliedConfig::from_snapshot(&bad, &SecretResolver::default(), &Policy::default(), false, 5).is_err());
+        assert!(
+            AppliedConfig::from_snapshot(
+                &bad,
+                &SecretResolver::default(),
+                &Policy::default(),
+                false,
+                5
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -404,8 +434,14 @@ mod tests {
             source: "web".into(),
             expires_at_unix_ms: 100,
         });
-        let applied = AppliedConfig::from_snapshot(&snap, &SecretResolver::default(), &Policy::default(), false, 5)
-            .expect("valid");
+        let applied = AppliedConfig::from_snapshot(
+            &snap,
+            &SecretResolver::default(),
+            &Policy::default(),
+            false,
+            5,
+        )
+        .expect("valid");
         let (pipeline, entry) = applied.ingest_source(&key, 50).expect("known key");
         let source = entry.source.as_str();
         assert_eq!((pipeline.id.as_str(), source), ("p1", "web"));

@@ -656,8 +656,8 @@ impl RawConfig {
             &self.policy.policy_query_origins,
         )
         .map_err(|e| invalid("policy", e))?;
-        let config_keys =
-            crate::trust::parse_keys(&self.policy.config_keys).map_err(|e| invalid("config_keys", e))?;
+        let config_keys = crate::trust::parse_keys(&self.policy.config_keys)
+            .map_err(|e| invalid("config_keys", e))?;
         let control_url = self
             .node
             .control_url

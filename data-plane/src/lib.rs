@@ -21,8 +21,8 @@ mod scrape;
 mod shutdown;
 pub mod state;
 mod sync;
-pub mod trust;
 pub mod telemetry;
+pub mod trust;
 pub mod visitors;
 mod visitors_api;
 

@@ -15,8 +15,19 @@ use reqwest::Url;
 /// Prefixes and names of the node's own settings: never a destination's secret, whatever the
 /// policy lists.
 const OWN_SETTINGS: &[&str] = &[
-    "SLUICE_", "S3_", "AWS_", "AZURE_", "NATS_", "GOOGLE_APPLICATION_CREDENTIALS",
-    "DATABASE_URL", "PATH", "HOME", "HOSTNAME", "USER", "PWD", "SHELL",
+    "SLUICE_",
+    "S3_",
+    "AWS_",
+    "AZURE_",
+    "NATS_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "DATABASE_URL",
+    "PATH",
+    "HOME",
+    "HOSTNAME",
+    "USER",
+    "PWD",
+    "SHELL",
 ];
 
 /// Why the policy refuses something; the message names the rule and how to allow it.
@@ -71,14 +82,18 @@ fn items(list: &str) -> impl Iterator<Item = &str> {
 impl Policy {
     /// The policy from its settings (each a comma-separated list; empty means the default).
     pub fn parse(hosts: &str, kinds: &str, secrets: &str, origins: &str) -> Result<Self, String> {
-        let allowed_hosts = items(hosts).map(parse_host).collect::<Result<Vec<_>, _>>()?;
+        let allowed_hosts = items(hosts)
+            .map(parse_host)
+            .collect::<Result<Vec<_>, _>>()?;
         let kinds: Vec<String> = items(kinds).map(str::to_owned).collect();
         for kind in &kinds {
             if !kind
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             {
-                return Err(format!("{kind:?} is not a destination kind (a catalogue id)"));
+                return Err(format!(
+                    "{kind:?} is not a destination kind (a catalogue id)"
+                ));
             }
         }
         let secrets = items(secrets)
@@ -185,7 +200,10 @@ impl Policy {
     /// the addresses it resolves to, when the connection is made ([`Policy::check_resolved`]).
     pub fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(Refusal(format!("scheme {} is not http or https", url.scheme())));
+            return Err(Refusal(format!(
+                "scheme {} is not http or https",
+                url.scheme()
+            )));
         }
         let port = url.port_or_known_default().unwrap_or(0);
         match url.host() {
@@ -229,7 +247,12 @@ impl Policy {
 
     /// Whether `addr` (reached as `name`, at `port` when known) is allowed: a public address,
     /// or one an entry of SLUICE_POLICY_ALLOW_HOSTS names.
-    fn check_addr(&self, name: Option<&str>, addr: IpAddr, port: Option<u16>) -> Result<(), Refusal> {
+    fn check_addr(
+        &self,
+        name: Option<&str>,
+        addr: IpAddr,
+        port: Option<u16>,
+    ) -> Result<(), Refusal> {
         let addr = canonical(addr);
         let listed = |exact_port: bool| {
             self.allowed_hosts.iter().any(|entry| {
@@ -303,7 +326,10 @@ fn parse_host(entry: &str) -> Result<Allowed, String> {
         (inside, port)
     } else if entry.matches(':').count() == 1 {
         let (host, port) = entry.split_once(':').unwrap_or((entry, ""));
-        (host, Some(port.parse::<u16>().map_err(|_| bad("not a port"))?))
+        (
+            host,
+            Some(port.parse::<u16>().map_err(|_| bad("not a port"))?),
+        )
     } else {
         (entry, None)
     };
@@ -342,7 +368,11 @@ fn parse_host(entry: &str) -> Result<Allowed, String> {
         if !valid {
             return Err(bad("not a host name, *.domain, address or range"));
         }
-        if below { Host::Below(name) } else { Host::Name(name) }
+        if below {
+            Host::Below(name)
+        } else {
+            Host::Name(name)
+        }
     };
     Ok(Allowed { host, port })
 }
@@ -518,7 +548,12 @@ mod tests {
         let refused = policy
             .check_resolved("rebind.example.com", [private])
             .expect_err("private only");
-        assert!(refused.to_string().contains("rebind.example.com (10.0.0.7)"), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("rebind.example.com (10.0.0.7)"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -538,7 +573,11 @@ mod tests {
         ] {
             assert!(policy.check_url(&url(allowed)).is_ok(), "{allowed}");
         }
-        for refused in ["http://[::1]:9001/", "https://192.168.1.5/", "http://169.254.169.254/"] {
+        for refused in [
+            "http://[::1]:9001/",
+            "https://192.168.1.5/",
+            "http://169.254.169.254/",
+        ] {
             assert!(policy.check_url(&url(refused)).is_err(), "{refused}");
         }
         let internal: IpAddr = "10.9.9.9".parse().expect("ip");
@@ -570,7 +609,13 @@ mod tests {
     #[test]
     fn the_nodes_own_settings_are_never_secrets() {
         let policy = default();
-        for own in ["SLUICE_SERVICE_KEY", "S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "NATS_URL"] {
+        for own in [
+            "SLUICE_SERVICE_KEY",
+            "S3_SECRET_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "DATABASE_URL",
+            "NATS_URL",
+        ] {
             assert!(policy.check_secret(own).is_err(), "{own}");
         }
         assert!(policy.check_secret("META_ACCESS_TOKEN").is_ok());
@@ -584,7 +629,8 @@ mod tests {
 
     #[test]
     fn kinds_and_origins_are_lists() {
-        let policy = Policy::parse("", "webhook, ga4", "", "https://console.example.com").expect("p");
+        let policy =
+            Policy::parse("", "webhook, ga4", "", "https://console.example.com").expect("p");
         assert!(policy.check_kind("ga4").is_ok());
         assert!(policy.check_kind("meta").is_err());
         assert!(policy.allows_origin("https://console.example.com"));

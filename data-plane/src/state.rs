@@ -79,7 +79,11 @@ impl NodeState {
         let Some(saved) = lkg::load(&self.config.state_dir) else {
             return;
         };
-        let problems = saved.problems(&self.secrets, &self.config.policy, self.config.geoip_db.is_some());
+        let problems = saved.problems(
+            &self.secrets,
+            &self.config.policy,
+            self.config.geoip_db.is_some(),
+        );
         if problems.is_empty() {
             tracing::info!(
                 version = saved.version,
@@ -146,7 +150,11 @@ impl NodeState {
             .max(lkg::load(&self.config.state_dir).map(|c| c.version))
             .unwrap_or(0);
         if version < known {
-            tracing::error!(version, known, "configuration refused: older than the one this node had");
+            tracing::error!(
+                version,
+                known,
+                "configuration refused: older than the one this node had"
+            );
             return self.refuse(
                 version,
                 signed.nonce,

@@ -157,7 +157,10 @@ impl Trust {
                 )
             }));
         }
-        if !announced.iter().any(|k| signed_by.contains(&k.key_id.as_str())) {
+        if !announced
+            .iter()
+            .any(|k| signed_by.contains(&k.key_id.as_str()))
+        {
             return Err(Untrusted::Signature(
                 "the snapshot announces keys none of which signed it".into(),
             ));
@@ -228,20 +231,28 @@ mod tests {
         let k3 = SigningKeyMaterial::generate().expect("key");
         let trust = Trust::open(dir.path(), Vec::new());
         let first = trust
-            .verify(&signed_by(&SnapshotSigner::from_jwt_keys(&[k1.clone()]), 1))
+            .verify(&signed_by(
+                &SnapshotSigner::from_jwt_keys(std::slice::from_ref(&k1)),
+                1,
+            ))
             .expect("first use");
         assert_eq!(first.snapshot.nonce, "n");
         trust.pin(first.announced).expect("pin");
 
         // Another control plane's keys are refused from now on, across restarts.
-        let other = SnapshotSigner::from_jwt_keys(&[k3.clone()]);
+        let other = SnapshotSigner::from_jwt_keys(std::slice::from_ref(&k3));
         let reopened = Trust::open(dir.path(), Vec::new());
-        let refused = reopened.verify(&signed_by(&other, 2)).expect_err("not pinned");
+        let refused = reopened
+            .verify(&signed_by(&other, 2))
+            .expect_err("not pinned");
         assert!(refused.to_string().contains("does not verify"), "{refused}");
 
         // A rotation: signed by the new key and the pinned one, announcing both.
         let rotation = reopened
-            .verify(&signed_by(&SnapshotSigner::from_jwt_keys(&[k2.clone(), k1]), 3))
+            .verify(&signed_by(
+                &SnapshotSigner::from_jwt_keys(&[k2.clone(), k1]),
+                3,
+            ))
             .expect("rotation");
         reopened.pin(rotation.announced).expect("pin");
         // The old key retired: the new one alone is enough.
@@ -256,7 +267,9 @@ mod tests {
         let signer = SnapshotSigner::from_jwt_keys(&[SigningKeyMaterial::generate().expect("key")]);
         let trust = Trust::open(dir.path(), Vec::new());
         let good = signed_by(&signer, 1);
-        trust.pin(trust.verify(&good).expect("good").announced).expect("pin");
+        trust
+            .pin(trust.verify(&good).expect("good").announced)
+            .expect("pin");
 
         let mut altered = good.clone();
         let last = altered.snapshot.len() - 1;
@@ -281,8 +294,11 @@ mod tests {
         let (kid, public) = mine.public_keys().remove(0);
         let given = parse_keys(&format!("{kid}={}", URL_SAFE_NO_PAD.encode(public))).expect("keys");
         let trust = Trust::open(tempfile::tempdir().expect("dir").path(), given);
-        trust.verify(&signed_by(&mine, 1)).expect("the operator's key");
-        let stranger = SnapshotSigner::from_jwt_keys(&[SigningKeyMaterial::generate().expect("key")]);
+        trust
+            .verify(&signed_by(&mine, 1))
+            .expect("the operator's key");
+        let stranger =
+            SnapshotSigner::from_jwt_keys(&[SigningKeyMaterial::generate().expect("key")]);
         assert!(trust.verify(&signed_by(&stranger, 1)).is_err());
         assert!(parse_keys("k=short").is_err());
         assert!(parse_keys("no-equals").is_err());

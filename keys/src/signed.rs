@@ -7,7 +7,7 @@
 //! token and a snapshot. Each snapshot is signed by every key of the set (the newest and the
 //! one before it), which is how a rotation reaches a node that trusts only the older key.
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::SigningKeyMaterial;
@@ -87,7 +87,8 @@ pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     let Ok(signature) = Signature::from_slice(signature) else {
         return false;
     };
-    key.verify_strict(&signed_message(message), &signature).is_ok()
+    key.verify_strict(&signed_message(message), &signature)
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -104,7 +105,10 @@ mod tests {
         // Derived, not the JWT key itself.
         assert_ne!(
             keys[0].1.to_vec(),
-            SigningKey::from_bytes(&new.seed).verifying_key().to_bytes().to_vec()
+            SigningKey::from_bytes(&new.seed)
+                .verifying_key()
+                .to_bytes()
+                .to_vec()
         );
         let signatures = signer.sign(b"snapshot bytes");
         assert_eq!(signatures.len(), 2);
@@ -114,8 +118,16 @@ mod tests {
             assert!(!verify(public, b"snapshot bytez", signature));
         }
         assert!(!verify(&keys[1].1, b"snapshot bytes", &signatures[0].1));
-        assert!(!verify(&keys[0].1[..31], b"snapshot bytes", &signatures[0].1));
-        assert!(!verify(&keys[0].1, b"snapshot bytes", &signatures[0].1[..63]));
+        assert!(!verify(
+            &keys[0].1[..31],
+            b"snapshot bytes",
+            &signatures[0].1
+        ));
+        assert!(!verify(
+            &keys[0].1,
+            b"snapshot bytes",
+            &signatures[0].1[..63]
+        ));
         // The same key signs the same way on every start.
         let again = SnapshotSigner::from_jwt_keys(&[new]);
         assert_eq!(again.public_keys()[0], keys[0]);

@@ -109,7 +109,9 @@ impl Events {
             .filter(|p| last_value(p, "dataset").is_some())
             .collect();
         let days = futures_util::future::try_join_all(
-            datasets.iter().map(|d| self.raw.list_with_delimiter(Some(d))),
+            datasets
+                .iter()
+                .map(|d| self.raw.list_with_delimiter(Some(d))),
         )
         .await?;
         let mut candidates: Vec<(String, String, Path)> = Vec::new();
@@ -153,7 +155,9 @@ impl Events {
 fn about_days(filter: &Expr) -> bool {
     let columns = filter.column_refs();
     columns.iter().any(|c| c.name == "dt")
-        && columns.iter().all(|c| c.name == "dt" || c.name == "dataset")
+        && columns
+            .iter()
+            .all(|c| c.name == "dt" || c.name == "dataset")
         && !filter.is_volatile()
 }
 
@@ -199,7 +203,7 @@ fn evaluate(
 
 /// `value` of a directory whose last segment is `column=value`.
 fn last_value(dir: &Path, column: &str) -> Option<String> {
-    let last = dir.parts().last()?;
+    let last = dir.parts().next_back()?;
     segment_value(&last, column).map(str::to_owned)
 }
 
@@ -241,7 +245,11 @@ impl TableProvider for Events {
         Ok(self.scan_with_args(state, args).await?.into_inner())
     }
 
-    async fn scan_with_args<'a>(&self, state: &dyn Session, args: ScanArgs<'a>) -> Result<ScanResult> {
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> Result<ScanResult> {
         let on_days: Vec<&Expr> = args
             .filters()
             .unwrap_or(&[])
@@ -283,7 +291,10 @@ struct DatasetDays {
 
 impl DatasetDays {
     /// Listings of the chosen days' files, each stream a run of consecutive chosen days.
-    fn listings(&self, store: &Arc<dyn ObjectStore>) -> Vec<BoxStream<'static, object_store::Result<ObjectMeta>>> {
+    fn listings(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+    ) -> Vec<BoxStream<'static, object_store::Result<ObjectMeta>>> {
         let chosen: Arc<HashSet<Path>> = Arc::new(
             self.days
                 .iter()
@@ -475,7 +486,11 @@ mod tests {
         (dir, store)
     }
 
-    async fn listed(store: &Arc<dyn ObjectStore>, filter: Expr, prefix: Option<&str>) -> Vec<String> {
+    async fn listed(
+        store: &Arc<dyn ObjectStore>,
+        filter: Expr,
+        prefix: Option<&str>,
+    ) -> Vec<String> {
         let raw = sluice_archive::store::tenant_view(store.clone(), "t");
         let url = ListingTableUrl::parse("sluice-archive://tenant/").expect("url");
         let events = Events::new(
@@ -508,7 +523,9 @@ mod tests {
 
     fn days(dataset: &str, from: u32, to: u32, files: usize) -> Vec<String> {
         (from..=to)
-            .flat_map(|d| std::iter::repeat_n(format!("dataset={dataset}/dt=2026-11-{d:02}"), files))
+            .flat_map(|d| {
+                std::iter::repeat_n(format!("dataset={dataset}/dt=2026-11-{d:02}"), files)
+            })
             .collect()
     }
 
@@ -531,15 +548,23 @@ mod tests {
         // Days apart, and a dataset's prefix as DataFusion gives it for `dataset = 'other'`.
         let apart = listed(
             &store,
-            col("dt").in_list(vec![lit("2026-11-01"), lit("2026-11-03"), lit("2026-11-10")], false),
+            col("dt").in_list(
+                vec![lit("2026-11-01"), lit("2026-11-03"), lit("2026-11-10")],
+                false,
+            ),
             Some("dataset=other"),
         )
         .await;
-        assert_eq!(apart, [days("other", 1, 1, 1), days("other", 3, 3, 1)].concat());
+        assert_eq!(
+            apart,
+            [days("other", 1, 1, 1), days("other", 3, 3, 1)].concat()
+        );
         // A filter on dt and dataset together.
         let both = listed(
             &store,
-            col("dt").lt(lit("2026-11-03")).and(col("dataset").eq(lit("events"))),
+            col("dt")
+                .lt(lit("2026-11-03"))
+                .and(col("dataset").eq(lit("events"))),
             None,
         )
         .await;
@@ -568,9 +593,15 @@ mod tests {
             .try_collect()
             .await
             .expect("hour");
-        sluice_archive::commit::replace(&raw, partition, &replaced, rows("events", FIRST_MS + 8 * DAY_MS), "test")
-            .await
-            .expect("replace");
+        sluice_archive::commit::replace(
+            &raw,
+            partition,
+            &replaced,
+            rows("events", FIRST_MS + 8 * DAY_MS),
+            "test",
+        )
+        .await
+        .expect("replace");
         let engine = QueryEngine::new(store, Limits::default());
         let per_file = i64::from(ROWS);
         for (filter, files) in [

@@ -52,9 +52,11 @@ async fn world(spec: Value, allow_hosts: &str, secrets: &[(&str, &str)]) -> Worl
         _dirs: (secrets_dir, state),
     };
     let version = world.cp.config_version(&world.tenant).await;
-    eventually(Duration::from_secs(5), "the first configuration", || async {
-        world.node.state.current().filter(|c| c.version >= version)
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the first configuration",
+        || async { world.node.state.current().filter(|c| c.version >= version) },
+    )
     .await;
     world
 }
@@ -107,10 +109,7 @@ impl World {
                 .json()
                 .await
                 .ok()?;
-            body["data"]
-                .as_array()
-                .filter(|d| d.len() == n)
-                .cloned()
+            body["data"].as_array().filter(|d| d.len() == n).cloned()
         })
         .await
         .0
@@ -133,7 +132,10 @@ async fn a_default_policy_refuses_loopback_metadata_private_ranges_and_the_nodes
     let w = world(
         spec(vec![hook("hook", "https://hooks.example.com/in")]),
         "",
-        &[("S3_SECRET_KEY", "the-archive-credential"), ("HOOK_SECRET", "s")],
+        &[
+            ("S3_SECRET_KEY", "the-archive-credential"),
+            ("HOOK_SECRET", "s"),
+        ],
     )
     .await;
 
@@ -145,9 +147,15 @@ async fn a_default_policy_refuses_loopback_metadata_private_ranges_and_the_nodes
         "{loopback}"
     );
     let metadata = w
-        .refused(spec(vec![hook("hook", "http://169.254.169.254/latest/meta-data/iam")]))
+        .refused(spec(vec![hook(
+            "hook",
+            "http://169.254.169.254/latest/meta-data/iam",
+        )]))
         .await;
-    assert!(metadata.contains("169.254.169.254 is a link-local (cloud metadata) address"), "{metadata}");
+    assert!(
+        metadata.contains("169.254.169.254 is a link-local (cloud metadata) address"),
+        "{metadata}"
+    );
     for (url, range) in [
         ("http://10.0.0.8/x", "private"),
         ("http://[::ffff:127.0.0.1]:8080/x", "loopback"),
@@ -155,22 +163,30 @@ async fn a_default_policy_refuses_loopback_metadata_private_ranges_and_the_nodes
         ("http://0x7f000001/x", "loopback"),
     ] {
         let why = w.refused(spec(vec![hook("hook", url)])).await;
-        assert!(why.contains(&format!("is a {range} address")), "{url}: {why}");
+        assert!(
+            why.contains(&format!("is a {range} address")),
+            "{url}: {why}"
+        );
     }
     // A vendor kind's endpoint is a URL like any other.
     let ga4 = w
         .refused(spec(vec![json!({"name": "ga4", "ga4": {
-            "measurement_id": "G-1", "api_secret": "HOOK_SECRET",
+            "measurement_id": "G-TEST123", "api_secret": "HOOK_SECRET",
             "endpoint": format!("http://127.0.0.1:{port}")}})]))
         .await;
-    assert!(ga4.contains(r#"destination "ga4": refused by this node's policy: 127.0.0.1"#), "{ga4}");
+    assert!(
+        ga4.contains(r#"destination "ga4": refused by this node's policy: 127.0.0.1"#),
+        "{ga4}"
+    );
 
     let exfiltration = w
         .refused(spec(vec![json!({"name": "hook", "webhook": {
             "url": "https://hooks.example.com/in", "signing_secret": "S3_SECRET_KEY"}})]))
         .await;
     assert!(
-        exfiltration.contains("secret S3_SECRET_KEY is one of the node's own settings, which no destination may use"),
+        exfiltration.contains(
+            "secret S3_SECRET_KEY is one of the node's own settings, which no destination may use"
+        ),
         "{exfiltration}"
     );
     for own in ["SLUICE_SERVICE_KEY", "AWS_SECRET_ACCESS_KEY", "NATS_URL"] {
@@ -178,7 +194,10 @@ async fn a_default_policy_refuses_loopback_metadata_private_ranges_and_the_nodes
             .refused(spec(vec![json!({"name": "hook", "webhook": {
                 "url": "https://hooks.example.com/in", "signing_secret": own}})]))
             .await;
-        assert!(why.contains(&format!("secret {own} is one of the node's own settings")), "{why}");
+        assert!(
+            why.contains(&format!("secret {own} is one of the node's own settings")),
+            "{why}"
+        );
     }
 
     // Events sent meanwhile go where the running configuration says, never to the vendor.
@@ -221,7 +240,10 @@ async fn a_redirect_to_a_refused_address_is_dead_lettered_never_followed() {
     assert_eq!(metadata[0]["attempts"], 1, "{}", metadata[0]);
     let loopback = w.dead_letters("loopback", 1).await;
     let error = loopback[0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("a redirect: 127.0.0.1 is a loopback address"), "{error}");
+    assert!(
+        error.contains("a redirect: 127.0.0.1 is a loopback address"),
+        "{error}"
+    );
     assert_eq!(vendor.received("/to-metadata").len(), 1);
     assert!(target.received("/stolen").is_empty());
 
@@ -249,7 +271,11 @@ async fn a_snapshot_altered_between_the_planes_or_older_than_the_nodes_is_refuse
     let cp = Cp::start(CpOptions::default()).await;
     let tenant = cp.tenant("acme").await;
     let pipeline = cp
-        .pipeline(&tenant, "main", spec(vec![hook("hook", "https://hooks.example.com/in")]))
+        .pipeline(
+            &tenant,
+            "main",
+            spec(vec![hook("hook", "https://hooks.example.com/in")]),
+        )
         .await;
     let (_, service_key) = cp.service_key(&tenant).await;
     let tampering = Arc::new(AtomicBool::new(true));
@@ -297,18 +323,28 @@ async fn a_snapshot_altered_between_the_planes_or_older_than_the_nodes_is_refuse
     // Untouched, it is applied and its keys pinned.
     tampering.store(false, Ordering::Relaxed);
     let second = cp
-        .update_pipeline(&tenant, &pipeline, spec(vec![hook("hook", "https://hooks.example.com/v2")]))
+        .update_pipeline(
+            &tenant,
+            &pipeline,
+            spec(vec![hook("hook", "https://hooks.example.com/v2")]),
+        )
         .await;
-    eventually(Duration::from_secs(10), "the signed snapshot applied", || async {
-        node.state.current().filter(|c| c.version == second)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the signed snapshot applied",
+        || async { node.state.current().filter(|c| c.version == second) },
+    )
     .await;
     assert!(state.path().join("config-keys.json").exists());
 
     // Altered again, now against the pinned keys.
     tampering.store(true, Ordering::Relaxed);
     let third = cp
-        .update_pipeline(&tenant, &pipeline, spec(vec![hook("hook", "https://hooks.example.com/v3")]))
+        .update_pipeline(
+            &tenant,
+            &pipeline,
+            spec(vec![hook("hook", "https://hooks.example.com/v3")]),
+        )
         .await;
     let why = nack(third, "").await;
     assert!(
@@ -329,7 +365,9 @@ async fn a_snapshot_altered_between_the_planes_or_older_than_the_nodes_is_refuse
         .await
         .expect("text");
     assert!(
-        metrics.lines().any(|l| l == "sluice_config_signature_failures_total 2"),
+        metrics
+            .lines()
+            .any(|l| l == "sluice_config_signature_failures_total 2"),
         "{metrics}"
     );
 
@@ -347,10 +385,19 @@ async fn a_snapshot_altered_between_the_planes_or_older_than_the_nodes_is_refuse
         raw.node.status_interval_secs = 1;
     })
     .await;
-    let why = nack(third, "older than").await;
+    let fourth = cp
+        .update_pipeline(
+            &tenant,
+            &pipeline,
+            spec(vec![hook("hook", "https://hooks.example.com/v4")]),
+        )
+        .await;
+    let why = nack(fourth, "older than").await;
     assert_eq!(
         why,
-        format!("version {third} is older than version 1000, which this node already had: a replayed or rolled-back snapshot")
+        format!(
+            "version {fourth} is older than version 1000, which this node already had: a replayed or rolled-back snapshot"
+        )
     );
     assert_eq!(node.state.current().expect("running").version, 1000);
     node.shutdown().await;

@@ -353,17 +353,19 @@ impl Session {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         // Signed as encoded, so the node checks the very bytes it decodes.
         let body = current.encode_to_bytes();
-        let signatures = sluice_keys::signed::SnapshotSigner::from_jwt_keys(self.state.jwt.materials())
-            .sign(&body)
-            .into_iter()
-            .map(|(key_id, signature)| SnapshotSignature { key_id, signature })
-            .collect();
+        let signatures =
+            sluice_keys::signed::SnapshotSigner::from_jwt_keys(self.state.jwt.materials())
+                .sign(&body)
+                .into_iter()
+                .map(|(key_id, signature)| SnapshotSignature { key_id, signature })
+                .collect();
         let signed = SignedSnapshot {
             snapshot: body,
             nonce: nonce.clone(),
             signatures,
         };
-        self.send(control_message::Kind::SignedSnapshot(signed)).await?;
+        self.send(control_message::Kind::SignedSnapshot(signed))
+            .await?;
         self.sent = Some((version, nonce));
         ::metrics::counter!(metrics::SYNC_SNAPSHOTS_TOTAL).increment(1);
         tracing::debug!(node_id = %self.node_id, version, "snapshot sent");

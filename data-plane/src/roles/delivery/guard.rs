@@ -26,9 +26,7 @@ impl Guarded {
             .dns_resolver(Arc::new(Resolver(policy.clone())))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= MAX_REDIRECTS {
-                    return attempt.error(Refusal(format!(
-                        "more than {MAX_REDIRECTS} redirects"
-                    )));
+                    return attempt.error(Refusal(format!("more than {MAX_REDIRECTS} redirects")));
                 }
                 match redirects.check_url(attempt.url()) {
                     Ok(()) => attempt.follow(),
@@ -46,8 +44,7 @@ impl Guarded {
 
     /// A POST to `url`, unless the policy refuses it.
     pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, Refusal> {
-        let parsed =
-            reqwest::Url::parse(url).map_err(|e| Refusal(format!("not a URL ({e})")))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| Refusal(format!("not a URL ({e})")))?;
         self.policy.check_url(&parsed)?;
         Ok(self.client.post(parsed))
     }
@@ -74,9 +71,8 @@ impl reqwest::dns::Resolve for Resolver {
         let policy = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed = policy.check_resolved(&host, found.iter().map(SocketAddr::ip))?;
             let addrs: reqwest::dns::Addrs =
                 Box::new(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0)));

@@ -151,7 +151,7 @@ impl Sink {
         let kept = keep_request.then(|| request.clone());
         let mut attempt = match post(http, request, resolved.spec.timeout()).await {
             // The node's policy refuses where this would go: retrying changes nothing.
-            Err(Failure::Refused(error)) => Attempt::of(Verdict::DeadLetter { error }),
+            Err(SendFailure::Refused(error)) => Attempt::of(Verdict::DeadLetter { error }),
             Ok(answer) => {
                 if answer.status == 401 && token.is_some() {
                     tokens.forget().await;
@@ -167,7 +167,7 @@ impl Sink {
                     request: None,
                 }
             }
-            Err(Failure::Failed(error)) => Attempt::of(Verdict::Retry {
+            Err(SendFailure::Failed(error)) => Attempt::of(Verdict::Retry {
                 error,
                 retry_after: None,
             }),
@@ -535,11 +535,7 @@ impl Destination {
     }
 
     /// One attempt at a batch: the verdict, and the vendor's answer when there was one.
-    async fn attempt(
-        &self,
-        batch: &[Delivery],
-        http: &Guarded,
-    ) -> (Verdict, Option<Answer>) {
+    async fn attempt(&self, batch: &[Delivery], http: &Guarded) -> (Verdict, Option<Answer>) {
         let items: Vec<(&str, &[u8])> = batch
             .iter()
             .map(|d| (d.message.id.as_str(), d.message.payload.as_ref()))
@@ -637,7 +633,7 @@ async fn write_rows(warehouse: &sluice_warehouse::Postgres, items: &[(&str, &[u8
 }
 
 /// Why a request got no answer.
-enum Failure {
+enum SendFailure {
     /// The node's policy refuses where it would go.
     Refused(String),
     /// It could not be sent, or no answer came.
@@ -645,10 +641,10 @@ enum Failure {
 }
 
 /// Sends a request; the vendor's answer, or why there was none.
-async fn post(http: &Guarded, request: Request, timeout: Duration) -> Result<Answer, Failure> {
+async fn post(http: &Guarded, request: Request, timeout: Duration) -> Result<Answer, SendFailure> {
     let mut builder = http
         .post(&request.url)
-        .map_err(|refusal| Failure::Refused(refusal.to_string()))?
+        .map_err(|refusal| SendFailure::Refused(refusal.to_string()))?
         .timeout(timeout)
         .body(request.body);
     for (name, value) in &request.headers {
@@ -656,10 +652,10 @@ async fn post(http: &Guarded, request: Request, timeout: Duration) -> Result<Ans
     }
     let response = builder.send().await.map_err(|e| {
         if let Some(refusal) = guard::refusal(&e) {
-            return Failure::Refused(refusal.to_string());
+            return SendFailure::Refused(refusal.to_string());
         }
         // Never the URL: it may carry an API secret (GA4, Meta).
-        Failure::Failed(if e.is_timeout() {
+        SendFailure::Failed(if e.is_timeout() {
             format!("no answer within {} ms", timeout.as_millis())
         } else if e.is_connect() {
             format!("cannot connect: {}", e.without_url())

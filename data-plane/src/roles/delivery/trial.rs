@@ -15,7 +15,7 @@
 //! `message_id` starts with `sluice-test-`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, State};

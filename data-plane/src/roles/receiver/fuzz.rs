@@ -25,10 +25,34 @@ const STAMP: Stamp<'static> = Stamp {
 /// JSON values up to a few levels deep, with the keys a Segment event and a spec use.
 fn json_value() -> impl Strategy<Value = Value> {
     let keys = prop::sample::select(vec![
-        "type", "event", "userId", "anonymousId", "messageId", "properties", "traits",
-        "context", "timestamp", "sentAt", "batch", "writeKey", "integrations", "name",
-        "sources", "destinations", "governance", "webhook", "url", "filter", "computed",
-        "settings", "archive", "retain_days", "pii", "drop", "x", "",
+        "type",
+        "event",
+        "userId",
+        "anonymousId",
+        "messageId",
+        "properties",
+        "traits",
+        "context",
+        "timestamp",
+        "sentAt",
+        "batch",
+        "writeKey",
+        "integrations",
+        "name",
+        "sources",
+        "destinations",
+        "governance",
+        "webhook",
+        "url",
+        "filter",
+        "computed",
+        "settings",
+        "archive",
+        "retain_days",
+        "pii",
+        "drop",
+        "x",
+        "",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -36,15 +60,26 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
         "[a-zA-Z0-9 ._:/@-]{0,24}".prop_map(Value::String),
-        prop::sample::select(vec!["track", "identify", "page", "screen", "group", "alias",
-            "2026-11-22T12:00:00Z", "https://hooks.example.com/x", "web", "Order Completed"])
-            .prop_map(|s| Value::String(s.into())),
+        prop::sample::select(vec![
+            "track",
+            "identify",
+            "page",
+            "screen",
+            "group",
+            "alias",
+            "2026-11-22T12:00:00Z",
+            "https://hooks.example.com/x",
+            "web",
+            "Order Completed"
+        ])
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 64, 8, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..8)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            prop::collection::vec((keys.clone(), inner), 0..8).prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
         ]
     })
 }
@@ -58,7 +93,10 @@ fn receive(body: &[u8]) {
             let mut out = Vec::new();
             if event.write_envelope(&STAMP, &mut out).is_ok() {
                 let parsed: Value = serde_json::from_slice(&out).expect("the envelope is JSON");
-                assert!(parsed.get("message_id").is_some_and(Value::is_string), "{parsed}");
+                assert!(
+                    parsed.get("message_id").is_some_and(Value::is_string),
+                    "{parsed}"
+                );
                 serde_json::from_slice::<sluice_pipeline::envelope::Envelope>(&out)
                     .expect("the processor reads it");
             }
@@ -69,11 +107,56 @@ fn receive(body: &[u8]) {
 /// CEL-ish source: tokens of the language, in any order.
 fn expression() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
-        "event", "properties", "properties.revenue", "context.page.path", "type", "userId",
-        "traits.email", "==", "!=", "<", ">=", "&&", "||", "!", "+", "-", "*", "/", "%", "(",
-        ")", "[", "]", "{", "}", ",", ":", ".", "?", "in", "has(", "size(", "int(", "string(",
-        "matches(", "startsWith(", "'Order Completed'", "\"x\"", "0", "1", "-1", "9223372036854775807",
-        "1.5", "true", "false", "null", "b'x'", "[1, 2]", "{'a': 1}", " ",
+        "event",
+        "properties",
+        "properties.revenue",
+        "context.page.path",
+        "type",
+        "userId",
+        "traits.email",
+        "==",
+        "!=",
+        "<",
+        ">=",
+        "&&",
+        "||",
+        "!",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        ".",
+        "?",
+        "in",
+        "has(",
+        "size(",
+        "int(",
+        "string(",
+        "matches(",
+        "startsWith(",
+        "'Order Completed'",
+        "\"x\"",
+        "0",
+        "1",
+        "-1",
+        "9223372036854775807",
+        "1.5",
+        "true",
+        "false",
+        "null",
+        "b'x'",
+        "[1, 2]",
+        "{'a': 1}",
+        " ",
     ]);
     prop::collection::vec(token, 1..14).prop_map(|t| t.concat())
 }
@@ -101,8 +184,9 @@ fn events() -> Vec<(String, Vec<u8>)> {
         .enumerate()
         .map(|(i, body)| {
             let text = body.to_string();
-            let request = Request::single(body["type"].as_str().unwrap_or("track"), text.as_bytes())
-                .expect("a sample event");
+            let request =
+                Request::single(body["type"].as_str().unwrap_or("track"), text.as_bytes())
+                    .expect("a sample event");
             let mut out = Vec::new();
             request.events[0]
                 .write_envelope(&STAMP, &mut out)
@@ -129,12 +213,12 @@ proptest! {
     #[test]
     fn generated_specs_are_refused_or_compile(value in json_value()) {
         let text = value.to_string();
-        if let Ok(spec) = sluice_proto::spec::parse_json(&text) {
-            if spec.validate().is_ok() {
-                let applied = AppliedPipeline { id: "p".into(), name: "main".into(), revision: 1, spec };
-                let compiled = Compiled::new(1, [&applied]);
-                prop_assert!(compiled.failed.is_empty(), "{:?}", compiled.failed);
-            }
+        if let Ok(spec) = sluice_proto::spec::parse_json(&text)
+            && spec.validate().is_ok()
+        {
+            let applied = AppliedPipeline { id: "p".into(), name: "main".into(), revision: 1, spec };
+            let compiled = Compiled::new(1, [&applied]);
+            prop_assert!(compiled.failed.is_empty(), "{:?}", compiled.failed);
         }
     }
 
@@ -174,5 +258,8 @@ fn the_generators_reach_the_accepting_paths() {
     assert!(compiled.failed.is_empty());
     let output = process(&compiled, &Enricher::new(None), &events());
     assert_eq!(output.processed, 3);
-    assert!(!output.by_stage.is_empty(), "the order went to the destination");
+    assert!(
+        !output.by_stage.is_empty(),
+        "the order went to the destination"
+    );
 }
