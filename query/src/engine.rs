@@ -363,6 +363,14 @@ impl QueryEngine {
                 other => classify(other),
             })?;
         let plan = frame.create_physical_plan().await.map_err(classify)?;
+        let unconditioned = joins_without_condition(&plan);
+        if unconditioned > MAX_UNCONDITIONED_JOINS {
+            // Such a join computes rows faster than the timeout can stop it: it only fires
+            // when the plan yields, and a join of join products may not for minutes.
+            return Err(QueryError::Limit(format!(
+                "the query has {unconditioned} joins without an equality condition (at most {MAX_UNCONDITIONED_JOINS}); join on a column"
+            )));
+        }
         let files_scanned = files_in(&plan);
         let schema = plan.schema();
         let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(classify)?;
@@ -387,6 +395,21 @@ impl QueryEngine {
             elapsed: Duration::ZERO,
         })
     }
+}
+
+/// Joins without an equality condition a query may have: a cross join of `events` with
+/// itself is a fair question; one of three copies is not.
+const MAX_UNCONDITIONED_JOINS: usize = 1;
+
+/// Cross and nested-loop joins in `plan`.
+fn joins_without_condition(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let name = plan.name();
+    let own = usize::from(name == "CrossJoinExec" || name == "NestedLoopJoinExec");
+    own + plan
+        .children()
+        .into_iter()
+        .map(joins_without_condition)
+        .sum::<usize>()
 }
 
 /// Parquet files every scan in `plan` reads.

@@ -434,18 +434,19 @@ impl ObjectStore for Listed {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Limits, QueryEngine};
-    use datafusion::prelude::{SessionContext, col, lit};
+mod tests_support {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use object_store::ObjectStore;
     use sluice_archive::record::{BatchBuilder, Envelope};
 
-    const DAY_MS: i64 = 86_400_000;
+    pub(super) const DAY_MS: i64 = 86_400_000;
     /// 2026-11-01T00:00:00Z.
-    const FIRST_MS: i64 = 1_793_491_200_000;
-    const ROWS: u32 = 4;
+    pub(super) const FIRST_MS: i64 = 1_793_491_200_000;
+    pub(super) const ROWS: u32 = 4;
 
-    fn rows(dataset: &str, at: i64) -> Bytes {
+    pub(super) fn rows(dataset: &str, at: i64) -> Bytes {
         let mut rows = BatchBuilder::default();
         for n in 0..ROWS {
             let text = serde_json::json!({
@@ -460,7 +461,7 @@ mod tests {
     }
 
     /// `events`: 2026-11-01 to 2026-11-10, two hours a day; `other`: 2026-11-01 to 03, one.
-    async fn archive() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+    pub(super) async fn archive() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
         let dir = tempfile::tempdir().expect("dir");
         let store: Arc<dyn ObjectStore> = Arc::new(
             object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("store"),
@@ -485,6 +486,14 @@ mod tests {
         }
         (dir, store)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::{DAY_MS, FIRST_MS, ROWS, archive, rows};
+    use super::*;
+    use crate::{Limits, QueryEngine};
+    use datafusion::prelude::{SessionContext, col, lit};
 
     async fn listed(
         store: &Arc<dyn ObjectStore>,
@@ -618,5 +627,78 @@ mod tests {
         ] {
             assert_eq!(count(&engine, filter).await, files * per_file, "{filter}");
         }
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::tests_support::archive;
+    use crate::{Limits, QueryEngine, QueryError};
+
+    /// Statements that try to read something other than `events`, change the session, or
+    /// exhaust the node: each is refused, or stopped by a limit, never run to the end.
+    #[tokio::test]
+    async fn hostile_and_expensive_queries_are_refused_within_the_limits() {
+        let (_dir, store) = archive().await;
+        let engine = QueryEngine::new(
+            store,
+            Limits {
+                timeout: std::time::Duration::from_secs(3),
+                memory_bytes: 16 * 1024 * 1024,
+                max_rows: 1_000,
+                ..Limits::default()
+            },
+        );
+        let refused =
+            |e: &QueryError| matches!(e, QueryError::Invalid(_) | QueryError::NotAllowed(_));
+        let limited = |e: &QueryError| matches!(e, QueryError::Limit(_));
+        let cases: Vec<(&str, &dyn Fn(&QueryError) -> bool)> = vec![
+            ("SELECT * FROM generate_series(1, 1000000000000)", &refused),
+            ("SELECT * FROM range(1000000000000)", &refused),
+            ("SELECT * FROM '/etc/passwd'", &refused),
+            ("SELECT * FROM 'file:///etc/passwd'", &refused),
+            ("SELECT count(*) FROM information_schema.tables", &refused),
+            ("SELECT * FROM sluice.archive.other", &refused),
+            ("COPY events TO '/tmp/sluice-stolen.csv'", &refused),
+            (
+                "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+                &refused,
+            ),
+            ("INSERT INTO events SELECT * FROM events", &refused),
+            (
+                "SET datafusion.execution.target_partitions = 1000",
+                &refused,
+            ),
+            ("DROP TABLE events", &refused),
+            // A cross join of five copies: 92^5 rows to compare, which the timeout alone did
+            // not stop (a bare count(*) of it is answered from the statistics).
+            (
+                "SELECT count(*) FROM events a, events b, events c, events d, events e \
+                 WHERE a.event_id <> e.event_id",
+                &limited,
+            ),
+            // More rows than a result may hold.
+            ("SELECT a.event_id FROM events a, events b", &limited),
+            // Memory past the pool: a sort of everything joined with everything.
+            (
+                "SELECT a.event_id, b.event_id FROM events a, events b, events c ORDER BY 1, 2 LIMIT 1",
+                &limited,
+            ),
+        ];
+        for (sql, expected) in cases {
+            match engine.run("t", sql).await {
+                Ok(result) => panic!("{sql}: answered with {} rows", result.rows),
+                Err(e) => assert!(expected(&e), "{sql}: {e:?}"),
+            }
+        }
+        // An unbounded recursive query is stopped by a limit, or refused.
+        let recursive = engine
+            .run(
+                "t",
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+            )
+            .await
+            .expect_err("never ends");
+        assert!(limited(&recursive) || refused(&recursive), "{recursive:?}");
     }
 }
