@@ -652,7 +652,8 @@ mod hostile {
         let refused =
             |e: &QueryError| matches!(e, QueryError::Invalid(_) | QueryError::NotAllowed(_));
         let limited = |e: &QueryError| matches!(e, QueryError::Limit(_));
-        let cases: Vec<(&str, &dyn Fn(&QueryError) -> bool)> = vec![
+        type Expect<'a> = &'a dyn Fn(&QueryError) -> bool;
+        let cases: Vec<(&str, Expect<'_>)> = vec![
             ("SELECT * FROM generate_series(1, 1000000000000)", &refused),
             ("SELECT * FROM range(1000000000000)", &refused),
             ("SELECT * FROM '/etc/passwd'", &refused),
