@@ -17,7 +17,11 @@ pub struct Tokens {
 impl Tokens {
     /// A valid access token, or why there is none (worth retrying: the token endpoint may
     /// be down, and a bad client secret is fixed on the node without losing events).
-    pub async fn get(&self, http: &super::Guarded, resolved: &Resolved) -> Result<String, String> {
+    pub async fn get(
+        &self,
+        http: &super::guard::Guarded,
+        resolved: &Resolved,
+    ) -> Result<String, String> {
         let Some((url, form)) = resolved.token_request() else {
             return Err("the definition names no token endpoint".into());
         };
