@@ -61,7 +61,7 @@ const state = mkdtempSync(path.join(tmpdir(), "sluice-console-node-"));
 function startDataPlane(serviceKey, controlUrl = grpc) {
   const child = spawn(sluice, ["data-plane", "--roles", "all", "--http-addr", `127.0.0.1:${nodePort}`,
     "--proxy-addr", "127.0.0.1:0", "--state-dir", state], {
-    env: { ...process.env, SLUICE_CONTROL_URL: controlUrl, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge",
+    env: { ...process.env, SLUICE_CONTROL_URL: controlUrl, SLUICE_SERVICE_KEY: serviceKey, SLUICE_NODE_NAME: "dc1-edge", SLUICE_POLICY_ALLOW_HOSTS: "127.0.0.1",
       SLUICE_ARCHIVE_FLUSH_SECS: "1", SLUICE_STATUS_INTERVAL_SECS: "1", SLUICE_LOG_FORMAT: "json" },
     stdio: ["ignore", "ignore", "pipe"],
   });
