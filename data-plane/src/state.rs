@@ -187,17 +187,15 @@ impl NodeState {
     /// Validates, persists and installs a snapshot; the answer to send back.
     async fn apply_snapshot(self: &Arc<Self>, snapshot: Snapshot) -> node_message::Kind {
         let (version, nonce) = (snapshot.version, snapshot.nonce.clone());
-        let node = self.clone();
         // Validation reads secret files and persisting fsyncs: keep both off the executor.
+        // The blocking task outlives a shutdown that drops this future, so it takes only what
+        // it needs, never the node (whose stores a restarted node must be able to reopen).
+        let (secrets, policy) = (self.secrets.clone(), self.config.policy.clone());
+        let (has_geoip, state_dir) = (self.config.geoip_db.is_some(), self.config.state_dir.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            let config = AppliedConfig::from_snapshot(
-                &snapshot,
-                &node.secrets,
-                &node.config.policy,
-                node.config.geoip_db.is_some(),
-                now_ms(),
-            )?;
-            lkg::save(&node.config.state_dir, &config)
+            let config =
+                AppliedConfig::from_snapshot(&snapshot, &secrets, &policy, has_geoip, now_ms())?;
+            lkg::save(&state_dir, &config)
                 .map_err(|e| format!("cannot persist the configuration: {e}"))?;
             Ok::<_, String>(config)
         })
