@@ -191,7 +191,10 @@ impl NodeState {
         // The blocking task outlives a shutdown that drops this future, so it takes only what
         // it needs, never the node (whose stores a restarted node must be able to reopen).
         let (secrets, policy) = (self.secrets.clone(), self.config.policy.clone());
-        let (has_geoip, state_dir) = (self.config.geoip_db.is_some(), self.config.state_dir.clone());
+        let (has_geoip, state_dir) = (
+            self.config.geoip_db.is_some(),
+            self.config.state_dir.clone(),
+        );
         let outcome = tokio::task::spawn_blocking(move || {
             let config =
                 AppliedConfig::from_snapshot(&snapshot, &secrets, &policy, has_geoip, now_ms())?;

@@ -548,6 +548,11 @@ impl Vendor {
             .collect()
     }
 
+    /// How many requests arrived, on any path.
+    pub fn requests(&self) -> usize {
+        self.inner.lock().unwrap().arrivals.len()
+    }
+
     /// The idempotency key of every request to `path` as it arrived, including requests whose
     /// sender went away before the answer.
     pub fn arrivals(&self, path: &str) -> Vec<String> {

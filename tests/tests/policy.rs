@@ -206,6 +206,95 @@ async fn a_default_policy_refuses_loopback_metadata_private_ranges_and_the_nodes
     assert!(vendor.received("/hook").is_empty());
 }
 
+/// A value that fits `setting` of `kind`, for the settings a destination must give.
+fn a_value_for(kind: &str, setting: &sluice_proto::catalogue::Setting) -> Value {
+    use sluice_proto::catalogue::SettingKind;
+    let patterned = match (kind, setting.key.as_str()) {
+        ("ga4", "measurement_id") => Some("G-TEST123"),
+        ("google_ads", "customer_id") => Some("1234567890"),
+        ("google_ads", "conversion_action") => Some("customers/1234567890/conversionActions/7"),
+        ("linkedin", "conversion") => Some("urn:lla:llaPartnerConversion:7"),
+        ("reddit", "pixel_id") => Some("t2_abc"),
+        ("posthog", "api_key") => Some("phc_abc"),
+        _ => None,
+    };
+    match setting.kind {
+        SettingKind::Secret => json!("VENDOR_TOKEN"),
+        SettingKind::Url => json!(METADATA),
+        SettingKind::Enum => json!(setting.values.first().cloned().unwrap_or_default()),
+        SettingKind::Boolean => json!(true),
+        SettingKind::Integer => json!(setting.min.unwrap_or(1).max(1)),
+        _ => json!(patterned.unwrap_or("7")),
+    }
+}
+
+const METADATA: &str = "http://169.254.169.254/latest/meta-data";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_destination_kind_s_addresses_are_held_to_the_policy() {
+    use sluice_proto::catalogue::SettingKind;
+    let vendor = Vendor::start().await;
+    let w = world(
+        spec(vec![hook("hook", "https://hooks.example.com/in")]),
+        "",
+        &[("VENDOR_TOKEN", "t")],
+    )
+    .await;
+    // Every kind of the catalogue that takes an address, each pointed at the cloud metadata
+    // service: a vendor added later is covered without a change here.
+    let mut kinds = Vec::new();
+    let mut destinations = Vec::new();
+    for definition in sluice_proto::catalogue::all() {
+        if !definition
+            .settings
+            .iter()
+            .any(|s| s.kind == SettingKind::Url)
+        {
+            continue;
+        }
+        let settings: serde_json::Map<String, Value> = definition
+            .settings
+            .iter()
+            .filter(|s| s.required || s.kind == SettingKind::Url)
+            .map(|s| (s.key.clone(), a_value_for(&definition.id, s)))
+            .collect();
+        kinds.push(definition.id.clone());
+        destinations
+            .push(json!({"name": definition.id, "type": definition.id, "settings": settings}));
+    }
+    assert!(
+        kinds.len() >= 15,
+        "the catalogue's kinds with an address: {kinds:?}"
+    );
+    let why = w.refused(spec(destinations)).await;
+    for kind in &kinds {
+        assert!(
+            why.contains(&format!(
+                "destination {kind:?}: refused by this node's policy: 169.254.169.254 is a link-local (cloud metadata) address"
+            )),
+            "{kind}: {why}"
+        );
+    }
+    // One kind at the node's loopback vendor, in three spellings of loopback.
+    let port = vendor.url.rsplit(':').next().expect("port").to_owned();
+    for alias in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://2130706433:{port}"),
+        format!("http://[::1]:{port}"),
+    ] {
+        let why = w
+            .refused(spec(vec![
+                json!({"name": "mixpanel", "type": "mixpanel", "settings": {
+                "project_id": "7", "username": "u", "secret": "VENDOR_TOKEN", "endpoint": alias}}),
+            ]))
+            .await;
+        assert!(why.contains("is a loopback address"), "{alias}: {why}");
+    }
+    w.send("e-1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(vendor.requests(), 0, "nothing reached the vendor");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_a_refused_address_is_dead_lettered_never_followed() {
     let vendor = Vendor::start().await;
