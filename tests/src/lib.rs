@@ -167,6 +167,20 @@ impl Cp {
         }
     }
 
+    /// A person's query token for `tenant`'s data planes (10 minutes), as the console gets it.
+    pub async fn query_token(&self, tenant: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/query-token"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["expires_in"], 600);
+        body["token"].as_str().expect("token").to_owned()
+    }
+
     pub async fn call(
         &self,
         method: Method,

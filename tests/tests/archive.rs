@@ -389,22 +389,7 @@ async fn query_tokens_open_only_their_own_tenants_archive() {
     world.send(&ids("t", 5)).await;
     world.archived(5).await;
 
-    let token_for = |tenant: String| {
-        let cp = &world.cp;
-        async move {
-            let (status, body) = cp
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/tenants/{tenant}/query-token"),
-                    None,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            assert_eq!(body["expires_in"], 600);
-            body["token"].as_str().expect("token").to_owned()
-        }
-    };
-    let own = token_for(world.tenant.clone()).await;
+    let own = world.cp.query_token(&world.tenant).await;
     let (status, body) = world
         .query_with(&own, "SELECT count(*) AS n FROM events", "json")
         .await;
@@ -413,7 +398,7 @@ async fn query_tokens_open_only_their_own_tenants_archive() {
 
     // Tenant B: its token and its key are refused by tenant A's data plane.
     let other = world.cp.tenant("globex").await;
-    let foreign = token_for(other.clone()).await;
+    let foreign = world.cp.query_token(&other).await;
     let (status, body) = world
         .query_with(&foreign, "SELECT count(*) FROM events", "json")
         .await;

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_tests::{
     Cp, CpOptions, Reply, Vendor, eventually, free_port, recording_relay, start_node_with,
@@ -105,18 +105,6 @@ async fn get(url: &str, token: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn token_for(cp: &Cp, tenant: &str) -> String {
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{tenant}/query-token"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inspector_shows_every_stage_live_and_traces_an_event_into_the_archive() {
     let vendor = Vendor::start().await;
@@ -156,7 +144,7 @@ async fn the_inspector_shows_every_stage_live_and_traces_an_event_into_the_archi
     .await;
 
     // A person watches every event named "Checkout"; a second viewer watches only outcomes.
-    let person = token_for(&cp, &tenant).await;
+    let person = cp.query_token(&tenant).await;
     let live = Live::open(&format!("{base}/v1/live?event=Checkout"), &person)
         .await
         .expect("the live stream opens");
@@ -349,7 +337,7 @@ async fn the_inspector_shows_every_stage_live_and_traces_an_event_into_the_archi
 
     // Another tenant's person and key get nothing.
     let other = cp.tenant("globex").await;
-    let foreign = token_for(&cp, &other).await;
+    let foreign = cp.query_token(&other).await;
     let (status, _) = Live::open(&format!("{base}/v1/live"), &foreign)
         .await
         .err()
