@@ -1770,23 +1770,26 @@ async fn archive_through_two_kills(dir: &Path, env: &[(&str, &str)]) -> (usize, 
     }
     let (_node, url) = start_data_plane_with_env(&state, &cp.grpc, &service_key, roles, &env).await;
     wait_ready(&url).await;
-    let want = acked.len() as u64;
-    let mut last = (0, 0);
-    for _ in 0..600 {
-        last = archive_counts(&url, &service_key).await;
-        if last.1 >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // The receiver may have stored a batch whose answer the kill cut off: those are archived
-    // too, so the archive holds at least the acknowledged events, each once.
-    let ids: std::collections::HashSet<String> =
+    // too, so the archive holds at least the acknowledged events, each once. A count of ids
+    // can reach the acknowledged count on such extras while a batch is still on its way, so
+    // the wait is for the acknowledged ids themselves.
+    let archived_ids = || async {
         node_query(&url, &service_key, "SELECT event_id FROM events")
             .await
             .iter()
             .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
-            .collect();
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let mut ids = archived_ids().await;
+    for _ in 0..240 {
+        if acked.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ids = archived_ids().await;
+    }
+    let last = archive_counts(&url, &service_key).await;
     let lost: Vec<&String> = acked.iter().filter(|id| !ids.contains(*id)).collect();
     assert!(
         lost.is_empty(),
@@ -1799,7 +1802,7 @@ async fn archive_through_two_kills(dir: &Path, env: &[(&str, &str)]) -> (usize, 
     assert_eq!(
         rows - distinct,
         0,
-        "{rows} rows for {distinct} events: copies in the archive (counts while waiting: {last:?})"
+        "{rows} rows for {distinct} events: copies in the archive (counts after the wait: {last:?})"
     );
     let metrics = reqwest::get(format!("{url}/metrics"))
         .await
