@@ -1,8 +1,10 @@
-//! The abuse suite's tokens and keys: forged, misaddressed, expired and other tenants'
-//! credentials against a real control plane's API and a real node's query role. Each is
-//! refused with its exact status and code; the genuine token beside them is accepted, so the
-//! refusals are the checks' doing, not a broken setup.
+//! The abuse suite against a real control plane and a real node: forged, misaddressed,
+//! expired and other tenants' credentials on the control plane's API and the node's query
+//! role; gzip bombs, 100,000-event batches, injected cookies and foreign origins at the
+//! receiver and the proxy. Each is refused with its exact status and code, and a genuine
+//! request beside them is accepted, so the refusals are the checks' doing, not a broken setup.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -191,6 +193,258 @@ async fn forged_misaddressed_expired_and_foreign_credentials_are_refused_on_both
         api(their_service_key).await,
         (StatusCode::NOT_FOUND, "not_found".to_owned()),
         "another tenant's service key"
+    );
+    node.shutdown().await;
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+const SHOP: &str = "https://shop.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_the_door() {
+    let cp = Cp::start(CpOptions::default()).await;
+    let tenant = cp.tenant("shop").await;
+    let spec = json!({"sources": [{"name": "web", "allowed_origins": [SHOP]}],
+        "governance": [{"step": "identity"}]});
+    let pipeline = cp.pipeline(&tenant, "main", spec).await;
+    let write_key = cp.ingest_key(&tenant, &pipeline, "web").await.1;
+    let (_, service_key) = cp.service_key(&tenant).await;
+    let state = tempfile::tempdir().expect("tempdir");
+    let archive = tempfile::tempdir().expect("tempdir");
+    let archive_dir = archive.path().to_path_buf();
+    let node = start_node_with(&cp.grpc_url, &service_key, state.path(), |raw| {
+        raw.node.roles = "receiver,proxy,query".into();
+        raw.archive.archive_dir = Some(archive_dir);
+        // The console's APIs answer any origin by default (bearer tokens, never cookies);
+        // an operator who names the console's origin gets only that one.
+        raw.policy.policy_query_origins = SHOP.into();
+    })
+    .await;
+    let version = cp.config_version(&tenant).await;
+    eventually(Duration::from_secs(5), "the configuration", || async {
+        node.state.current().filter(|c| c.version >= version)
+    })
+    .await;
+    let receiver = format!("http://{}", node.http_addr);
+    let proxy = format!("http://{}", node.proxy_addr.expect("proxy"));
+    let http = reqwest::Client::new();
+
+    // 64 MiB of spaces in 64 KiB; 100,000 small events, plain (7 MB) and gzipped.
+    let bomb = gzip(&vec![b' '; 64 << 20]);
+    let flood: Vec<Value> = (0..100_000)
+        .map(|i| json!({"type": "track", "event": "Flood", "userId": "u", "messageId": format!("flood-{i}")}))
+        .collect();
+    let flood = serde_json::to_vec(&json!({"batch": flood})).expect("json");
+    let flood_gzipped = gzip(&flood);
+    let too_large = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large".to_owned(),
+    );
+    for base in [&receiver, &proxy] {
+        for (what, body, gzipped) in [
+            ("a gzip bomb", bomb.clone(), true),
+            ("100,000 events", flood.clone(), false),
+            ("100,000 events, gzipped", flood_gzipped.clone(), true),
+        ] {
+            let mut request = http
+                .post(format!("{base}/v1/batch"))
+                .basic_auth(&write_key, Some(""))
+                .header("content-type", "application/json");
+            if gzipped {
+                request = request.header("content-encoding", "gzip");
+            }
+            // The receiver's and the proxy's limit on a request's body (500 KiB).
+            let past_the_limit = body.len() > 500 * 1024;
+            match request.body(body).send().await {
+                Ok(response) => {
+                    assert_eq!(status_and_code(response).await, too_large, "{base}: {what}");
+                }
+                // A body past the limit by its Content-Length is answered 413 before it is
+                // read; the server may close while the client is still writing it.
+                Err(e) if past_the_limit && e.is_request() => {}
+                Err(e) => panic!("{base}: {what}: {e}"),
+            }
+        }
+    }
+
+    // Cookies: what the browser sends and what the page URL carries never become attributes
+    // or headers of the proxy's answer. A well-formed click beside them is kept.
+    let page =
+        |url: &str| json!({"type": "page", "name": "Landing", "context": {"page": {"url": url}}});
+    let visit = |cookie: &'static str, event: Value| {
+        let request = http
+            .post(format!("{proxy}/v1/page"))
+            .basic_auth(&write_key, Some(""))
+            .header("origin", SHOP)
+            .header("cookie", cookie)
+            .json(&event);
+        async move {
+            let response = request.send().await.expect("send");
+            assert_eq!(response.status(), StatusCode::OK);
+            response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let set = visit(
+        "sluice_id=visitor-1",
+        page(&format!("{SHOP}/?fbclid=GOODCLICK")),
+    )
+    .await;
+    assert!(
+        set.iter().any(|c| c.starts_with("sluice_id=visitor-1;")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter().any(|c| c.starts_with("_fbc=")
+            && c.split(';')
+                .next()
+                .is_some_and(|v| v.ends_with(".GOODCLICK"))),
+        "{set:?}"
+    );
+    for (cookie, url) in [
+        (
+            "sluice_id=\"a; Domain=evil.example\"",
+            format!("{SHOP}/?fbclid=X%3B%20Domain%3Devil.example"),
+        ),
+        (
+            "sluice_id=a%0D%0ASet-Cookie:%20admin=1",
+            format!("{SHOP}/?fbclid=X%0D%0ASet-Cookie:%20admin=1"),
+        ),
+        (
+            "sluice_id=../../etc; _fbc=fb.1.1.x;Domain=evil.example",
+            format!("{SHOP}/?fbclid=%22%3E%3Cscript%3E"),
+        ),
+    ] {
+        let set = visit(cookie, page(&url)).await;
+        for line in &set {
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.contains("evil")
+                    && !lower.contains("admin")
+                    && !lower.contains("domain=")
+                    && !lower.contains("script"),
+                "{cookie} / {url}: {line}"
+            );
+        }
+        let visitor = set
+            .iter()
+            .find_map(|c| c.strip_prefix("sluice_id="))
+            .and_then(|c| c.split(';').next())
+            .expect("a visitor id");
+        assert!(
+            visitor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "a well-formed visitor id from {cookie:?}: {visitor}"
+        );
+        assert!(
+            set.iter().all(|c| !c.starts_with("_fbc=")),
+            "no click from {url}: {set:?}"
+        );
+    }
+
+    // Origins: only the source's own is answered, never reflected, never `*`.
+    for foreign in [
+        "https://evil.example",
+        "https://shop.example.evil.example",
+        "https://evilshop.example",
+        "http://shop.example",
+        "null",
+    ] {
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, format!("{proxy}/v1/batch"))
+            .header("origin", foreign)
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .expect("send");
+        assert!(
+            preflight
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "{foreign}"
+        );
+        assert_eq!(
+            status_and_code(preflight).await,
+            (StatusCode::FORBIDDEN, "forbidden".to_owned()),
+            "a preflight from {foreign}"
+        );
+        let post = http
+            .post(format!("{proxy}/v1/track"))
+            .basic_auth(&write_key, Some(""))
+            .header("origin", foreign)
+            .json(&json!({"event": "Foreign", "userId": "u"}))
+            .send()
+            .await
+            .expect("send");
+        assert!(
+            post.headers().get("access-control-allow-origin").is_none(),
+            "{foreign}"
+        );
+        assert_eq!(
+            status_and_code(post).await,
+            (StatusCode::FORBIDDEN, "forbidden".to_owned()),
+            "an event from {foreign}"
+        );
+        for path in ["/v1/query", "/v1/identities/u", "/v1/batch"] {
+            let preflight = http
+                .request(reqwest::Method::OPTIONS, format!("{receiver}{path}"))
+                .header("origin", foreign)
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .expect("send");
+            let allowed = preflight.headers().get("access-control-allow-origin");
+            assert!(allowed.is_none(), "{path} from {foreign}: {allowed:?}");
+        }
+    }
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{proxy}/v1/batch"))
+        .header("origin", SHOP)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], SHOP);
+
+    // What reached the bus: the four page views the proxy accepted, nothing else.
+    let arrived = eventually(
+        Duration::from_secs(10),
+        "the accepted page views",
+        || async {
+            let text = reqwest::get(format!("{receiver}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let accepted: u64 = text.lines().find_map(|l| {
+                l.strip_prefix("sluice_proxy_events_total{outcome=\"forwarded\"}")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })?;
+            (accepted >= 4).then_some(accepted)
+        },
+    )
+    .await
+    .0;
+    let raw = sluice_tests::drain_stage(&node.bus, "raw").await;
+    assert_eq!(
+        (arrived, raw.len()),
+        (4, 4),
+        "only the four accepted page views"
     );
     node.shutdown().await;
 }
