@@ -94,6 +94,15 @@ fn forgeries(cp: &Cp, genuine: &Value) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Waits until `node` runs `tenant`'s current configuration.
+async fn configured(cp: &Cp, tenant: &str, node: &sluice_data_plane::RunningNode) {
+    let version = cp.config_version(tenant).await;
+    eventually(Duration::from_secs(5), "the configuration", || async {
+        node.state.current().filter(|c| c.version >= version)
+    })
+    .await;
+}
+
 async fn status_and_code(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -126,11 +135,7 @@ async fn forged_misaddressed_expired_and_foreign_credentials_are_refused_on_both
         raw.archive.archive_dir = Some(archive_dir);
     })
     .await;
-    let version = cp.config_version(&ours).await;
-    eventually(Duration::from_secs(5), "the configuration", || async {
-        node.state.current().filter(|c| c.version >= version)
-    })
-    .await;
+    configured(&cp, &ours, &node).await;
     let http = reqwest::Client::new();
     let query = |token: String| {
         let request = http
@@ -225,11 +230,7 @@ async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_th
         raw.policy.policy_query_origins = SHOP.into();
     })
     .await;
-    let version = cp.config_version(&tenant).await;
-    eventually(Duration::from_secs(5), "the configuration", || async {
-        node.state.current().filter(|c| c.version >= version)
-    })
-    .await;
+    configured(&cp, &tenant, &node).await;
     let receiver = format!("http://{}", node.http_addr);
     let proxy = format!("http://{}", node.proxy_addr.expect("proxy"));
     let http = reqwest::Client::new();
@@ -254,7 +255,10 @@ async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_th
             let mut request = http
                 .post(format!("{base}/v1/batch"))
                 .basic_auth(&write_key, Some(""))
-                .header("content-type", "application/json");
+                .header("content-type", "application/json")
+                // A server that refuses a body unread closes the connection; a pooled one
+                // would fail the next request instead of this one.
+                .header("connection", "close");
             if gzipped {
                 request = request.header("content-encoding", "gzip");
             }
@@ -353,6 +357,12 @@ async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_th
     }
 
     // Origins: only the source's own is answered, never reflected, never `*`.
+    let preflight = |url: String, origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
     for foreign in [
         "https://evil.example",
         "https://shop.example.evil.example",
@@ -360,22 +370,18 @@ async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_th
         "http://shop.example",
         "null",
     ] {
-        let preflight = http
-            .request(reqwest::Method::OPTIONS, format!("{proxy}/v1/batch"))
-            .header("origin", foreign)
-            .header("access-control-request-method", "POST")
-            .send()
+        let refused = preflight(format!("{proxy}/v1/batch"), foreign)
             .await
             .expect("send");
         assert!(
-            preflight
+            refused
                 .headers()
                 .get("access-control-allow-origin")
                 .is_none(),
             "{foreign}"
         );
         assert_eq!(
-            status_and_code(preflight).await,
+            status_and_code(refused).await,
             (StatusCode::FORBIDDEN, "forbidden".to_owned()),
             "a preflight from {foreign}"
         );
@@ -397,26 +403,18 @@ async fn bombs_floods_injected_cookies_and_foreign_origins_are_turned_away_at_th
             "an event from {foreign}"
         );
         for path in ["/v1/query", "/v1/identities/u", "/v1/batch"] {
-            let preflight = http
-                .request(reqwest::Method::OPTIONS, format!("{receiver}{path}"))
-                .header("origin", foreign)
-                .header("access-control-request-method", "POST")
-                .send()
+            let answer = preflight(format!("{receiver}{path}"), foreign)
                 .await
                 .expect("send");
-            let allowed = preflight.headers().get("access-control-allow-origin");
+            let allowed = answer.headers().get("access-control-allow-origin");
             assert!(allowed.is_none(), "{path} from {foreign}: {allowed:?}");
         }
     }
-    let preflight = http
-        .request(reqwest::Method::OPTIONS, format!("{proxy}/v1/batch"))
-        .header("origin", SHOP)
-        .header("access-control-request-method", "POST")
-        .send()
+    let allowed = preflight(format!("{proxy}/v1/batch"), SHOP)
         .await
         .expect("send");
-    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
-    assert_eq!(preflight.headers()["access-control-allow-origin"], SHOP);
+    assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], SHOP);
 
     // What reached the bus: the four page views the proxy accepted, nothing else.
     let arrived = eventually(
