@@ -1,61 +1,166 @@
 //! Tenant isolation: nothing of one tenant is readable or writable from another (always 404,
-//! so existence does not leak); viewers cannot mutate; an `api` key acts with its role in its
-//! tenant only; a `service` key can do nothing but its connectivity check.
+//! so existence does not leak); each role does what it may and is refused (403) the rest; an
+//! `api` key acts with its role in its tenant only; a `service` key can do nothing but its
+//! connectivity check. The list of operations is checked against the OpenAPI document, so a
+//! tenant-scoped route added later without joining the sweep fails here.
 
 mod support;
 
+use std::collections::BTreeSet;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sluice_control_plane::role::Role;
 use support::TestDb;
 use support::server::{Client, TestServer};
 
-/// Every tenant-scoped operation, as (method, path, body, mutates).
-fn operations(
-    tenant: &str,
-    key_id: &str,
-    user_id: &str,
-) -> Vec<(Method, String, Option<Value>, bool)> {
-    let t = format!("/api/v1/tenants/{tenant}");
+/// The ids an operation's path names.
+struct Ids {
+    tenant: String,
+    key: String,
+    user: String,
+    pipeline: String,
+    invitation: String,
+    milestone: String,
+}
+
+impl Ids {
+    /// The OpenAPI document's own placeholders, to compare the sweep with it.
+    fn templates() -> Ids {
+        Ids {
+            tenant: "{tenant_id}".into(),
+            key: "{key_id}".into(),
+            user: "{user_id}".into(),
+            pipeline: "{pipeline_id}".into(),
+            invitation: "{invitation_id}".into(),
+            milestone: "{name}".into(),
+        }
+    }
+}
+
+/// One tenant-scoped operation and the least role that may perform it.
+struct Operation {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    needs: Role,
+}
+
+fn op(method: Method, path: String, body: Option<Value>, needs: Role) -> Operation {
+    Operation {
+        method,
+        path,
+        body,
+        needs,
+    }
+}
+
+/// Every tenant-scoped operation, in an order a role allowed to mutate can run them in (the
+/// pipeline is edited and rolled back before it is deleted, the tenant is deleted last).
+fn operations(ids: &Ids) -> Vec<Operation> {
+    use Method as M;
+    use Role::*;
+    let t = format!("/api/v1/tenants/{}", ids.tenant);
+    let p = format!("{t}/pipelines/{}", ids.pipeline);
+    let i = format!("{t}/invitations/{}", ids.invitation);
+    let spec = json!({"sources": [{"name": "web"}, {"name": "app"}]});
     vec![
-        (Method::GET, t.clone(), None, false),
-        (
-            Method::PATCH,
+        op(M::GET, t.clone(), None, Viewer),
+        op(
+            M::PATCH,
             t.clone(),
             Some(json!({"name": "hijacked"})),
-            true,
+            Owner,
         ),
-        (Method::GET, format!("{t}/members"), None, false),
-        (
-            Method::POST,
+        op(M::GET, format!("{t}/members"), None, Viewer),
+        op(
+            M::POST,
             format!("{t}/members"),
             Some(json!({"email": "x@example.com", "role": "viewer"})),
-            true,
+            Admin,
         ),
-        (
-            Method::PATCH,
-            format!("{t}/members/{user_id}"),
+        op(
+            M::PATCH,
+            format!("{t}/members/{}", ids.user),
             Some(json!({"role": "viewer"})),
-            true,
+            Admin,
         ),
-        (Method::GET, format!("{t}/invitations"), None, false),
-        (Method::GET, format!("{t}/keys"), None, false),
-        (
-            Method::POST,
+        op(M::GET, format!("{t}/invitations"), None, Admin),
+        op(M::POST, format!("{i}/renew"), None, Admin),
+        op(M::DELETE, i, None, Admin),
+        op(M::GET, format!("{t}/keys"), None, Viewer),
+        op(
+            M::POST,
             format!("{t}/keys"),
             Some(json!({"name": "k", "type": "service"})),
-            true,
+            Admin,
         ),
-        (Method::GET, format!("{t}/keys/{key_id}"), None, false),
-        (
-            Method::POST,
-            format!("{t}/keys/{key_id}/revoke"),
+        op(
+            M::POST,
+            format!("{t}/keys"),
+            Some(
+                json!({"name": "k", "type": "ingest", "pipeline_id": ids.pipeline, "source": "web"}),
+            ),
+            Admin,
+        ),
+        op(M::GET, format!("{t}/keys/{}", ids.key), None, Viewer),
+        op(M::POST, format!("{t}/keys/{}/revoke", ids.key), None, Admin),
+        op(M::GET, format!("{t}/audit"), None, Viewer),
+        op(M::GET, format!("{t}/pipelines"), None, Viewer),
+        op(
+            M::POST,
+            format!("{t}/pipelines"),
+            Some(json!({"name": "hijack", "spec": {"sources": [{"name": "web"}]}})),
+            Member,
+        ),
+        op(M::GET, p.clone(), None, Viewer),
+        op(M::PUT, p.clone(), Some(json!({"spec": spec})), Member),
+        op(M::GET, format!("{p}/revisions"), None, Viewer),
+        op(
+            M::POST,
+            format!("{p}/rollback"),
+            Some(json!({"revision": 1})),
+            Member,
+        ),
+        op(M::DELETE, p, None, Member),
+        op(M::GET, format!("{t}/data-planes"), None, Viewer),
+        op(M::GET, format!("{t}/overview"), None, Viewer),
+        op(
+            M::PUT,
+            format!("{t}/milestones/{}", ids.milestone),
             None,
-            true,
+            Viewer,
         ),
-        (Method::GET, format!("{t}/audit"), None, false),
-        (Method::DELETE, format!("{t}/members/{user_id}"), None, true),
-        (Method::DELETE, t.clone(), None, true),
+        op(M::POST, format!("{t}/query-token"), None, Viewer),
+        op(M::DELETE, format!("{t}/members/{}", ids.user), None, Admin),
+        op(M::DELETE, t, None, Owner),
     ]
+}
+
+/// The sweep names every tenant-scoped route of the API, and only those.
+async fn the_sweep_covers_every_tenant_scoped_route(db: &TestDb) {
+    let server = TestServer::start(db, |_| {}).await;
+    let (status, doc) = server.client().get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let documented: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.starts_with("/api/v1/tenants/{tenant_id}"))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .keys()
+                .filter(|k| ["get", "put", "post", "patch", "delete"].contains(&k.as_str()))
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    let swept: BTreeSet<String> = operations(&Ids::templates())
+        .into_iter()
+        .map(|o| format!("{} {}", o.method, o.path))
+        .collect();
+    assert_eq!(swept, documented);
+    server.stop().await;
 }
 
 struct World {
@@ -64,8 +169,7 @@ struct World {
     bob: Client,
     ada_tenant: String,
     bob_tenant: String,
-    bob_key_id: String,
-    bob_user_id: String,
+    ids: Ids,
 }
 
 async fn world(db: &TestDb) -> World {
@@ -74,26 +178,55 @@ async fn world(db: &TestDb) -> World {
     let bob = server.user("bob@example.com").await;
     let ada_tenant = ada.tenant("ada's").await;
     let bob_tenant = bob.tenant("bob's").await;
-    let (bob_key_id, _) = bob
+    let (key, _) = bob
         .key(&bob_tenant, json!({"name": "bob dp", "type": "service"}))
         .await;
     let (_, me) = bob.get("/api/v1/auth/me").await;
-    let bob_user_id = me["id"].as_str().expect("id").to_owned();
+    let user = me["id"].as_str().expect("id").to_owned();
+    let (status, pipeline) = bob
+        .post(
+            &format!("/api/v1/tenants/{bob_tenant}/pipelines"),
+            json!({"name": "web", "spec": {"sources": [{"name": "web"}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{pipeline}");
+    let (status, invited) = bob
+        .post(
+            &format!("/api/v1/tenants/{bob_tenant}/members"),
+            json!({"email": "ivy@example.com", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invited}");
+    let ids = Ids {
+        tenant: bob_tenant.clone(),
+        key,
+        user,
+        pipeline: pipeline["id"].as_str().expect("id").to_owned(),
+        invitation: invited["invitation"]["id"].as_str().expect("id").to_owned(),
+        milestone: "snippet_copied".into(),
+    };
     World {
         server,
         ada,
         bob,
         ada_tenant,
         bob_tenant,
-        bob_key_id,
-        bob_user_id,
+        ids,
     }
 }
 
 /// A snapshot of everything in a tenant, to prove nothing changed.
 async fn snapshot(owner: &Client, tenant: &str) -> Value {
     let mut parts = Vec::new();
-    for path in ["", "/members", "/keys", "/audit", "/invitations"] {
+    for path in [
+        "",
+        "/members",
+        "/keys",
+        "/audit",
+        "/invitations",
+        "/pipelines",
+        "/data-planes",
+    ] {
         let (status, body) = owner.get(&format!("/api/v1/tenants/{tenant}{path}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         parts.push(body);
@@ -126,7 +259,10 @@ async fn another_tenant_is_invisible_to_everyone_outside_it(db: &TestDb) {
     ];
     let before = snapshot(&w.bob, &w.bob_tenant).await;
     for (who, client) in &outsiders {
-        for (method, path, body, _) in operations(&w.bob_tenant, &w.bob_key_id, &w.bob_user_id) {
+        for Operation {
+            method, path, body, ..
+        } in operations(&w.ids)
+        {
             let (status, response) = client.call(method.clone(), &path, body).await;
             assert_eq!(
                 status,
@@ -201,23 +337,125 @@ async fn a_viewer_reads_but_cannot_mutate(db: &TestDb) {
         ("viewer", viewer.clone()),
         ("viewer api key", w.bob.with_token(&bob_viewer_key)),
     ] {
-        for (method, path, body, mutates) in
-            operations(&w.bob_tenant, &w.bob_key_id, &w.bob_user_id)
+        let is_key = who.ends_with("key");
+        for Operation {
+            method,
+            path,
+            body,
+            needs,
+        } in operations(&w.ids)
         {
             let (status, response) = client.call(method.clone(), &path, body).await;
-            // Pending invitations are for admins, like every mutation.
-            let expected = if mutates || path.ends_with("/invitations") {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::OK
-            };
-            assert_eq!(status, expected, "{who}: {method} {path}: {response}");
+            assert_eq!(
+                status.is_success(),
+                needs == Role::Viewer && !(is_key && path.ends_with("/query-token")),
+                "{who}: {method} {path}: {status} {response}"
+            );
+            if !status.is_success() {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {method} {path}");
+                assert_eq!(response["error"]["code"], "forbidden");
+            }
         }
     }
     let after = snapshot(&w.bob, &w.bob_tenant).await;
     // Reads leave key usage behind (last_used_at) but nothing else; compare without it.
     assert_eq!(strip_last_used(after), strip_last_used(before));
     w.server.stop().await;
+}
+
+/// A member edits pipelines (and only them) but manages neither people, keys nor the tenant.
+async fn a_member_edits_pipelines_but_nothing_else(db: &TestDb) {
+    let mut w = world(db).await;
+    let member = w.server.user("max@example.com").await;
+    let (status, added) = w
+        .bob
+        .post(
+            &format!("/api/v1/tenants/{}/members", w.bob_tenant),
+            json!({"email": "max@example.com", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let (_, member_key) = w
+        .bob
+        .key(
+            &w.bob_tenant,
+            json!({"name": "deploy", "type": "api", "role": "member"}),
+        )
+        .await;
+    let before = snapshot(&w.bob, &w.bob_tenant).await;
+    for (who, client) in [
+        ("member", member.clone()),
+        ("member api key", w.bob.with_token(&member_key)),
+    ] {
+        // Each pass edits, rolls back and deletes a pipeline of its own.
+        w.ids.pipeline = fresh_pipeline(&w.bob, &w.bob_tenant).await;
+        let is_key = who.ends_with("key");
+        for Operation {
+            method,
+            path,
+            body,
+            needs,
+        } in operations(&w.ids)
+        {
+            let (status, response) = client.call(method.clone(), &path, body).await;
+            assert_eq!(
+                status.is_success(),
+                needs <= Role::Member && !(is_key && path.ends_with("/query-token")),
+                "{who}: {method} {path}: {status} {response}"
+            );
+            if !status.is_success() {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {method} {path}");
+                assert_eq!(response["error"]["code"], "forbidden");
+            }
+        }
+        let (_, pipelines) = w
+            .bob
+            .get(&format!("/api/v1/tenants/{}/pipelines", w.bob_tenant))
+            .await;
+        let names: Vec<_> = pipelines["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect();
+        assert_eq!(names, ["hijack"], "{who} created one and deleted the other");
+    }
+    // People, keys, invitations and the tenant itself are as they were.
+    let after = strip_last_used(snapshot(&w.bob, &w.bob_tenant).await);
+    let before = strip_last_used(before);
+    for part in [0, 1, 2, 4] {
+        let (mut a, mut b) = (after[part].clone(), before[part].clone());
+        // The tenant's configuration version moved with the pipelines.
+        for v in [&mut a, &mut b] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("config_version");
+                o.remove("updated_at");
+            }
+        }
+        assert_eq!(a, b, "part {part}");
+    }
+    w.server.stop().await;
+}
+
+/// Deletes every pipeline of the tenant and creates `web` afresh; returns its id.
+async fn fresh_pipeline(owner: &Client, tenant: &str) -> String {
+    let base = format!("/api/v1/tenants/{tenant}/pipelines");
+    let (_, list) = owner.get(&base).await;
+    for p in list["data"].as_array().expect("data") {
+        let id = p["id"].as_str().expect("id");
+        let (status, body) = owner
+            .call(Method::DELETE, &format!("{base}/{id}"), None)
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (status, created) = owner
+        .post(
+            &base,
+            json!({"name": "web", "spec": {"sources": [{"name": "web"}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["id"].as_str().expect("id").to_owned()
 }
 
 async fn an_api_key_acts_with_its_role_in_its_tenant_only(db: &TestDb) {
@@ -308,9 +546,9 @@ async fn a_service_key_only_checks_connectivity(db: &TestDb) {
         StatusCode::OK,
         "its own tenant by id is part of the check"
     );
-    for (method, path, body, _) in operations(&w.bob_tenant, &w.bob_key_id, &w.bob_user_id)
-        .into_iter()
-        .skip(1)
+    for Operation {
+        method, path, body, ..
+    } in operations(&w.ids).into_iter().skip(1)
     {
         let (status, response) = dp.call(method.clone(), &path, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {response}");
@@ -332,6 +570,8 @@ fn strip_last_used(mut v: Value) -> Value {
 on_both_backends!(
     another_tenant_is_invisible_to_everyone_outside_it,
     a_viewer_reads_but_cannot_mutate,
+    a_member_edits_pipelines_but_nothing_else,
+    the_sweep_covers_every_tenant_scoped_route,
     an_api_key_acts_with_its_role_in_its_tenant_only,
     a_service_key_only_checks_connectivity,
 );

@@ -49,12 +49,14 @@ pub async fn issue_query_token(
     principal: Principal,
     ApiPath(tenant_id): ApiPath<String>,
 ) -> Result<axum::Json<QueryToken>, ApiError> {
+    // The tenant check comes first so that a key outside the tenant gets the same 404 as
+    // every other route gives it: which tenants exist does not leak.
+    let role = require_role(&state, &principal, &tenant_id, Role::Viewer).await?;
     let Principal::User { id, .. } = &principal else {
         return Err(ApiError::forbidden(
             "query tokens are for people; a key queries the data plane directly",
         ));
     };
-    let role = require_role(&state, &principal, &tenant_id, Role::Viewer).await?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claims = QueryClaims {
         sub: id.clone(),
