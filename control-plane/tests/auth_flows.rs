@@ -106,6 +106,46 @@ async fn sign_in_refresh_rotation_and_reuse_detection(db: &TestDb) {
     server.stop().await;
 }
 
+/// A refresh token past its expiry is refused like a forged one (the TTL cannot be set below a
+/// minute, so the test ages the stored row instead of waiting).
+async fn an_expired_refresh_token_is_refused(db: &TestDb) {
+    let server = TestServer::start(db, |_| {}).await;
+    let login = login_response(&server.base, ADMIN_EMAIL, PASSWORD).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = refresh_cookie(&login);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url()).await.expect("connect");
+    let aged = sqlx::query("UPDATE refresh_tokens SET expires_at = $1 WHERE used_at IS NULL")
+        .bind(sluice_control_plane::store::now_ms() - 1)
+        .execute(&pool)
+        .await
+        .expect("age the token")
+        .rows_affected();
+    assert_eq!(aged, 1, "one live refresh token");
+    pool.close().await;
+    let refused = refresh_with(&server.base, &cookie).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .all(|v| !v.starts_with("sluice_refresh=") || v.starts_with("sluice_refresh=;")),
+        "no new refresh token for an expired one"
+    );
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    // A new sign-in starts a session whose refresh works.
+    let login = login_response(&server.base, ADMIN_EMAIL, PASSWORD).await;
+    let fresh = refresh_cookie(&login);
+    assert_eq!(
+        refresh_with(&server.base, &fresh).await.status(),
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
 async fn wrong_credentials_are_401_and_rate_limited(db: &TestDb) {
     let server = TestServer::start(db, |c| {
         c.login_failures_per_account = 3;
@@ -502,6 +542,7 @@ async fn invitations_are_renewed_and_revoked(db: &TestDb) {
 on_both_backends!(
     invitations_are_renewed_and_revoked,
     sign_in_refresh_rotation_and_reuse_detection,
+    an_expired_refresh_token_is_refused,
     wrong_credentials_are_401_and_rate_limited,
     first_run_setup_token,
     invitations_create_accounts_once,
