@@ -362,6 +362,7 @@ impl QueryEngine {
                 }
                 other => classify(other),
             })?;
+        crate::amplify::check(frame.logical_plan())?;
         let plan = frame.create_physical_plan().await.map_err(classify)?;
         let unconditioned = joins_without_condition(&plan);
         if unconditioned > MAX_UNCONDITIONED_JOINS {

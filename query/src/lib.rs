@@ -7,6 +7,7 @@
 //! number of rows returned and a memory pool without spilling; a query over one is refused
 //! with a clear error, never half-answered.
 
+mod amplify;
 mod engine;
 mod listing;
 pub mod output;
