@@ -310,14 +310,14 @@ async fn another_tenant_is_invisible_to_everyone_outside_it(db: &TestDb) {
     w.server.stop().await;
 }
 
-async fn a_viewer_reads_but_cannot_mutate(db: &TestDb) {
-    let w = world(db).await;
-    let viewer = w.server.user("vera@example.com").await;
+/// A person added to bob's tenant with `role`, and an API key of bob's with the same role.
+async fn colleague(w: &World, email: &str, role: Role) -> (Client, Client) {
+    let person = w.server.user(email).await;
     let (status, added) = w
         .bob
         .post(
             &format!("/api/v1/tenants/{}/members", w.bob_tenant),
-            json!({"email": "vera@example.com", "role": "viewer"}),
+            json!({"email": email, "role": role}),
         )
         .await;
     assert_eq!(
@@ -325,37 +325,46 @@ async fn a_viewer_reads_but_cannot_mutate(db: &TestDb) {
         (StatusCode::CREATED, Some("added")),
         "{added}"
     );
-    let (_, bob_viewer_key) = w
+    let (_, key) = w
         .bob
         .key(
             &w.bob_tenant,
-            json!({"name": "ro", "type": "api", "role": "viewer"}),
+            json!({"name": format!("{role} key"), "type": "api", "role": role}),
         )
         .await;
-    let before = snapshot(&w.bob, &w.bob_tenant).await;
-    for (who, client) in [
-        ("viewer", viewer.clone()),
-        ("viewer api key", w.bob.with_token(&bob_viewer_key)),
-    ] {
-        let is_key = who.ends_with("key");
-        for Operation {
-            method,
-            path,
-            body,
-            needs,
-        } in operations(&w.ids)
-        {
-            let (status, response) = client.call(method.clone(), &path, body).await;
-            assert_eq!(
-                status.is_success(),
-                needs == Role::Viewer && !(is_key && path.ends_with("/query-token")),
-                "{who}: {method} {path}: {status} {response}"
-            );
-            if !status.is_success() {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {method} {path}");
-                assert_eq!(response["error"]["code"], "forbidden");
-            }
+    (person, w.bob.with_token(&key))
+}
+
+/// Runs every operation as `client`: those needing at most `allowed` succeed, the rest are
+/// exactly 403 `forbidden`. Query tokens are for people, so a key is refused one.
+async fn sweep_as(who: &str, client: &Client, ids: &Ids, allowed: Role) {
+    let is_key = who.ends_with("key");
+    for Operation {
+        method,
+        path,
+        body,
+        needs,
+    } in operations(ids)
+    {
+        let (status, response) = client.call(method.clone(), &path, body).await;
+        assert_eq!(
+            status.is_success(),
+            needs <= allowed && !(is_key && path.ends_with("/query-token")),
+            "{who}: {method} {path}: {status} {response}"
+        );
+        if !status.is_success() {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {method} {path}");
+            assert_eq!(response["error"]["code"], "forbidden");
         }
+    }
+}
+
+async fn a_viewer_reads_but_cannot_mutate(db: &TestDb) {
+    let w = world(db).await;
+    let (viewer, viewer_key) = colleague(&w, "vera@example.com", Role::Viewer).await;
+    let before = snapshot(&w.bob, &w.bob_tenant).await;
+    for (who, client) in [("viewer", viewer), ("viewer api key", viewer_key)] {
+        sweep_as(who, &client, &w.ids, Role::Viewer).await;
     }
     let after = snapshot(&w.bob, &w.bob_tenant).await;
     // Reads leave key usage behind (last_used_at) but nothing else; compare without it.
@@ -366,48 +375,12 @@ async fn a_viewer_reads_but_cannot_mutate(db: &TestDb) {
 /// A member edits pipelines (and only them) but manages neither people, keys nor the tenant.
 async fn a_member_edits_pipelines_but_nothing_else(db: &TestDb) {
     let mut w = world(db).await;
-    let member = w.server.user("max@example.com").await;
-    let (status, added) = w
-        .bob
-        .post(
-            &format!("/api/v1/tenants/{}/members", w.bob_tenant),
-            json!({"email": "max@example.com", "role": "member"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{added}");
-    let (_, member_key) = w
-        .bob
-        .key(
-            &w.bob_tenant,
-            json!({"name": "deploy", "type": "api", "role": "member"}),
-        )
-        .await;
+    let (member, member_key) = colleague(&w, "max@example.com", Role::Member).await;
     let before = snapshot(&w.bob, &w.bob_tenant).await;
-    for (who, client) in [
-        ("member", member.clone()),
-        ("member api key", w.bob.with_token(&member_key)),
-    ] {
+    for (who, client) in [("member", member), ("member api key", member_key)] {
         // Each pass edits, rolls back and deletes a pipeline of its own.
         w.ids.pipeline = fresh_pipeline(&w.bob, &w.bob_tenant).await;
-        let is_key = who.ends_with("key");
-        for Operation {
-            method,
-            path,
-            body,
-            needs,
-        } in operations(&w.ids)
-        {
-            let (status, response) = client.call(method.clone(), &path, body).await;
-            assert_eq!(
-                status.is_success(),
-                needs <= Role::Member && !(is_key && path.ends_with("/query-token")),
-                "{who}: {method} {path}: {status} {response}"
-            );
-            if !status.is_success() {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {method} {path}");
-                assert_eq!(response["error"]["code"], "forbidden");
-            }
-        }
+        sweep_as(who, &client, &w.ids, Role::Member).await;
         let (_, pipelines) = w
             .bob
             .get(&format!("/api/v1/tenants/{}/pipelines", w.bob_tenant))
