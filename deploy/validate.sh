@@ -18,6 +18,13 @@
 #                              against the Kubernetes 1.25 and 1.37 OpenAPI schemas in strict
 #                              mode (kubernetes-validate), structural checks of the rendered
 #                              objects, and values that must be refused
+#   deploy/helm/sluice-control-plane
+#                              the same for the control plane's chart: Deployment, Service,
+#                              PDB, HPA, NetworkPolicy, ServiceMonitor, secrets by reference
+#   alerts and dashboards      each chart's files/alerts.yaml with `promtool check rules` and
+#                              `promtool test rules` (deploy/alert-tests); every dashboard
+#                              query parsed by promtool; the PrometheusRule and dashboard
+#                              ConfigMap the charts render carry exactly those files
 #   deploy/validate.sh         shellcheck
 #
 # Usage: bash deploy/validate.sh     (exit 0 when everything is valid; non-zero otherwise)
@@ -493,6 +500,82 @@ check("docker-compose.control-plane.yml: compose-spec schema, interpolation, rep
       control_plane_compose)
 
 
+
+# --- alerts and dashboards -----------------------------------------------------------------
+
+import json  # noqa: E402
+
+CP_CHART = DEPLOY / "helm" / "sluice-control-plane"
+MONITORED = (CHART, CP_CHART)
+
+
+def promtool_rules():
+    for chart in MONITORED:
+        must_run(["promtool", "check", "rules", str(chart / "files" / "alerts.yaml")])
+
+
+def promtool_rule_tests():
+    tests = sorted((DEPLOY / "alert-tests").glob("*.test.yaml"))
+    assert len(tests) == len(MONITORED), f"one alert test file per chart: {tests}"
+    must_run(["promtool", "test", "rules", *map(str, tests)])
+
+
+def dashboard_exprs(chart):
+    """Every PromQL expression of a chart's dashboard, Grafana's variables filled in."""
+    board = json.loads((chart / "files" / "dashboard.json").read_text())
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert panels, f"{chart.name}: no panels"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), f"{chart.name}: panel ids repeat"
+    out = []
+    for p in panels:
+        assert p["datasource"]["uid"] == "${datasource}", f"{chart.name}: {p['title']}: datasource"
+        assert p["targets"], f"{chart.name}: {p['title']}: no query"
+        for t in p["targets"]:
+            out.append((p["title"], t["expr"].replace("$__rate_interval", "5m")))
+    return board, out
+
+
+def dashboards_parse():
+    # promtool parses PromQL in rule files only: each query becomes a recording rule.
+    for chart in MONITORED:
+        board, exprs = dashboard_exprs(chart)
+        assert board["uid"] == chart.name and board["templating"]["list"][0]["name"] == "datasource", chart.name
+        for _, expr in exprs:
+            for name in re.findall(r"\b(sluice_[a-z0-9_]+)", expr):
+                assert name.startswith("sluice_"), name
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(exprs)]}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(rules, f)
+        try:
+            must_run(["promtool", "check", "rules", f.name])
+        finally:
+            os.unlink(f.name)
+
+
+check("alerts: promtool check rules (both charts)", promtool_rules)
+check("alerts: promtool test rules (each alert fires on its failure, not on health)", promtool_rule_tests)
+check("dashboards: structure, and every query parsed by promtool", dashboards_parse)
+
+
+def check_monitoring_objects(chart, docs, mon):
+    rules = by_kind(docs, "PrometheusRule")
+    assert bool(rules) == mon["prometheusRule"]["enabled"], f"PrometheusRules {sorted(rules)}"
+    source = yaml.safe_load((chart / "files" / "alerts.yaml").read_text())
+    for name, r in rules.items():
+        assert r["spec"] == source, f"PrometheusRule {name} is not files/alerts.yaml"
+        for k, val in mon["prometheusRule"]["labels"].items():
+            assert r["metadata"]["labels"].get(k) == val, f"PrometheusRule {name}: label {k}"
+    maps = {n: c for n, c in by_kind(docs, "ConfigMap").items() if n.endswith("-dashboard")}
+    assert bool(maps) == mon["dashboards"]["enabled"], f"dashboard ConfigMaps {sorted(maps)}"
+    board = json.loads((chart / "files" / "dashboard.json").read_text())
+    for name, c in maps.items():
+        (body,) = c["data"].values()
+        assert json.loads(body) == board, f"ConfigMap {name} is not files/dashboard.json"
+        for k, val in mon["dashboards"]["labels"].items():
+            assert c["metadata"]["labels"].get(k) == val, f"ConfigMap {name}: label {k}"
+
 # --- Helm chart ---------------------------------------------------------------------------
 
 import helm_python as helm  # noqa: E402
@@ -538,6 +621,9 @@ ALL_ON = merged(CI_VALUES, {
     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
                                    "labelSelector": {"matchLabels": {"app.kubernetes.io/part-of": "sluice"}}}],
     "priorityClassName": "high",
+    "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "dashboards": {"enabled": True}},
 })
 INGEST_ONLY = merged(CI_VALUES, {"s3": {"bucket": ""}, "roles": {
     r: {"enabled": r in ("receiver", "processor", "delivery")} for r in ROLES}})
@@ -568,8 +654,8 @@ check("chart: values.yaml matches values.schema.json (check-jsonschema)", chart_
 check(f"chart: helm lint --strict (Helm SDK {helm.helm_sdk_version()})", chart_lint)
 
 
-def render(values):
-    with helm.Chart.load(str(CHART)) as chart:
+def render(values, chart_dir=CHART):
+    with helm.Chart.load(str(chart_dir)) as chart:
         out = chart.render(values, name="sluice", namespace="sluice", is_install=True)
     docs = []
     for path, text in sorted(out.items()):
@@ -668,10 +754,25 @@ def check_rendered(values, docs):
     for name, h in hpas.items():
         assert h["apiVersion"] == "autoscaling/v2" and h["spec"]["scaleTargetRef"]["name"] in deps, f"HPA {name}"
     kinds = {d["kind"] for d in docs}
-    assert kinds <= {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"}, kinds
+    assert kinds <= {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret",
+                     "PodMonitor", "PrometheusRule", "ConfigMap"}, kinds
+    mon = v["monitoring"]
+    pod_monitors = by_kind(docs, "PodMonitor")
+    assert bool(pod_monitors) == mon["podMonitor"]["enabled"], f"PodMonitors {sorted(pod_monitors)}"
+    for name, pm in pod_monitors.items():
+        sel = pm["spec"]["selector"]["matchLabels"]
+        for role in enabled:
+            pod = deps[prefix + role]["spec"]["template"]
+            assert sel.items() <= pod["metadata"]["labels"].items(), f"PodMonitor {name} misses {role}'s pods"
+            ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+            assert all(e["port"] in ports and e["path"] == "/metrics" for e in pm["spec"]["podMetricsEndpoints"]), name
+    check_monitoring_objects(CHART, docs, mon)
 
 
 def kube_schemas(docs):
+    # The Prometheus Operator's kinds are CRDs the Kubernetes schemas do not describe; their
+    # contents are checked by check_monitoring_objects.
+    docs = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rendered.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -723,6 +824,180 @@ for label, (values, expect) in REFUSED.items():
         raise AssertionError("rendered without complaint")
 
     check(f"chart refuses: {label}", refused)
+
+
+# --- the control plane's chart -------------------------------------------------------------
+
+CP_VALUES = yaml.safe_load((CP_CHART / "ci" / "test-values.yaml").read_text())
+CP_DEFAULTS = yaml.safe_load((CP_CHART / "values.yaml").read_text())
+CP_ALL_ON = merged(CP_VALUES, {
+    "image": {"tag": "1.2.3"},
+    "admin": {"existingSecret": "sluice-admin"},
+    "uiQueryUrl": "https://query.example.internal",
+    "tls": {"existingSecret": "sluice-grpc-tls"},
+    "logLevel": "debug",
+    "extraEnv": [{"name": "SLUICE_LOG", "value": "info"}],
+    "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9},
+    "pdb": {"minAvailable": 2},
+    "service": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"]},
+    "networkPolicy": {"httpFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+                      "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 25, "protocol": "TCP"}]}]},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                   "dashboards": {"enabled": True}},
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "DoNotSchedule",
+                                   "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "control-plane"}}}],
+})
+CP_ONE = merged(CP_VALUES, {"replicas": 1, "nats": {"url": ""}, "networkPolicy": {"enabled": False}, "pdb": {"enabled": False}})
+CP_SCENARIOS = {"ci values": CP_VALUES, "every option": CP_ALL_ON, "one replica, no NATS": CP_ONE}
+CP_EXTRA_ENV = set()
+
+
+def check_cp_rendered(values, docs):
+    v = merged(CP_DEFAULTS, values)
+    name = "sluice-sluice-control-plane"
+    deps = by_kind(docs, "Deployment")
+    assert list(deps) == [name], f"Deployments {sorted(deps)}"
+    d = deps[name]
+    autoscaled = v["autoscaling"]["enabled"]
+    assert ("replicas" in d["spec"]) != autoscaled, "replicas set while autoscaled (or missing)"
+    if not autoscaled:
+        assert d["spec"]["replicas"] == v["replicas"], "replicas"
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "a rollout may take a replica before its successor is ready"
+    pod = d["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert d["spec"]["selector"]["matchLabels"].items() <= labels.items(), "selector does not match pod labels"
+    spec = pod["spec"]
+    assert spec.get("automountServiceAccountToken") is False, "service account token mounted"
+    psc = spec["securityContext"]
+    assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001, f"pod securityContext {psc}"
+    (c,) = spec["containers"]
+    assert c["args"] == ["control-plane"], f"args {c['args']}"
+    sc = c["securityContext"]
+    for k, want in (("runAsNonRoot", True), ("readOnlyRootFilesystem", True), ("allowPrivilegeEscalation", False)):
+        assert sc.get(k) == want, f"securityContext.{k}={sc.get(k)!r}"
+    assert sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080, "grpc": 8081}, f"ports {ports}"
+    for probe, path in (("startupProbe", "/health/live"), ("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")):
+        got = c[probe]["httpGet"]
+        assert (got["path"], ports.get(got["port"], got["port"])) == (path, 8080), f"{probe} {got}"
+    env = {e["name"]: e for e in c["env"]}
+    assert_known(set(env) - CP_EXTRA_ENV, "control-plane Deployment")
+    plain = {k: e["value"] for k, e in env.items() if "value" in e}
+    assert_bool_values(plain, "control-plane Deployment")
+    assert plain["SLUICE_HTTP_ADDR"] == "0.0.0.0:8080" and plain["SLUICE_GRPC_ADDR"] == "0.0.0.0:8081", "addresses"
+    assert plain["SLUICE_DATA_DIR"].startswith("/var/lib/sluice/"), "SLUICE_DATA_DIR"
+    # Secrets only by reference: no value of a secret setting is ever in the manifest.
+    for secret_env, (secret, key) in {
+        "DATABASE_URL": (v["database"]["existingSecret"], v["database"]["urlKey"]),
+        "SLUICE_KEY_PEPPER": (v["keyPepper"]["existingSecret"], v["keyPepper"]["key"]),
+        **({"SLUICE_ADMIN_EMAIL": (v["admin"]["existingSecret"], v["admin"]["emailKey"]),
+            "SLUICE_ADMIN_PASSWORD": (v["admin"]["existingSecret"], v["admin"]["passwordKey"])}
+           if v["admin"]["existingSecret"] else {}),
+    }.items():
+        assert "value" not in env[secret_env], f"{secret_env} given as a value"
+        assert env[secret_env]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, f"{secret_env} reference"
+    assert ("SLUICE_ADMIN_EMAIL" in env) == bool(v["admin"]["existingSecret"]), "admin e-mail"
+    assert not by_kind(docs, "Secret"), "the chart must not create Secrets (they are taken by reference)"
+    assert plain.get("NATS_URL", "") == v["nats"]["url"], "NATS_URL"
+    tls = v["tls"]["existingSecret"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {x["name"]: x for x in spec["volumes"]}
+    if tls:
+        assert plain["SLUICE_TLS_CERT"].startswith("/etc/sluice/tls/") and plain["SLUICE_TLS_KEY"].startswith("/etc/sluice/tls/"), "TLS paths"
+        assert vols[mounts["/etc/sluice/tls"]]["secret"]["secretName"] == tls, "TLS secret volume"
+    else:
+        assert "SLUICE_TLS_CERT" not in plain and "/etc/sluice/tls" not in mounts, "TLS without a secret"
+    for path in ("/var/lib/sluice", "/tmp"):
+        assert path in mounts and "emptyDir" in vols[mounts[path]], f"{path} is not an emptyDir"
+    assert spec["topologySpreadConstraints"], "replicas are not spread"
+    services = by_kind(docs, "Service")
+    assert list(services) == [name], f"Services {sorted(services)}"
+    svc = services[name]
+    assert svc["spec"]["selector"].items() <= labels.items(), "Service selects no pod"
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "grpc": "grpc"}, "Service ports"
+    assert svc["spec"]["type"] == v["service"]["type"], "Service type"
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert list(pdbs) == ([name] if v["pdb"]["enabled"] else []), f"PDBs {sorted(pdbs)}"
+    for p in pdbs.values():
+        assert p["spec"]["selector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"], "PDB selector"
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert list(hpas) == ([name] if autoscaled else []), f"HPAs {sorted(hpas)}"
+    for h in hpas.values():
+        assert h["spec"]["scaleTargetRef"]["name"] == name, "HPA target"
+        assert h["spec"]["minReplicas"] >= 2, "an autoscaled control plane below two replicas"
+    nps = by_kind(docs, "NetworkPolicy")
+    assert list(nps) == ([name] if v["networkPolicy"]["enabled"] else []), f"NetworkPolicies {sorted(nps)}"
+    for np in nps.values():
+        assert np["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), "NetworkPolicy selects no pod"
+        assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "policyTypes"
+        ingress_ports = sorted(p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"])
+        assert ingress_ports == ["grpc", "http"], f"ingress ports {ingress_ports}"
+        http_rule = next(r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == "http")
+        assert http_rule.get("from", []) == v["networkPolicy"]["httpFrom"], "httpFrom"
+        egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
+        assert {53, v["networkPolicy"]["databasePort"], v["networkPolicy"]["natsPort"]} <= egress_ports, f"egress {egress_ports}"
+    sms = by_kind(docs, "ServiceMonitor")
+    assert bool(sms) == v["monitoring"]["serviceMonitor"]["enabled"], f"ServiceMonitors {sorted(sms)}"
+    for sm in sms.values():
+        assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(), "ServiceMonitor selects no Service"
+        assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": v["monitoring"]["serviceMonitor"]["interval"]}], "endpoints"
+    check_monitoring_objects(CP_CHART, docs, v["monitoring"])
+    kinds = {d["kind"] for d in docs}
+    assert kinds <= {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy",
+                     "ServiceMonitor", "PrometheusRule", "ConfigMap"}, kinds
+
+
+check("control-plane chart: values.schema.json is a valid JSON Schema",
+      lambda: must_run(["check-jsonschema", "--check-metaschema", str(CP_CHART / "values.schema.json")]))
+check("control-plane chart: values.yaml matches values.schema.json",
+      lambda: must_run(["check-jsonschema", "--schemafile", str(CP_CHART / "values.schema.json"), str(CP_CHART / "values.yaml")]))
+
+
+def cp_lint():
+    report = helm.lint(str(CP_CHART), CP_VALUES, strict=True, namespace="sluice", kube_version="v1.30.0")
+    bad = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert not bad, f"helm lint: {bad}"
+
+
+check("control-plane chart: helm lint --strict", cp_lint)
+for label, values in CP_SCENARIOS.items():
+    rendered = {}
+
+    def do_cp_render(values=values, rendered=rendered):
+        rendered["docs"], rendered["raw"] = render(values, CP_CHART)
+        assert rendered["raw"].get("sluice-control-plane/templates/NOTES.txt", "").strip(), "empty NOTES.txt"
+
+    check(f"control-plane chart [{label}]: renders", do_cp_render)
+    if "docs" in rendered:
+        check(f"control-plane chart [{label}]: objects, probes, secrets by reference, policy, monitoring",
+              lambda values=values, rendered=rendered: check_cp_rendered(values, rendered["docs"]))
+        check(f"control-plane chart [{label}]: valid against Kubernetes 1.25 and 1.37 schemas (strict)",
+              lambda rendered=rendered: kube_schemas(rendered["docs"]))
+
+CP_REFUSED = {
+    "no database secret": (merged(CP_VALUES, {"database": {"existingSecret": ""}}), "set database.existingSecret"),
+    "no key pepper": (merged(CP_VALUES, {"keyPepper": {"existingSecret": ""}}), "set keyPepper.existingSecret"),
+    "replicas without NATS": (merged(CP_VALUES, {"nats": {"url": ""}}), "set nats.url"),
+    "autoscaling without NATS": (merged(CP_ONE, {"autoscaling": {"enabled": True}}), "set nats.url"),
+    "a database URL as a value": (merged(CP_VALUES, {"database": {"url": "postgres://u:p@h/db"}}), "additional properties"),
+    "a pepper as a value": (merged(CP_VALUES, {"keyPepper": {"value": "x" * 40}}), "additional properties"),
+    "zero replicas": (merged(CP_VALUES, {"replicas": 0}), "replicas"),
+    "NATS URL without scheme": (merged(CP_VALUES, {"nats": {"url": "nats.svc:4222"}}), "url"),
+    "unknown top-level key": (merged(CP_VALUES, {"replica": 3}), "additional properties"),
+}
+for label, (values, expect) in CP_REFUSED.items():
+    def cp_refused(values=values, expect=expect):
+        try:
+            render(values, CP_CHART)
+        except helm.HelmError as e:
+            assert expect in str(e), f"refused, but the message lacks {expect!r}: {e}"
+            return
+        raise AssertionError("rendered without complaint")
+
+    check(f"control-plane chart refuses: {label}", cp_refused)
 
 check("validate.sh: shellcheck", lambda: must_run(["shellcheck", str(DEPLOY / "validate.sh")]))
 
