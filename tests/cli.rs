@@ -2114,3 +2114,275 @@ async fn compaction_and_erasure_survive_kill_9_and_readers_never_see_half() {
     );
     assert!(cp.terminate().await.success());
 }
+
+/// What a continuous load saw: each answered request's time since the start, status, whether
+/// a 503 carried `Retry-After`, and its latency; and the ids of the events acknowledged.
+#[derive(Default)]
+struct LoadReport {
+    answers: Vec<(Duration, StatusCode, bool, Duration)>,
+    acked: Vec<String>,
+}
+
+/// Batches of five events from `workers` connections to the receiver at `url`, until stopped;
+/// a failed connection is retried after 50 ms (the node stays up while its bus fails).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    report: std::sync::Arc<std::sync::Mutex<LoadReport>>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    started: std::time::Instant,
+}
+
+impl Load {
+    fn start(url: &str, write_key: &str, workers: usize, event: fn(&str) -> Value) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let report = std::sync::Arc::new(std::sync::Mutex::new(LoadReport::default()));
+        let started = std::time::Instant::now();
+        let senders = (0..workers)
+            .map(|worker| {
+                let (client, url, key, stop, report) = (
+                    client.clone(),
+                    url.to_owned(),
+                    write_key.to_owned(),
+                    stop.clone(),
+                    report.clone(),
+                );
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        let ids: Vec<String> =
+                            (0..5).map(|i| format!("w{worker}-{n}-{i}")).collect();
+                        let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
+                        let sent = std::time::Instant::now();
+                        let response = client
+                            .post(format!("{url}/v1/batch"))
+                            .bearer_auth(&key)
+                            .json(&json!({"batch": batch}))
+                            .send()
+                            .await;
+                        let Ok(response) = response else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        let status = response.status();
+                        let retry_after = response.headers().contains_key("retry-after");
+                        let mut report = report.lock().expect("lock");
+                        report.answers.push((
+                            started.elapsed(),
+                            status,
+                            retry_after,
+                            sent.elapsed(),
+                        ));
+                        if status == StatusCode::OK {
+                            report.acked.extend(ids);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            report,
+            senders,
+            started,
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    async fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for sender in self.senders {
+            let _ = sender.await;
+        }
+        std::mem::take(&mut *self.report.lock().expect("lock"))
+    }
+}
+
+fn p99(mut latencies: Vec<Duration>) -> Duration {
+    latencies.sort();
+    latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Streams at R3 on a three-server NATS JetStream cluster, under load from 8 connections:
+/// `kill -9` of a follower and its restart, then of the stream's leader and its restart, then
+/// of two servers at once (no quorum) and their restart. No acknowledged event is lost and
+/// none is archived twice; while a quorum is missing the receiver answers 503 with
+/// `Retry-After`, never another 5xx; and it recovers without anyone touching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_cluster_loses_servers_and_its_leader_under_load_and_keeps_every_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster =
+        sluice_tests::nats_cluster::NatsCluster::start(&dir.path().join("nats")).await;
+    let urls = cluster.urls();
+    let prefix = format!("c{}", uuid::Uuid::now_v7().simple());
+    let env = [
+        ("NATS_URL", urls.as_str()),
+        ("SLUICE_NATS_PREFIX", prefix.as_str()),
+        ("SLUICE_NATS_REPLICAS", "3"),
+        ("SLUICE_ARCHIVE_FLUSH_SECS", "1"),
+        ("SLUICE_QUERY_MAX_ROWS", "1000000"),
+    ];
+    let (
+        cp,
+        owner,
+        Provisioned {
+            tenant,
+            pipeline,
+            service_key,
+        },
+    ) = provisioned(dir.path(), json!({"sources": [{"name": "web"}]})).await;
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
+    let (_node, url) = start_data_plane_with_env(
+        &dir.path().join("node"),
+        &cp.grpc,
+        &service_key,
+        "receiver,processor,archiver,query",
+        &env,
+    )
+    .await;
+    wait_ready(&url).await;
+    let raw = format!("{}_RAW", prefix.to_uppercase());
+    let load = Load::start(&url, &write_key, 8, first_round);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let leader = cluster.leader_of(&raw).await.expect("raw has a leader");
+    let follower = (leader + 1) % 3;
+    eprintln!("killing follower {}", cluster.name(follower));
+    cluster.kill(follower);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart(follower).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let leader = cluster.leader_of(&raw).await.expect("raw has a leader");
+    eprintln!("killing leader {}", cluster.name(leader));
+    cluster.kill(leader);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.restart(leader).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (a, b) = (leader, (leader + 1) % 3);
+    eprintln!(
+        "killing {} and {}: no quorum",
+        cluster.name(a),
+        cluster.name(b)
+    );
+    let lost_quorum = load.elapsed();
+    cluster.kill(a);
+    cluster.kill(b);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restoring = load.elapsed();
+    cluster.restart(a).await;
+    cluster.restart(b).await;
+    let restored = load.elapsed();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let report = load.stop().await;
+
+    let errors: Vec<_> = report
+        .answers
+        .iter()
+        .filter(|(_, s, _, _)| s.is_server_error() && *s != StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "5xx other than 503: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    let unavailable: Vec<_> = report
+        .answers
+        .iter()
+        .filter(|(_, s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        unavailable
+            .iter()
+            .all(|(_, _, retry_after, _)| *retry_after),
+        "a 503 without Retry-After"
+    );
+    let refused_without_quorum = unavailable
+        .iter()
+        .filter(|(at, ..)| *at > lost_quorum && *at < restored + Duration::from_secs(2))
+        .count();
+    assert!(
+        refused_without_quorum > 0,
+        "no 503 while two of three servers were down"
+    );
+    let ok_without_quorum = report
+        .answers
+        .iter()
+        .filter(|(at, s, ..)| {
+            *s == StatusCode::OK && *at > lost_quorum + Duration::from_secs(2) && *at < restoring
+        })
+        .count();
+    let ok_after = report
+        .answers
+        .iter()
+        .filter(|(at, s, ..)| *s == StatusCode::OK && *at > restored + Duration::from_secs(3))
+        .count();
+    assert!(
+        ok_after > 0,
+        "the receiver did not recover after the servers came back"
+    );
+    let others: Vec<_> = report
+        .answers
+        .iter()
+        .filter(|(_, s, ..)| !s.is_success() && !s.is_server_error())
+        .collect();
+    assert!(
+        others.is_empty(),
+        "unexpected answers: {:?}",
+        &others[..others.len().min(5)]
+    );
+
+    // Every acknowledged event reaches the archive, once.
+    let acked: std::collections::HashSet<String> =
+        report.acked.iter().map(|id| format!("a-{id}")).collect();
+    let archived_ids = || async {
+        node_query(&url, &service_key, "SELECT event_id FROM events")
+            .await
+            .iter()
+            .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let mut ids = archived_ids().await;
+    for _ in 0..240 {
+        if acked.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ids = archived_ids().await;
+    }
+    let lost: Vec<&String> = acked.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events are not in the archive, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(3)]
+    );
+    let (rows, distinct) = archive_counts(&url, &service_key).await;
+    assert_eq!(rows - distinct, 0, "{rows} rows for {distinct} events");
+    let seconds = report.answers.last().map_or(1.0, |a| a.0.as_secs_f64());
+    eprintln!(
+        "nats cluster R3: {} acknowledged in {seconds:.1} s ({:.0} events/s), p99 {:?} over {} requests, \
+         {} answered 503 ({refused_without_quorum} while two servers were down, {ok_without_quorum} accepted then), \
+         {rows} rows for {distinct} events, replicas of raw after: {:?}",
+        acked.len(),
+        acked.len() as f64 / seconds,
+        p99(report.answers.iter().map(|a| a.3).collect()),
+        report.answers.len(),
+        unavailable.len(),
+        cluster.replicas_of(&raw).await,
+    );
+    assert!(cp.terminate().await.success());
+}

@@ -51,6 +51,10 @@ pub struct ArchiveArgs {
     pub days: u32,
     pub write_events: usize,
     pub runs: usize,
+    /// Untimed runs of each query before the timed ones.
+    pub warmups: usize,
+    /// The queries to run, by name; empty runs them all.
+    pub only: Vec<String>,
     pub dir: Option<PathBuf>,
     pub s3: Option<S3Target>,
     pub python: Option<String>,
@@ -310,7 +314,18 @@ fn measure(
     report.push_str(&format!("\n{files} Parquet files in the archive\n"));
     let day = layout::partition(start_ms - 2 * 86_400_000).0;
     let week = layout::partition(start_ms - 7 * 86_400_000).0;
-    let queries = queries(&day, &week);
+    let mut queries = queries(&day, &week);
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|name| !queries.iter().any(|q| q.name == name.as_str()))
+    {
+        let known: Vec<&str> = queries.iter().map(|q| q.name).collect();
+        bail!("no query named {unknown:?} (known: {})", known.join(", "));
+    }
+    if !args.only.is_empty() {
+        queries.retain(|q| args.only.iter().any(|name| name == q.name));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -322,7 +337,13 @@ fn measure(
         ..Limits::default()
     };
     let time_with = |store: &Arc<dyn ObjectStore>, limits: Limits| {
-        runtime.block_on(time_queries(store, &limits, &queries, args.runs))
+        runtime.block_on(time_queries(
+            store,
+            &limits,
+            &queries,
+            args.warmups,
+            args.runs,
+        ))
     };
     let local_times = time_with(local, limits(sluice_query::cores()))?;
     let explain = |store: &Arc<dyn ObjectStore>, limits: Limits| -> anyhow::Result<String> {
@@ -407,13 +428,13 @@ fn measure(
         }
     }
     let duck = match &args.python {
-        Some(python) => Some(duckdb(python, dir, &queries, args.runs)?),
+        Some(python) => Some(duckdb(python, dir, &queries, args.warmups, args.runs)?),
         None => None,
     };
 
     report.push_str(&format!(
-        "\nmedian of {} runs after one warm-up, ms (Sluice = DataFusion via sluice-query, the query role's engine):\n",
-        args.runs
+        "\nmedian of {} runs after {} warm-up(s), ms (Sluice = DataFusion via sluice-query, the query role's engine):\n",
+        args.runs, args.warmups
     ));
     let heads: String = columns
         .iter()
@@ -530,6 +551,7 @@ async fn time_queries(
     store: &Arc<dyn ObjectStore>,
     limits: &Limits,
     queries: &[Query],
+    warmups: usize,
     runs: usize,
 ) -> anyhow::Result<Vec<(f64, Vec<i64>)>> {
     let engine = QueryEngine::new(store.clone(), limits.clone());
@@ -537,14 +559,14 @@ async fn time_queries(
     for query in queries {
         let mut times = Vec::new();
         let mut counts = Vec::new();
-        for run in 0..=runs {
+        for run in 0..warmups + runs {
             let started = Instant::now();
             let result = engine
                 .run(TENANT, &query.sluice)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", query.name))?;
             let took = started.elapsed();
-            if run > 0 {
+            if run >= warmups {
                 times.push(took);
             }
             counts = counts_of(&sluice_query::output::json_rows(&result.batches)?);
@@ -621,11 +643,12 @@ fn duckdb(
     python: &str,
     dir: &Path,
     queries: &[Query],
+    warmups: usize,
     runs: usize,
 ) -> anyhow::Result<Vec<(f64, Vec<i64>)>> {
     let script = r#"
 import json, statistics, sys, time, duckdb
-root, runs, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+root, warmups, runs, queries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 con = duckdb.connect()
 # The progress bar of a query over two seconds would be printed to stdout.
 con.execute("SET enable_progress_bar = false")
@@ -633,11 +656,11 @@ con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{root}/dataset=*
 out = []
 for sql in queries:
     times = []
-    for run in range(runs + 1):
+    for run in range(warmups + runs):
         started = time.perf_counter()
         rows = con.execute(sql).fetchall()
         took = (time.perf_counter() - started) * 1000
-        if run > 0:
+        if run >= warmups:
             times.append(took)
     names = [d[0] for d in con.execute(sql).description]
     n = names.index("n")
@@ -649,6 +672,7 @@ print(json.dumps({"version": duckdb.__version__, "results": out}))
     let output = std::process::Command::new(python)
         .args(["-c", script])
         .arg(&tenant_dir)
+        .arg(warmups.to_string())
         .arg(runs.to_string())
         .arg(serde_json::to_string(&sql)?)
         .output()

@@ -117,9 +117,16 @@ enum Scenario {
         /// Events for the one-core write measurement.
         #[arg(long, default_value_t = 1_000_000)]
         write_events: usize,
-        /// Timed runs per query (after one warm-up).
+        /// Timed runs per query (after the warm-ups).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Untimed runs of each query before the timed ones (0 times the first, cold run).
+        #[arg(long, default_value_t = 1)]
+        warmups: usize,
+        /// Only these queries, by name (comma-separated: `count`, `filter on event`,
+        /// `group by property`, …); all by default.
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<String>,
         /// Where to write the archive (a temporary directory by default).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
@@ -304,6 +311,8 @@ fn main() -> anyhow::Result<()> {
         days,
         write_events,
         runs,
+        warmups,
+        queries,
         dir,
         s3_url,
         s3_bucket,
@@ -327,6 +336,9 @@ fn main() -> anyhow::Result<()> {
         if !s3_partitions.is_empty() && s3_url.is_none() {
             bail!("--s3-partitions measures S3 queries: give --s3-url too");
         }
+        if *runs == 0 {
+            bail!("--runs must be at least 1 (the warm-ups are not timed)");
+        }
         if s3_partitions.contains(&0) || local_partitions.contains(&0) {
             bail!("partition counts must be at least 1");
         }
@@ -335,6 +347,8 @@ fn main() -> anyhow::Result<()> {
             days: *days,
             write_events: *write_events,
             runs: *runs,
+            warmups: *warmups,
+            only: queries.clone(),
             dir: dir.clone(),
             s3: s3_url.as_ref().map(|url| archive::S3Target {
                 url: url.clone(),

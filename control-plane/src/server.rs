@@ -257,8 +257,12 @@ async fn load_signing_keys(store: &Store) -> Result<JwtKeySet, StartError> {
         .is_none_or(|newest| now_ms() - newest.created_at > SIGNING_KEY_MAX_AGE_MS)
     {
         let fresh = SigningKeyMaterial::generate()?;
-        store.insert_signing_key(&fresh.kid, &fresh.seed).await?;
-        tracing::info!(kid = %fresh.kid, "new jwt signing key");
+        if store
+            .rotate_signing_key(&fresh.kid, &fresh.seed, SIGNING_KEY_MAX_AGE_MS)
+            .await?
+        {
+            tracing::info!(kid = %fresh.kid, "new jwt signing key");
+        }
         rows = store.signing_keys().await?;
     }
     let materials = rows

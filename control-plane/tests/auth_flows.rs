@@ -549,3 +549,45 @@ on_both_backends!(
     keys_are_shown_once_revoked_at_once_and_expire,
     state_survives_a_restart,
 );
+
+/// Replicas installed together (a Kubernetes Deployment's pods start at once) share one
+/// PostgreSQL database: the migrations run once under sqlx's advisory lock, the first owner
+/// is created once, and both sign with the same key, so a session begun at one replica is
+/// good at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_started_together_share_the_schema_the_owner_and_the_signing_key() {
+    let db = TestDb::postgres().await;
+    let pepper = |raw: &mut sluice_control_plane::config::RawConfig| {
+        raw.key_pepper = Some("a-pepper-shared-by-both-replicas-0123456789".into());
+    };
+    let (a, b) = tokio::join!(
+        TestServer::start(&db, pepper),
+        TestServer::start(&db, pepper)
+    );
+    let jwks = |base: String| async move {
+        reqwest::get(format!("{base}/api/v1/auth/jwks.json"))
+            .await
+            .expect("jwks")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    let (ja, jb) = (jwks(a.base.clone()).await, jwks(b.base.clone()).await);
+    assert_eq!(ja, jb, "both replicas publish the same keys");
+    assert_eq!(ja["keys"].as_array().map(Vec::len), Some(1), "{ja}");
+    let at_a = a.admin().await;
+    let mut at_b = at_a.clone();
+    at_b.base = b.base.clone();
+    let (status, me) = at_b.call(Method::GET, "/api/v1/auth/me", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a token from replica a at replica b: {me}"
+    );
+    assert_eq!(me["name"], ADMIN_EMAIL);
+    let owners = a.state().store.count_users().await.expect("count");
+    assert_eq!(owners, 1, "the first owner is created once");
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}

@@ -653,6 +653,50 @@ async fn signing_keys_list_newest_first(db: &TestDb) {
     assert_eq!(keys[0].seed, vec![2; 32]);
 }
 
+/// Replicas starting together each find no key: exactly one of them inserts one, so they all
+/// sign with the same key.
+async fn replicas_starting_together_rotate_the_signing_key_once(db: &TestDb) {
+    const DAY_MS: i64 = 86_400_000;
+    let (a, b) = (db.store().await, db.store().await);
+    let attempts: Vec<_> = (0..6u8)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .rotate_signing_key(&format!("k{i}"), &[i; 32], 30 * DAY_MS)
+                    .await
+            })
+        })
+        .collect();
+    let mut inserted = 0;
+    for attempt in attempts {
+        inserted += usize::from(attempt.await.expect("join").expect("rotate"));
+    }
+    assert_eq!(inserted, 1, "one replica inserts the key");
+    assert_eq!(a.signing_keys().await.expect("list").len(), 1);
+    // A key past its age is replaced, once.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(
+        b.rotate_signing_key("next", &[9; 32], 1)
+            .await
+            .expect("rotate")
+    );
+    assert!(
+        !a.rotate_signing_key("again", &[8; 32], DAY_MS)
+            .await
+            .expect("rotate")
+    );
+    let kids: Vec<String> = a
+        .signing_keys()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(kids[0], "next");
+}
+
 async fn migrations_are_idempotent(db: &TestDb) {
     let first = db.store().await;
     user(&first, "ada@example.com").await;
@@ -764,5 +808,6 @@ on_both_backends!(
     refresh_token_reuse_revokes_the_family,
     audit_pages_newest_first_with_filters,
     signing_keys_list_newest_first,
+    replicas_starting_together_rotate_the_signing_key_once,
     migrations_are_idempotent,
 );

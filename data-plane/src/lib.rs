@@ -234,6 +234,12 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         ));
     }
     roles.extend(visitors_api::upkeep(node.clone(), shutdown_rx.clone()));
+    roles.push({
+        let (node, bus, mut shutdown) = (node.clone(), bus.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            telemetry::consumers::sample_pending(&node.consumers, &bus, &mut shutdown).await;
+        })
+    });
     let sync = tokio::spawn(sync::run(node.clone(), shutdown_rx));
     tracing::info!(http_addr = %http_addr, node_id = %node.node_id, roles = ?node.config.roles, "data plane listening");
     Ok(RunningNode {

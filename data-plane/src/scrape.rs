@@ -35,6 +35,11 @@ pub fn render(node: &NodeState) -> String {
             .gauge(m::CONSUMER_READING, &[("stage", &stage)])
             .set(f64::from(u8::from(state.is_reading())));
     }
+    for (stage, pending) in node.consumers.pending() {
+        metrics
+            .gauge(m::CONSUMER_PENDING, &[("stage", &stage)])
+            .set(pending as f64);
+    }
     if node.config.runs(Role::Archiver) {
         let stats = &node.archive_stats;
         metrics

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod nats_cluster;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

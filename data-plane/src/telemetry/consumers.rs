@@ -37,6 +37,34 @@ impl ConsumerState {
 #[derive(Debug, Default)]
 pub struct Consumers {
     stages: Mutex<BTreeMap<String, ConsumerState>>,
+    /// Messages of each stage not yet acknowledged, as last sampled (see [`sample_pending`]).
+    pending: Mutex<BTreeMap<String, u64>>,
+}
+
+/// How often [`sample_pending`] asks the bus for each stage's backlog.
+pub const PENDING_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Samples the backlog of every stage this node consumes, every [`PENDING_SAMPLE_EVERY`], so
+/// that `/metrics` can show consumer lag (`sluice_consumer_pending`) without a bus round trip
+/// per scrape. Nodes of one role share each stage's consumer, so every one of them reports
+/// the same backlog: alert on `max by (stage)`, not on a sum.
+pub async fn sample_pending(
+    consumers: &Consumers,
+    bus: &AnyBus,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        for (stage, _) in consumers.snapshot() {
+            match bus.depth(&stage).await {
+                Ok(depth) => consumers.set_pending(&stage, depth),
+                Err(e) => tracing::debug!(stage, error = %e, "cannot sample a stage's backlog"),
+            }
+        }
+        tokio::select! {
+            () = crate::shutdown::until_true(shutdown) => return,
+            () = tokio::time::sleep(PENDING_SAMPLE_EVERY) => {}
+        }
+    }
 }
 
 impl Consumers {
@@ -77,6 +105,26 @@ impl Consumers {
     /// Nothing consumes `stage` any more.
     pub fn stopped(&self, stage: &str) {
         self.stages().remove(stage);
+        self.pending_map().remove(stage);
+    }
+
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the backlog of `stage`, if it is still consumed here.
+    pub fn set_pending(&self, stage: &str, messages: u64) {
+        if self.stages().contains_key(stage) {
+            self.pending_map().insert(stage.to_owned(), messages);
+        }
+    }
+
+    /// The last sampled backlog of each consumed stage, by name.
+    pub fn pending(&self) -> Vec<(String, u64)> {
+        self.pending_map()
+            .iter()
+            .map(|(stage, n)| (stage.clone(), *n))
+            .collect()
     }
 
     /// Every registered stage and its state, by name.
@@ -119,5 +167,17 @@ mod tests {
         consumers.stopped("deliver.p.crm");
         consumers.outcome("deliver.p.crm", &Ok::<_, String>(()));
         assert!(consumers.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_backlog_is_kept_only_for_consumed_stages() {
+        let consumers = Consumers::default();
+        consumers.set_pending("raw", 7);
+        assert!(consumers.pending().is_empty(), "raw is not consumed yet");
+        consumers.starting("raw");
+        consumers.set_pending("raw", 7);
+        assert_eq!(consumers.pending(), [("raw".into(), 7)]);
+        consumers.stopped("raw");
+        assert!(consumers.pending().is_empty());
     }
 }

@@ -68,6 +68,9 @@ pub const IDENTITY_ERASED_TOTAL: &str = "sluice_identity_erased_total";
 /// Per bus `stage` a role of the node consumes: 1 while it is read, 0 while its consumer
 /// is starting or failing.
 pub const CONSUMER_READING: &str = "sluice_consumer_reading";
+/// Per bus `stage` a role of the node consumes: messages not yet acknowledged (waiting or in
+/// flight), sampled every 10 s. Every node of a role reports its stage's shared backlog.
+pub const CONSUMER_PENDING: &str = "sluice_consumer_pending";
 /// Seconds to publish one batch of messages to the bus (until durable), by `stage` kind
 /// (`raw`, `deliver`, `dlq`, `archive`, `rejected`, …).
 pub const BUS_PUBLISH_SECONDS: &str = "sluice_bus_publish_seconds";
@@ -232,6 +235,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "1 while a role reads this bus stage, 0 while it cannot.",
+    ),
+    (
+        CONSUMER_PENDING,
+        Kind::Gauge,
+        None,
+        "Messages of a bus stage this node consumes not yet acknowledged, sampled every 10 s.",
     ),
     (
         BUS_PUBLISH_SECONDS,
