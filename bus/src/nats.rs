@@ -69,6 +69,10 @@ pub const MAX_PACKS_IN_FLIGHT: usize = 1024;
 const FETCH_GRACE: Duration = Duration::from_millis(200);
 /// Publish calls waiting for a pack, per stage, before callers wait to hand theirs over.
 const PACK_QUEUE: usize = 4096;
+/// How long a publish may take before it is reported unavailable. async-nats bounds the wait
+/// for the server's acknowledgement (5 s), not the send: after a cluster lost its stream
+/// leader, sends were seen waiting over 30 s, and the receiver's requests with them.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the NATS bus.
 #[derive(Debug, Clone)]
@@ -146,7 +150,8 @@ impl NatsBus {
     pub async fn connect(config: NatsConfig) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("sluice-data-plane")
-            .connect(&config.url)
+            // A cluster's servers, comma-separated: any one of them up lets the node start.
+            .connect(config.url.split(',').map(str::trim).collect::<Vec<_>>())
             .await
             .map_err(|e| {
                 BusError::Unavailable(format!("cannot connect to NATS at {}: {e}", config.url))
@@ -284,8 +289,9 @@ impl NatsBus {
             })
             .await
             .map_err(|_| stopped())?;
-        stored
+        tokio::time::timeout(PUBLISH_TIMEOUT, stored)
             .await
+            .map_err(|_| publish_timed_out(stage))?
             .map_err(|_| stopped())?
             .map_err(|text| publish_error(stage, text))
     }
@@ -343,20 +349,25 @@ impl Bus for NatsBus {
         } else {
             messages.into_iter().map(Stored::plain).collect()
         };
-        let mut acks = Vec::with_capacity(stored.len());
-        for stored in stored {
-            let publish = stored.publish();
-            acks.push(
-                self.js
-                    .send_publish(subject.clone(), publish)
-                    .await
-                    .map_err(unavailable)?,
-            );
-        }
-        for ack in acks {
-            ack.await.map_err(|e| publish_error(stage, e.to_string()))?;
-        }
-        Ok(())
+        let publish_all = async {
+            let mut acks = Vec::with_capacity(stored.len());
+            for stored in stored {
+                let publish = stored.publish();
+                acks.push(
+                    self.js
+                        .send_publish(subject.clone(), publish)
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            for ack in acks {
+                ack.await.map_err(|e| publish_error(stage, e.to_string()))?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish_all)
+            .await
+            .unwrap_or_else(|_| Err(publish_timed_out(stage)))
     }
 
     async fn open_consumer(&self, stage: &str) -> Result<(), BusError> {
@@ -561,6 +572,13 @@ fn limits_changed(have: &stream::Config, wanted: &stream::Config) -> Option<Stri
 }
 
 /// What a refused publish means for its caller: a full stream asks producers to back off.
+fn publish_timed_out(stage: &str) -> BusError {
+    BusError::Unavailable(format!(
+        "publishing to stage {stage} took over {} s",
+        PUBLISH_TIMEOUT.as_secs()
+    ))
+}
+
 fn publish_error(stage: &str, text: String) -> BusError {
     if text.contains("maximum bytes")
         || text.contains("maximum messages")
@@ -629,13 +647,16 @@ async fn run_packer(
             messages.extend(request.messages);
             replies.push(request.reply);
         }
-        let sent = js
-            .send_publish(subject.clone(), pack(messages).publish())
-            .await;
+        let sent = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            js.send_publish(subject.clone(), pack(messages).publish()),
+        )
+        .await;
         awaiting.push(async move {
             let outcome = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(Ok(ack)) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out sending the pack to NATS".to_owned()),
             };
             for reply in replies {
                 // A caller that went away (its client hung up) needs no answer.

@@ -138,8 +138,9 @@ impl Default for RawNode {
 #[derive(Debug, Clone, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawBus {
-    /// NATS JetStream for the bus (`nats://…`); unset means the embedded bus in
-    /// `state_dir/bus`. Default: unset.
+    /// NATS JetStream for the bus (`nats://…`; a cluster's servers comma-separated, so a node
+    /// starts while any one of them is up); unset means the embedded bus in `state_dir/bus`.
+    /// Default: unset.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Prefix of the NATS stream and subject names, so several data planes can share one

@@ -50,7 +50,8 @@ impl NatsKv {
     pub async fn connect(config: NatsKvConfig) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("sluice-identity")
-            .connect(&config.url)
+            // A cluster's servers, comma-separated: any one of them up lets the node start.
+            .connect(config.url.split(',').map(str::trim).collect::<Vec<_>>())
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect to NATS at {}: {e}", config.url))
