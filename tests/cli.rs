@@ -2429,3 +2429,187 @@ async fn a_nats_cluster_loses_servers_and_its_leader_under_load_and_keeps_every_
     );
     assert!(cp.terminate().await.success());
 }
+
+/// `sluice_events_total{stage="…"}` on a node's `/metrics`.
+async fn events_at(url: &str, stage: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = format!("sluice_events_total{{stage=\"{stage}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Two processors, two delivery nodes and two archivers, each its own process beside one
+/// receiver and one query node, on one NATS and one archive directory: they share each
+/// stage's work and every event is delivered and archived once. Then one node of each of
+/// the three roles is killed with `kill -9` under load, and the others finish its in-flight
+/// work within NATS's ack wait (30 s): every acknowledged event reaches the vendor (again
+/// under the same idempotency key when a killed node's request was cut off) and the archive
+/// holds each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_per_role_share_the_work_and_take_over_from_a_killed_one() {
+    use sluice_tests::{Reply, Vendor};
+
+    let vendor = Vendor::start().await;
+    vendor.always("/hook", Reply::Slow(Duration::from_millis(20)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = json!({"sources": [{"name": "web"}], "destinations": [
+        {"name": "hook", "concurrency": 4, "webhook": {"url": format!("{}/hook", vendor.url)}}]});
+    let (
+        cp,
+        owner,
+        Provisioned {
+            tenant,
+            pipeline,
+            service_key,
+        },
+    ) = provisioned(dir.path(), spec).await;
+    let write_key = ingest_key(&cp, &owner, &tenant, &pipeline).await;
+    let nats = sluice_tests::nats_url();
+    let prefix = format!("m{}", uuid::Uuid::now_v7().simple());
+    let archive = dir.path().join("archive");
+    let archive_dir = archive.to_string_lossy().into_owned();
+    let mut nodes = Vec::new();
+    for (name, roles) in [
+        ("receiver", "receiver"),
+        ("processor-1", "processor"),
+        ("processor-2", "processor"),
+        ("delivery-1", "delivery"),
+        ("delivery-2", "delivery"),
+        ("archiver-1", "archiver"),
+        ("archiver-2", "archiver"),
+        ("query", "query"),
+    ] {
+        let env = [
+            ("NATS_URL", nats.as_str()),
+            ("SLUICE_NATS_PREFIX", prefix.as_str()),
+            ("SLUICE_NODE_NAME", name),
+            ("SLUICE_ARCHIVE_DIR", archive_dir.as_str()),
+            ("SLUICE_ARCHIVE_FLUSH_SECS", "1"),
+            ("SLUICE_QUERY_MAX_ROWS", "1000000"),
+        ];
+        let (child, url) =
+            start_data_plane_with_env(&dir.path().join(name), &cp.grpc, &service_key, roles, &env)
+                .await;
+        wait_ready(&url).await;
+        nodes.push((name, child, url));
+    }
+    let url_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map(|(.., url)| url.clone())
+            .expect("node")
+    };
+    let (receiver, query) = (url_of("receiver"), url_of("query"));
+
+    let archived_ids = || async {
+        node_query(&query, &service_key, "SELECT event_id FROM events")
+            .await
+            .iter()
+            .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let wait_for = async |acked: &std::collections::HashSet<String>| {
+        let started = std::time::Instant::now();
+        for _ in 0..480 {
+            let delivered = vendor.accepted_keys("/hook");
+            if acked.iter().all(|id| delivered.contains(id)) {
+                let ids = archived_ids().await;
+                if acked.iter().all(|id| ids.contains(id)) {
+                    return started.elapsed();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let delivered = vendor.accepted_keys("/hook");
+        let ids = archived_ids().await;
+        panic!(
+            "after 120 s: {} of {} acknowledged events not delivered, {} not archived",
+            acked.iter().filter(|id| !delivered.contains(*id)).count(),
+            acked.len(),
+            acked.iter().filter(|id| !ids.contains(*id)).count()
+        );
+    };
+
+    // Steady: the work is shared, each event once.
+    let load = Load::start(&receiver, &write_key, 4, first_round);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first: std::collections::HashSet<String> = load
+        .stop()
+        .await
+        .acked
+        .iter()
+        .map(|id| format!("a-{id}"))
+        .collect();
+    assert!(first.len() > 200, "{} acknowledged", first.len());
+    wait_for(&first).await;
+    let arrivals = vendor.arrivals("/hook");
+    assert_eq!(
+        arrivals.len(),
+        first.len(),
+        "each event delivered once while no node failed"
+    );
+    for (role, stage) in [
+        ("processor", "processed"),
+        ("delivery", "delivered"),
+        ("archiver", "archived"),
+    ] {
+        let (one, two) = (
+            events_at(&url_of(&format!("{role}-1")), stage).await,
+            events_at(&url_of(&format!("{role}-2")), stage).await,
+        );
+        eprintln!("{role}s: {one} and {two} events {stage}");
+        assert!(
+            one > 0 && two > 0,
+            "both {role}s took part: {one} and {two}"
+        );
+        assert_eq!(one + two, first.len() as u64, "{role}s: each event once");
+    }
+
+    // One node of each role killed under load.
+    let load = Load::start(&receiver, &write_key, 4, second_round);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (name, child, _) in nodes.iter_mut() {
+        if name.ends_with("-1") {
+            child.kill().await.expect("kill -9");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second: std::collections::HashSet<String> = load
+        .stop()
+        .await
+        .acked
+        .iter()
+        .map(|id| format!("b-{id}"))
+        .collect();
+    assert!(second.len() > 200, "{} acknowledged", second.len());
+    let handed_over = wait_for(&second).await;
+    let (rows, distinct) = archive_counts(&query, &service_key).await;
+    assert_eq!(rows - distinct, 0, "{rows} rows for {distinct} events");
+    let arrivals = vendor.arrivals("/hook");
+    let again = arrivals.len() - first.len() - second.len();
+    eprintln!(
+        "after the kills: {} acknowledged, all delivered and archived {:.1} s after the load stopped \
+         ({again} deliveries sent again under their key), {rows} rows for {distinct} events",
+        second.len(),
+        handed_over.as_secs_f64()
+    );
+    assert!(
+        handed_over < Duration::from_secs(45),
+        "the survivors took {handed_over:?} (the ack wait is 30 s)"
+    );
+    for key in &arrivals {
+        assert!(
+            first.contains(key) || second.contains(key),
+            "unknown key {key}"
+        );
+    }
+    assert!(cp.terminate().await.success());
+}

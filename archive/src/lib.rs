@@ -25,4 +25,7 @@ pub enum ArchiveError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Another node is rewriting the archive; retrying later may succeed.
+    #[error("busy: {0}")]
+    Busy(String),
 }

@@ -16,6 +16,8 @@ pub struct BusArgs {
     pub concurrency: usize,
     pub seconds: u64,
     pub nats_url: String,
+    /// Replicas of the stream (3 on a three-server cluster).
+    pub nats_replicas: usize,
 }
 
 /// A Segment-sized event: about 600 bytes of JSON.
@@ -103,6 +105,7 @@ pub async fn run(args: BusArgs) -> anyhow::Result<String> {
             let prefix = format!("bench{}", std::process::id());
             let bus = NatsBus::connect(NatsConfig {
                 prefix,
+                replicas: args.nats_replicas,
                 ..NatsConfig::new(args.nats_url.clone())
             })
             .await?;

@@ -101,6 +101,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<String> {
             prefix: prefix.clone(),
             ttl: Duration::from_secs(400 * 86_400),
             max_entries: 10_000_000,
+            replicas: 1,
         }))?),
         other => anyhow::bail!("--store: embedded or nats, not {other:?}"),
     };

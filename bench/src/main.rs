@@ -230,8 +230,12 @@ enum Scenario {
         /// Measured seconds (after a 2-second warm-up).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// NATS servers, comma-separated (a cluster's servers).
         #[arg(long, default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
+        /// Replicas of the bench's stream: 3 for R3 on a three-server cluster.
+        #[arg(long, default_value_t = 1)]
+        nats_replicas: usize,
     },
     /// Config sync: from a pipeline change to every simulated node's ACK, and memory per idle
     /// node. Runs the control plane as a separate process (`--sluice-bin`).
@@ -463,6 +467,7 @@ fn main() -> anyhow::Result<()> {
         concurrency,
         seconds,
         nats_url,
+        nats_replicas,
     } = &cli.scenario
     {
         let args = bus::BusArgs {
@@ -471,6 +476,7 @@ fn main() -> anyhow::Result<()> {
             concurrency: *concurrency,
             seconds: *seconds,
             nats_url: nats_url.clone(),
+            nats_replicas: *nats_replicas,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

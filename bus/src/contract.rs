@@ -176,6 +176,24 @@ pub trait Bus: Send + Sync + 'static {
         &self,
         deliveries: &[Delivery],
     ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Takes the lease `name` for `holder` until `ttl` from now, or renews it when `holder`
+    /// has it already: true while `holder` holds it, false while another holder's lease
+    /// runs. Nodes that share a bus take turns with it at work two of them must not do at
+    /// once (rewriting a tenant's archive). The embedded bus has one node: always true.
+    fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, BusError>> + Send;
+
+    /// Gives the lease `name` up, if `holder` has it.
+    fn release(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// Stage names: `raw`, `archive`, `deliver.<name>`, `dlq.<name>`, …: lowercase letters,

@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod nats;
 
 mod contract;
+mod lease;
 
 pub use contract::{Bus, BusError, Delivery, Message, check_stage, split_by_bytes};
 
@@ -106,6 +107,20 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Embedded(bus) => bus.keep_alive(deliveries).await,
             AnyBus::Nats(bus) => bus.keep_alive(deliveries).await,
+        }
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.lease(name, holder, ttl).await,
+            AnyBus::Nats(bus) => bus.lease(name, holder, ttl).await,
+        }
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.release(name, holder).await,
+            AnyBus::Nats(bus) => bus.release(name, holder).await,
         }
     }
 }

@@ -140,6 +140,7 @@ pub struct NatsBus {
     pack_bytes: usize,
     /// Per packed stage, the task that gathers concurrent calls into packs.
     packers: Arc<std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<PackRequest>>>>,
+    leases: Arc<crate::lease::Leases>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -165,10 +166,16 @@ impl NatsBus {
             )));
         }
         let pack_bytes = PACK_BYTES.min(client.server_info().max_payload / 2);
+        let js = jetstream::new(client.clone());
         Ok(Self {
+            leases: Arc::new(crate::lease::Leases::new(
+                js.clone(),
+                &config.prefix,
+                config.replicas,
+            )),
             config,
             pack_bytes,
-            js: jetstream::new(client.clone()),
+            js,
             client,
             consumers: Default::default(),
             streams: Default::default(),
@@ -553,6 +560,14 @@ impl Bus for NatsBus {
             }
         }
         Ok(())
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        self.leases.lease(name, holder, ttl).await
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), BusError> {
+        self.leases.release(name, holder).await
     }
 }
 

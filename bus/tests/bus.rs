@@ -933,3 +933,67 @@ fn embedded_kill_9_loses_no_acknowledged_message() {
         );
     }
 }
+
+/// Two nodes on one NATS ask for the same lease: one holds it at a time, it renews for its
+/// holder, passes on when given up, and is taken over once a dead holder's time runs out;
+/// of many asking at once exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_leases_go_to_one_holder_at_a_time() {
+    let config = fresh_nats_config();
+    let a = connect_nats(config.clone()).await;
+    let b = connect_nats(config).await;
+    let minute = Duration::from_secs(60);
+    assert!(a.lease("upkeep.t1", "node-a", minute).await.expect("lease"));
+    assert!(!b.lease("upkeep.t1", "node-b", minute).await.expect("lease"));
+    assert!(a.lease("upkeep.t1", "node-a", minute).await.expect("renew"));
+    assert!(
+        b.lease("upkeep.t2", "node-b", minute)
+            .await
+            .expect("another name")
+    );
+    b.release("upkeep.t1", "node-b")
+        .await
+        .expect("not b's: no change");
+    assert!(!b.lease("upkeep.t1", "node-b", minute).await.expect("lease"));
+    a.release("upkeep.t1", "node-a").await.expect("release");
+    assert!(
+        b.lease("upkeep.t1", "node-b", Duration::from_millis(200))
+            .await
+            .expect("lease")
+    );
+    assert!(!a.lease("upkeep.t1", "node-a", minute).await.expect("lease"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a.lease("upkeep.t1", "node-a", minute)
+            .await
+            .expect("after expiry")
+    );
+    // Many asking at once for a fresh lease.
+    let asks: Vec<_> = (0..8)
+        .map(|i| {
+            let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { bus.lease("upkeep.t3", &format!("node-{i}"), minute).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for ask in asks {
+        granted += usize::from(ask.await.expect("join").expect("lease"));
+    }
+    assert_eq!(granted, 1);
+}
+
+#[tokio::test]
+async fn the_embedded_bus_has_one_node_so_its_leases_are_always_granted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = embedded_bus(dir.path());
+    assert!(
+        bus.lease("upkeep.t1", "a", Duration::from_secs(1))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        bus.lease("upkeep.t1", "b", Duration::from_secs(1))
+            .await
+            .expect("lease")
+    );
+}

@@ -411,6 +411,8 @@ pub enum IdentityStoreConfig {
     Nats {
         url: String,
         prefix: String,
+        /// Replicas of its buckets (the bus's `nats_replicas`).
+        replicas: usize,
     },
 }
 
@@ -799,6 +801,7 @@ impl RawConfig {
                 IdentityStoreConfig::Nats {
                     url,
                     prefix: self.bus.nats_prefix.clone(),
+                    replicas: self.bus.nats_replicas,
                 }
             }
             _ => return Err(invalid("identity_store", "embedded or nats")),

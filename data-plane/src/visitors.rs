@@ -77,12 +77,17 @@ pub async fn open(config: &Config) -> Result<Visitors, VisitorsError> {
             let path = config.state_dir.join("identity.redb");
             Arc::new(open_embedded(&path, identity.ttl, identity.max_entries).await?)
         }
-        IdentityStoreConfig::Nats { url, prefix } => Arc::new(
+        IdentityStoreConfig::Nats {
+            url,
+            prefix,
+            replicas,
+        } => Arc::new(
             NatsKv::connect(NatsKvConfig {
                 url: url.clone(),
                 prefix: prefix.clone(),
                 ttl: identity.ttl,
                 max_entries: identity.max_entries,
+                replicas: *replicas,
             })
             .await?,
         ),

@@ -29,6 +29,10 @@ pub struct NatsKvConfig {
     pub ttl: Duration,
     /// Most entries one tenant may hold (checked against a count at most 10 s old).
     pub max_entries: u64,
+    /// Replicas of each bucket's stream: the bus's (`SLUICE_NATS_REPLICAS`), so that on a
+    /// cluster the identity store survives a server as the bus does. A bucket made earlier
+    /// keeps the replicas it was made with.
+    pub replicas: usize,
 }
 
 pub struct NatsKv {
@@ -98,7 +102,7 @@ impl NatsKv {
                     deny_delete: true,
                     allow_direct: true,
                     discard: jetstream::stream::DiscardPolicy::New,
-                    num_replicas: 1,
+                    num_replicas: self.config.replicas,
                     ..Default::default()
                 })
                 .await

@@ -385,6 +385,7 @@ fn nats(runtime: &tokio::runtime::Runtime, ttl: Duration, max: u64) -> Arc<dyn K
         prefix: "sluicetest".into(),
         ttl,
         max_entries: max,
+        replicas: 1,
     };
     Arc::new(
         runtime

@@ -3,8 +3,10 @@
 //! dataset's `retain_days` no longer keeps, and compacts each hour's small files once the
 //! hour is `compact_after` old; between rounds it carries out erasure requests.
 //!
-//! One archiver node per tenant should run the upkeep (two would compact the same hour at
-//! once); the writer itself may run on many.
+//! Archiver nodes that share a bus take turns: a round of upkeep, and an erasure, hold the
+//! tenant's rewrite lease on the bus ([`REWRITE_LEASE_TTL`]), so two nodes never compact or
+//! erase the same hour at once (each would write its own copy of the hour's rows). A round
+//! that finds another node holding it is skipped; an erasure waits for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use sluice_archive::commit::{self, Notes};
 use sluice_archive::maintain::{self, Erasure, Person};
 use sluice_archive::{ArchiveError, layout};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use sluice_bus::{AnyBus, Bus as _};
 
 use crate::applied::AppliedConfig;
 use crate::config::ArchiverConfig;
@@ -32,8 +36,42 @@ pub struct ErasureJob {
 /// Erasure requests waiting at most; more are answered 503.
 pub const QUEUED_ERASURES: usize = 8;
 
+/// How long a node holds the tenant's rewrite lease without renewing it: longer than the
+/// compaction of one hour, and renewed between hours. A node killed while holding it keeps
+/// the others from rewriting for at most this long.
+pub const REWRITE_LEASE_TTL: Duration = Duration::from_secs(300);
+
+/// How long an erasure waits for another node's round of upkeep to give the lease up.
+const ERASURE_LEASE_WAIT: Duration = Duration::from_secs(120);
+
+fn rewrite_lease(tenant_id: &str) -> String {
+    format!("archive-rewrites.{tenant_id}")
+}
+
+/// The tenant's rewrite lease for this node, taken or renewed: false while another node has
+/// it (or the bus cannot say, which is treated the same: rewriting without it is unsafe).
+async fn hold(bus: &AnyBus, node: &NodeState, tenant_id: &str) -> bool {
+    match bus
+        .lease(&rewrite_lease(tenant_id), &node.node_id, REWRITE_LEASE_TTL)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the archive's rewrite lease");
+            false
+        }
+    }
+}
+
+async fn give_up(bus: &AnyBus, node: &NodeState, tenant_id: &str) {
+    if let Err(e) = bus.release(&rewrite_lease(tenant_id), &node.node_id).await {
+        tracing::warn!(error = %e, "cannot give the archive's rewrite lease up; it runs out");
+    }
+}
+
 pub async fn run(
     node: Arc<NodeState>,
+    bus: AnyBus,
     store: Arc<dyn ObjectStore>,
     config: ArchiverConfig,
     mut erasures: mpsc::Receiver<ErasureJob>,
@@ -46,12 +84,34 @@ pub async fn run(
             () = until_true(&mut stop) => return,
             _ = tick.tick() => {
                 if let Some(applied) = node.current() {
-                    upkeep(&node, &store, &config, &applied).await;
+                    if hold(&bus, &node, &applied.tenant_id).await {
+                        upkeep(&node, &bus, &store, &config, &applied).await;
+                        give_up(&bus, &node, &applied.tenant_id).await;
+                    } else {
+                        tracing::debug!("another archiver is rewriting the archive; upkeep skipped");
+                    }
                 }
             }
             Some(job) = erasures.recv() => {
                 let erased = match node.current() {
-                    Some(applied) => erase(&node, &store, &applied.tenant_id, &job.person).await,
+                    Some(applied) => {
+                        let tenant = applied.tenant_id.clone();
+                        let waited = std::time::Instant::now();
+                        let mut held = hold(&bus, &node, &tenant).await;
+                        while !held && waited.elapsed() < ERASURE_LEASE_WAIT {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            held = hold(&bus, &node, &tenant).await;
+                        }
+                        if held {
+                            let erased = erase(&node, &store, &tenant, &job.person).await;
+                            give_up(&bus, &node, &tenant).await;
+                            erased
+                        } else {
+                            Err(ArchiveError::Busy(
+                                "another archiver is rewriting the archive".into(),
+                            ))
+                        }
+                    }
                     None => Err(ArchiveError::Config("no configuration yet".into())),
                 };
                 let _ = job.reply.send(erased);
@@ -125,6 +185,7 @@ pub fn first_kept_day(now_ms: i64, days: u32) -> String {
 
 async fn upkeep(
     node: &Arc<NodeState>,
+    bus: &AnyBus,
     store: &Arc<dyn ObjectStore>,
     config: &ArchiverConfig,
     applied: &AppliedConfig,
@@ -160,11 +221,13 @@ async fn upkeep(
             }
         }
     }
-    compact_closed_hours(node, &view, config, now).await;
+    compact_closed_hours(node, bus, &applied.tenant_id, &view, config, now).await;
 }
 
 async fn compact_closed_hours(
     node: &Arc<NodeState>,
+    bus: &AnyBus,
+    tenant_id: &str,
     view: &Arc<dyn ObjectStore>,
     config: &ArchiverConfig,
     now: i64,
@@ -184,6 +247,14 @@ async fn compact_closed_hours(
             .is_some_and(|end| end.saturating_add(after) <= now);
         if !closed || files.iter().filter(|m| small(m.size)).count() < 2 {
             continue;
+        }
+        // Renewed before each hour; a node that lost the lease (it stalled past its TTL and
+        // another took it) stops rewriting.
+        if !hold(bus, node, tenant_id).await {
+            tracing::warn!(
+                "the archive's rewrite lease passed to another node; compaction stopped"
+            );
+            return;
         }
         let started = std::time::Instant::now();
         match maintain::compact(view, &partition, files, config.compact_bytes).await {

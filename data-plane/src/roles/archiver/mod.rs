@@ -120,6 +120,7 @@ pub fn start(
     node.archive_stats.store_up.store(1, Ordering::Relaxed);
     let upkeep = tokio::spawn(maintain::run(
         node.clone(),
+        bus.clone(),
         store.clone(),
         config.clone(),
         erasures,
