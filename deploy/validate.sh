@@ -782,20 +782,39 @@ def kube_schemas(docs):
                 f"Kubernetes {version} schemas:\n{r.stdout}{r.stderr}"
 
 
-for label, values in SCENARIOS.items():
-    rendered = {}
+def check_scenarios(title, chart_dir, scenarios, check_objects, objects_what):
+    """Renders each scenario, checks its objects with check_objects and against the schemas."""
+    for label, values in scenarios.items():
+        rendered = {}
 
-    def do_render(values=values, rendered=rendered):
-        rendered["docs"], rendered["raw"] = render(values)
-        assert rendered["docs"], "rendered nothing"
-        assert rendered["raw"].get("sluice-data-plane/templates/NOTES.txt", "").strip(), "empty NOTES.txt"
+        def do_render(values=values, rendered=rendered):
+            rendered["docs"], rendered["raw"] = render(values, chart_dir)
+            assert rendered["docs"], "rendered nothing"
+            assert rendered["raw"].get(f"{chart_dir.name}/templates/NOTES.txt", "").strip(), "empty NOTES.txt"
 
-    check(f"chart [{label}]: renders", do_render)
-    if "docs" in rendered:
-        check(f"chart [{label}]: objects, security contexts, probes, env, selectors",
-              lambda values=values, rendered=rendered: check_rendered(values, rendered["docs"]))
-        check(f"chart [{label}]: valid against Kubernetes 1.25 and 1.37 schemas (strict)",
-              lambda rendered=rendered: kube_schemas(rendered["docs"]))
+        check(f"{title} [{label}]: renders", do_render)
+        if "docs" in rendered:
+            check(f"{title} [{label}]: {objects_what}",
+                  lambda values=values, rendered=rendered: check_objects(values, rendered["docs"]))
+            check(f"{title} [{label}]: valid against Kubernetes 1.25 and 1.37 schemas (strict)",
+                  lambda rendered=rendered: kube_schemas(rendered["docs"]))
+
+
+def check_refusals(title, chart_dir, refused):
+    """Each set of values must fail to render with a message containing its expected text."""
+    for label, (values, expect) in refused.items():
+        def refuses(values=values, expect=expect):
+            try:
+                render(values, chart_dir)
+            except helm.HelmError as e:
+                assert expect in str(e), f"refused, but the message lacks {expect!r}: {e}"
+                return
+            raise AssertionError("rendered without complaint")
+
+        check(f"{title} refuses: {label}", refuses)
+
+
+check_scenarios("chart", CHART, SCENARIOS, check_rendered, "objects, security contexts, probes, env, selectors")
 
 REFUSED = {
     "no controlUrl": (merged(CI_VALUES, {"controlUrl": ""}), "set controlUrl"),
@@ -814,16 +833,7 @@ REFUSED = {
     "unknown log format": (merged(CI_VALUES, {"logFormat": "yaml"}), "logFormat"),
     "NATS prefix with a dot": (merged(CI_VALUES, {"nats": {"prefix": "acme.prod"}}), "prefix"),
 }
-for label, (values, expect) in REFUSED.items():
-    def refused(values=values, expect=expect):
-        try:
-            render(values)
-        except helm.HelmError as e:
-            assert expect in str(e), f"refused, but the message lacks {expect!r}: {e}"
-            return
-        raise AssertionError("rendered without complaint")
-
-    check(f"chart refuses: {label}", refused)
+check_refusals("chart", CHART, REFUSED)
 
 
 # --- the control plane's chart -------------------------------------------------------------
@@ -963,19 +973,8 @@ def cp_lint():
 
 
 check("control-plane chart: helm lint --strict", cp_lint)
-for label, values in CP_SCENARIOS.items():
-    rendered = {}
-
-    def do_cp_render(values=values, rendered=rendered):
-        rendered["docs"], rendered["raw"] = render(values, CP_CHART)
-        assert rendered["raw"].get("sluice-control-plane/templates/NOTES.txt", "").strip(), "empty NOTES.txt"
-
-    check(f"control-plane chart [{label}]: renders", do_cp_render)
-    if "docs" in rendered:
-        check(f"control-plane chart [{label}]: objects, probes, secrets by reference, policy, monitoring",
-              lambda values=values, rendered=rendered: check_cp_rendered(values, rendered["docs"]))
-        check(f"control-plane chart [{label}]: valid against Kubernetes 1.25 and 1.37 schemas (strict)",
-              lambda rendered=rendered: kube_schemas(rendered["docs"]))
+check_scenarios("control-plane chart", CP_CHART, CP_SCENARIOS, check_cp_rendered,
+                "objects, probes, secrets by reference, policy, monitoring")
 
 CP_REFUSED = {
     "no database secret": (merged(CP_VALUES, {"database": {"existingSecret": ""}}), "set database.existingSecret"),
@@ -988,16 +987,7 @@ CP_REFUSED = {
     "NATS URL without scheme": (merged(CP_VALUES, {"nats": {"url": "nats.svc:4222"}}), "url"),
     "unknown top-level key": (merged(CP_VALUES, {"replica": 3}), "additional properties"),
 }
-for label, (values, expect) in CP_REFUSED.items():
-    def cp_refused(values=values, expect=expect):
-        try:
-            render(values, CP_CHART)
-        except helm.HelmError as e:
-            assert expect in str(e), f"refused, but the message lacks {expect!r}: {e}"
-            return
-        raise AssertionError("rendered without complaint")
-
-    check(f"control-plane chart refuses: {label}", cp_refused)
+check_refusals("control-plane chart", CP_CHART, CP_REFUSED)
 
 check("validate.sh: shellcheck", lambda: must_run(["shellcheck", str(DEPLOY / "validate.sh")]))
 

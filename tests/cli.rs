@@ -1719,6 +1719,46 @@ async fn node_query(url: &str, key: &str, sql: &str) -> Vec<Value> {
     body["rows"].as_array().cloned().unwrap_or_default()
 }
 
+/// Every event id in the archive, through the query role at `url`.
+async fn archived_ids(url: &str, key: &str) -> std::collections::HashSet<String> {
+    node_query(url, key, "SELECT event_id FROM events")
+        .await
+        .iter()
+        .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits up to 60 s until every id of `acked` is archived; returns the archive's ids then.
+async fn wait_until_archived(
+    url: &str,
+    key: &str,
+    acked: &std::collections::HashSet<String>,
+) -> std::collections::HashSet<String> {
+    let mut ids = archived_ids(url, key).await;
+    for _ in 0..240 {
+        if acked.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ids = archived_ids(url, key).await;
+    }
+    ids
+}
+
+fn assert_none_lost(
+    acked: &std::collections::HashSet<String>,
+    ids: &std::collections::HashSet<String>,
+) {
+    let lost: Vec<&String> = acked.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events are not in the archive, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(3)]
+    );
+}
+
 /// (rows, distinct event ids) in the node's archive.
 async fn archive_counts(url: &str, key: &str) -> (u64, u64) {
     let rows = node_query(
@@ -1795,30 +1835,9 @@ async fn archive_through_two_kills(dir: &Path, env: &[(&str, &str)]) -> (usize, 
     // too, so the archive holds at least the acknowledged events, each once. A count of ids
     // can reach the acknowledged count on such extras while a batch is still on its way, so
     // the wait is for the acknowledged ids themselves.
-    let archived_ids = || async {
-        node_query(&url, &service_key, "SELECT event_id FROM events")
-            .await
-            .iter()
-            .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
-            .collect::<std::collections::HashSet<String>>()
-    };
-    let mut ids = archived_ids().await;
-    for _ in 0..240 {
-        if acked.iter().all(|id| ids.contains(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        ids = archived_ids().await;
-    }
+    let ids = wait_until_archived(&url, &service_key, &acked).await;
     let last = archive_counts(&url, &service_key).await;
-    let lost: Vec<&String> = acked.iter().filter(|id| !ids.contains(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events are not in the archive, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(3)]
-    );
+    assert_none_lost(&acked, &ids);
     let (rows, distinct) = archive_counts(&url, &service_key).await;
     assert_eq!(
         rows - distinct,
@@ -2388,29 +2407,8 @@ async fn a_nats_cluster_loses_servers_and_its_leader_under_load_and_keeps_every_
     // Every acknowledged event reaches the archive, once.
     let acked: std::collections::HashSet<String> =
         report.acked.iter().map(|id| format!("a-{id}")).collect();
-    let archived_ids = || async {
-        node_query(&url, &service_key, "SELECT event_id FROM events")
-            .await
-            .iter()
-            .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
-            .collect::<std::collections::HashSet<String>>()
-    };
-    let mut ids = archived_ids().await;
-    for _ in 0..240 {
-        if acked.iter().all(|id| ids.contains(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        ids = archived_ids().await;
-    }
-    let lost: Vec<&String> = acked.iter().filter(|id| !ids.contains(*id)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged events are not in the archive, e.g. {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(3)]
-    );
+    let ids = wait_until_archived(&url, &service_key, &acked).await;
+    assert_none_lost(&acked, &ids);
     let (rows, distinct) = archive_counts(&url, &service_key).await;
     assert_eq!(rows - distinct, 0, "{rows} rows for {distinct} events");
     let seconds = report.answers.last().map_or(1.0, |a| a.0.as_secs_f64());
@@ -2509,13 +2507,7 @@ async fn two_nodes_per_role_share_the_work_and_take_over_from_a_killed_one() {
     };
     let (receiver, query) = (url_of("receiver"), url_of("query"));
 
-    let archived_ids = || async {
-        node_query(&query, &service_key, "SELECT event_id FROM events")
-            .await
-            .iter()
-            .filter_map(|row| row["event_id"].as_str().map(str::to_owned))
-            .collect::<std::collections::HashSet<String>>()
-    };
+    let archived_ids = || archived_ids(&query, &service_key);
     let wait_for = async |acked: &std::collections::HashSet<String>| {
         let started = std::time::Instant::now();
         for _ in 0..480 {
