@@ -2369,9 +2369,11 @@ async fn a_nats_cluster_loses_servers_and_its_leader_under_load_and_keeps_every_
             .all(|(_, _, retry_after, _)| *retry_after),
         "a 503 without Retry-After"
     );
+    // A request sent while the quorum was missing is answered within the bus's 10 s bound on
+    // a publish, which may fall after the servers are back.
     let refused_without_quorum = unavailable
         .iter()
-        .filter(|(at, ..)| *at > lost_quorum && *at < restored + Duration::from_secs(2))
+        .filter(|(at, ..)| *at > lost_quorum && *at < restored + Duration::from_secs(12))
         .count();
     assert!(
         refused_without_quorum > 0,
