@@ -61,16 +61,15 @@ async fn listening(
     message: &str,
 ) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let mut last = Vec::new();
+        let mut last = std::collections::VecDeque::new();
         while let Some(line) = lines.next_line().await.expect("read log") {
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                last.push(line);
+            if last.len() == 5 {
+                last.pop_front();
+            }
+            last.push_back(line);
+            let Ok(entry) = serde_json::from_str::<Value>(last.back().expect("a line")) else {
                 continue;
             };
-            last.push(line.clone());
-            if last.len() > 5 {
-                last.remove(0);
-            }
             if entry["fields"]["message"] == message {
                 let field = |name: &str| {
                     entry["fields"][name]
@@ -83,7 +82,7 @@ async fn listening(
         }
         panic!(
             "sluice exited before logging {message:?}; its last lines:\n{}",
-            last.join("\n")
+            Vec::from(last).join("\n")
         );
     })
     .await
@@ -778,48 +777,10 @@ async fn load_then_kill(
     workers: usize,
     event: fn(&str) -> Value,
 ) -> Vec<String> {
-    let client = reqwest::Client::new();
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for worker in 0..workers {
-        let (client, url, key, acked, stop) = (
-            client.clone(),
-            url.to_owned(),
-            write_key.to_owned(),
-            acked.clone(),
-            stop.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            for n in 0.. {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                let ids: Vec<String> = (0..5).map(|i| format!("w{worker}-{n}-{i}")).collect();
-                let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
-                let response = client
-                    .post(format!("{url}/v1/batch"))
-                    .bearer_auth(&key)
-                    .json(&json!({"batch": batch}))
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status() == StatusCode::OK => {
-                        acked.lock().expect("lock").extend(ids)
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
+    let load = Load::start(url, write_key, workers, event);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     node.kill().await.expect("kill -9");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for sender in senders {
-        let _ = sender.await;
-    }
-    acked.lock().expect("lock").clone()
+    load.stop().await.acked
 }
 
 /// Waits until the node at `url` is ready (it has applied a configuration).
@@ -2163,6 +2124,17 @@ struct LoadReport {
     acked: Vec<String>,
 }
 
+impl LoadReport {
+    /// The acknowledged events' ids as stored: `first_round` and `second_round` prefix the
+    /// load's ids with `a` and `b`.
+    fn acked_as(&self, round: &str) -> std::collections::HashSet<String> {
+        self.acked
+            .iter()
+            .map(|id| format!("{round}-{id}"))
+            .collect()
+    }
+}
+
 /// Batches of five events from `workers` connections to the receiver at `url`, until stopped;
 /// a failed connection is retried after 50 ms (the node stays up while its bus fails).
 struct Load {
@@ -2407,8 +2379,7 @@ async fn a_nats_cluster_loses_servers_and_its_leader_under_load_and_keeps_every_
     );
 
     // Every acknowledged event reaches the archive, once.
-    let acked: std::collections::HashSet<String> =
-        report.acked.iter().map(|id| format!("a-{id}")).collect();
+    let acked = report.acked_as("a");
     let ids = wait_until_archived(&url, &service_key, &acked).await;
     assert_none_lost(&acked, &ids);
     let (rows, distinct) = archive_counts(&url, &service_key).await;
@@ -2535,13 +2506,7 @@ async fn two_nodes_per_role_share_the_work_and_take_over_from_a_killed_one() {
     // Steady: the work is shared, each event once.
     let load = Load::start(&receiver, &write_key, 4, first_round);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let first: std::collections::HashSet<String> = load
-        .stop()
-        .await
-        .acked
-        .iter()
-        .map(|id| format!("a-{id}"))
-        .collect();
+    let first = load.stop().await.acked_as("a");
     assert!(first.len() > 200, "{} acknowledged", first.len());
     wait_for(&first).await;
     let arrivals = vendor.arrivals("/hook");
@@ -2576,13 +2541,7 @@ async fn two_nodes_per_role_share_the_work_and_take_over_from_a_killed_one() {
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let second: std::collections::HashSet<String> = load
-        .stop()
-        .await
-        .acked
-        .iter()
-        .map(|id| format!("b-{id}"))
-        .collect();
+    let second = load.stop().await.acked_as("b");
     assert!(second.len() > 200, "{} acknowledged", second.len());
     let handed_over = wait_for(&second).await;
     let (rows, distinct) = archive_counts(&query, &service_key).await;
