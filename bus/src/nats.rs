@@ -586,7 +586,6 @@ fn limits_changed(have: &stream::Config, wanted: &stream::Config) -> Option<Stri
     (!changed.is_empty()).then(|| changed.join(", "))
 }
 
-/// What a refused publish means for its caller: a full stream asks producers to back off.
 fn publish_timed_out(stage: &str) -> BusError {
     BusError::Unavailable(format!(
         "publishing to stage {stage} took over {} s",
@@ -594,6 +593,7 @@ fn publish_timed_out(stage: &str) -> BusError {
     ))
 }
 
+/// What a refused publish means for its caller: a full stream asks producers to back off.
 fn publish_error(stage: &str, text: String) -> BusError {
     if text.contains("maximum bytes")
         || text.contains("maximum messages")

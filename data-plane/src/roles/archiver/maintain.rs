@@ -95,22 +95,8 @@ pub async fn run(
             Some(job) = erasures.recv() => {
                 let erased = match node.current() {
                     Some(applied) => {
-                        let tenant = applied.tenant_id.clone();
-                        let waited = std::time::Instant::now();
-                        let mut held = hold(&bus, &node, &tenant).await;
-                        while !held && waited.elapsed() < ERASURE_LEASE_WAIT {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            held = hold(&bus, &node, &tenant).await;
-                        }
-                        if held {
-                            let erased = erase(&node, &store, &tenant, &job.person).await;
-                            give_up(&bus, &node, &tenant).await;
-                            erased
-                        } else {
-                            Err(ArchiveError::Busy(
-                                "another archiver is rewriting the archive".into(),
-                            ))
-                        }
+                        erase_holding_the_lease(&node, &bus, &store, &applied.tenant_id, &job.person)
+                            .await
                     }
                     None => Err(ArchiveError::Config("no configuration yet".into())),
                 };
@@ -124,6 +110,29 @@ pub async fn run(
 /// longest a query may run, and a little more.
 fn keep_replaced(node: &NodeState) -> Duration {
     node.config.query.timeout + Duration::from_secs(5)
+}
+
+/// [`erase`] once this node holds the tenant's rewrite lease, waited for up to
+/// [`ERASURE_LEASE_WAIT`] while another node's round of upkeep has it.
+async fn erase_holding_the_lease(
+    node: &NodeState,
+    bus: &AnyBus,
+    store: &Arc<dyn ObjectStore>,
+    tenant_id: &str,
+    person: &Person,
+) -> Result<Erasure, ArchiveError> {
+    let waited = std::time::Instant::now();
+    while !hold(bus, node, tenant_id).await {
+        if waited.elapsed() >= ERASURE_LEASE_WAIT {
+            return Err(ArchiveError::Busy(
+                "another archiver is rewriting the archive".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let erased = erase(node, store, tenant_id, person).await;
+    give_up(bus, node, tenant_id).await;
+    erased
 }
 
 /// Rewrites every file holding the person's rows without them, then deletes the old files
